@@ -1,0 +1,55 @@
+"""Typed errors raised by raftlog; every public error is exported from the package root."""
+from __future__ import annotations
+
+
+class RaftlogError(Exception):
+    """Base class of every error raftlog raises on purpose."""
+
+
+class FrameError(RaftlogError, ValueError):
+    """A wire frame or entry record is malformed: bad length, unknown type, truncated, bad CRC.
+
+    `record` is the position of the offending record inside a batch, or None when the
+    error is not about one record.
+    """
+
+    def __init__(self, message: str, record: int | None = None) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class LogSafetyError(RaftlogError, RuntimeError):
+    """An operation would break a Raft safety rule (e.g. truncate a committed entry)."""
+
+
+class CorruptLogError(RaftlogError):
+    """A stored entry failed its CRC or does not parse; `index` names it."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"corrupt log entry at index {index}: {reason}")
+        self.index = index
+        self.reason = reason
+
+
+class IdentityMismatch(RaftlogError):
+    """A data dir belongs to another node or cluster, or has an unknown format."""
+
+
+class NotLeader(RaftlogError):
+    """The node is not the leader; `leader_id` (0 if unknown) and `leader_address` hint where it is."""
+
+    def __init__(self, leader_id: int = 0, leader_address: str | None = None) -> None:
+        where = f"node {leader_id}" if leader_id else "unknown"
+        if leader_address:
+            where += f" at {leader_address}"
+        super().__init__(f"not the leader (leader: {where})")
+        self.leader_id = leader_id
+        self.leader_address = leader_address
+
+
+class Timeout(RaftlogError, TimeoutError):
+    """An operation did not complete within its deadline; its outcome is unknown."""
+
+
+class Closed(RaftlogError):
+    """The log, node or client has been closed or is shutting down."""
