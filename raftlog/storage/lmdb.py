@@ -1,0 +1,554 @@
+"""LmdbStorage: the durable Storage of a node, one LMDB environment per data dir.
+
+Layout (format 1), two named databases in `DIR/data.mdb`:
+
+- `log`: key = entry index as 8-byte big-endian, value = the entry record exactly as the
+  codec wrote it (`term u64 | kind u8 | crc32 u32 | len u32 | payload`). Keys are
+  contiguous: `[snapshot.index + 1, last_index]`.
+- `meta`: `format` (layout version, ASCII digits), `identity` (JSON: cluster_id, node_id,
+  created_at), `hard_state` (24 bytes: term, vote, commit as u64 big-endian, written on
+  nearly every save so it is not JSON), `conf_state` (JSON), `snapshot` (JSON: index,
+  term, conf_state, file).
+
+Durability: with `sync=True` (the default) `save` returns after LMDB's commit has fsynced
+data and meta pages, so a save that returned survives power loss. With `sync=False` the
+commit only reaches the OS page cache: a process crash loses nothing, but an OS crash or
+power loss may undo the last commits, and LMDB guarantees integrity (no torn transaction)
+only on a filesystem that preserves write order; call `flush()` to force a sync point.
+
+Threads: LMDB write transactions are bound to the thread that began them. Every write
+here begins and commits inside one call, and `save`/`compact` take a lock, so concurrent
+calls are serialized; the runtime runs every `save` on one dedicated writer thread and
+py-lmdb releases the GIL during commit and fsync, so the event loop keeps going while the
+disk works. Reads (`records`, `log_index`) may come from any thread.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import struct
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from itertools import islice
+from typing import Any, Optional
+
+import lmdb
+
+from raftlog.core.messages import ConfState, HardState, SnapshotMeta
+from raftlog.errors import Closed, CorruptLogError, IdentityMismatch, RaftlogError
+from raftlog.hot import LogIndex, RecordBatch
+from raftlog.storage.base import check_save_range, verified
+
+__all__ = ["LmdbStorage", "Identity", "FORMAT_VERSION", "DEFAULT_MAP_SIZE"]
+
+FORMAT_VERSION = 1
+DEFAULT_MAP_SIZE = 64 << 20       # grown on demand by doubling; only address space is reserved
+LOCK_FILE = "raftlog.lock"        # flock()ed by the one writer process of a data dir
+SNAPSHOT_DIR = "snapshots"
+
+_KEY = struct.Struct(">Q")
+_HARD = struct.Struct(">QQQ")
+_key = _KEY.pack
+
+_FORMAT = b"format"
+_IDENTITY = b"identity"
+_HARD_STATE = b"hard_state"
+_CONF_STATE = b"conf_state"
+_SNAPSHOT = b"snapshot"
+
+# log_index() parses the stored records in chunks of this many entries, so that rebuilding
+# the index of a big log never holds more than one chunk's bytes in memory at once.
+_INDEX_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a data dir belongs to; written once when the dir is created."""
+
+    cluster_id: str
+    node_id: int
+    created_at: str
+
+    def to_json(self) -> bytes:
+        """The stored form."""
+        return json.dumps({"cluster_id": self.cluster_id, "node_id": self.node_id,
+                           "created_at": self.created_at}, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "Identity":
+        """The inverse of to_json."""
+        d = json.loads(bytes(raw))
+        return cls(str(d["cluster_id"]), int(d["node_id"]), str(d.get("created_at", "")))
+
+
+@dataclass(frozen=True)
+class _State:
+    """Everything small the storage answers from memory; replaced whole after each commit."""
+
+    hard_state: HardState
+    conf_state: Optional[ConfState]
+    snapshot: SnapshotMeta
+    snapshot_file: Optional[str]
+    last_index: int
+
+
+def _encode_snapshot(snapshot: SnapshotMeta, file: Optional[str]) -> bytes:
+    return json.dumps({"index": snapshot.index, "term": snapshot.term,
+                       "conf_state": snapshot.conf_state.to_dict(), "file": file}).encode()
+
+
+def _decode_snapshot(raw: Optional[bytes]) -> tuple[SnapshotMeta, Optional[str]]:
+    if raw is None:
+        return SnapshotMeta(), None
+    d = json.loads(bytes(raw))
+    return SnapshotMeta(int(d["index"]), int(d["term"]), ConfState.from_dict(d.get("conf_state") or {})), d.get("file")
+
+
+class LmdbStorage:
+    """Storage in an LMDB environment: atomic saves, CRC-checked reads, identity-checked opens.
+
+    Open with `LmdbStorage.open(path, node_id=..., cluster_id=...)`. Ranges are half-open
+    `[lo, hi)`. The small state (hard state, configuration, snapshot position, last
+    index) is cached in memory and answered without touching LMDB; in readonly mode it is
+    re-read on every call because another process is writing.
+    """
+
+    def __init__(self, env: lmdb.Environment, path: str, *, readonly: bool, sync: bool,
+                 identity: Identity, lock_fd: Optional[int]) -> None:
+        """Use `LmdbStorage.open`; this wraps an environment that open() has validated."""
+        self._env = env
+        self._path = path
+        self._readonly = readonly
+        self._sync = sync
+        self._identity = identity
+        self._lock_fd = lock_fd
+        self._log_db = env.open_db(b"log", create=False)
+        self._meta_db = env.open_db(b"meta", create=False)
+        self._write_lock = threading.Lock()     # one save/compact at a time
+        self._map_lock = threading.Lock()       # no read txn may be open while the map is resized
+        self._closed = False
+        with self._reading() as txn:
+            self._state = self._load(txn)
+
+    # ---------------------------------------------------------------- opening
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, node_id: Optional[int], cluster_id: Optional[str],
+             sync: bool = True, map_size: int = DEFAULT_MAP_SIZE, create: bool = True,
+             readonly: bool = False) -> "LmdbStorage":
+        """Open (or create) the data dir at `path` for node `node_id` of cluster `cluster_id`.
+
+        IdentityMismatch when the dir belongs to another node or cluster (the message names
+        expected and found) or has an unknown format. `node_id`/`cluster_id` None accept
+        whatever is stored (for inspection); creating a dir needs both. `readonly=True`
+        never writes and may run beside the writer process (`raftlog inspect`).
+        `create=False` raises FileNotFoundError for a missing dir. Another process holding
+        the dir open for writing raises RaftlogError.
+        """
+        path = os.fspath(path)
+        if readonly or not create:
+            if not os.path.exists(os.path.join(path, "data.mdb")):
+                raise FileNotFoundError(f"no raftlog data dir at {path}")
+        lock_fd = None if readonly else _lock_dir(path)
+        try:
+            env = lmdb.open(path, subdir=True, max_dbs=4, map_size=map_size, readonly=readonly,
+                            create=create and not readonly, sync=sync, metasync=sync, lock=True)
+        except BaseException:
+            _unlock_dir(lock_fd)
+            raise
+        try:
+            identity = _check_or_init(env, path, node_id, cluster_id, readonly)
+            return cls(env, path, readonly=readonly, sync=sync, identity=identity, lock_fd=lock_fd)
+        except BaseException:
+            env.close()
+            _unlock_dir(lock_fd)
+            raise
+
+    # ---------------------------------------------------------------- the Storage protocol
+
+    def hard_state(self) -> HardState:
+        """The last saved hard state (all zero when new)."""
+        return self._current().hard_state
+
+    def conf_state(self) -> Optional[ConfState]:
+        """The last saved configuration, or None when none was saved."""
+        return self._current().conf_state
+
+    def snapshot_meta(self) -> SnapshotMeta:
+        """The last snapshot's position (index 0 when there is none)."""
+        return self._current().snapshot
+
+    def first_index(self) -> int:
+        """The first index held: snapshot index + 1."""
+        return self._current().snapshot.index + 1
+
+    def last_index(self) -> int:
+        """The last index held (the snapshot index when no entry is held)."""
+        return self._current().last_index
+
+    def log_index(self) -> LogIndex:
+        """A LogIndex of the stored entries' terms, offset by the snapshot; CRC-checks every record.
+
+        The values are joined a chunk at a time and parsed by RecordBatch, which reads the
+        terms from the record headers on the hot path: no Python work per entry here.
+        """
+        self._check_open()
+        with self._reading() as txn:
+            st = self._load(txn) if self._readonly else self._state
+            log = LogIndex(st.snapshot.index, st.snapshot.term)
+            lo = st.snapshot.index + 1
+            count = st.last_index - st.snapshot.index
+            if count == 0:
+                return log
+            cur = txn.cursor(self._log_db)
+            if not cur.set_key(_key(lo)):
+                raise CorruptLogError(lo, "entry missing from the log database")
+            values = cur.iternext(keys=False, values=True)
+            while count > 0:
+                chunk = list(islice(values, min(count, _INDEX_CHUNK)))
+                if not chunk:
+                    raise CorruptLogError(lo, "entry missing from the log database")
+                batch = verified(lo, b"".join(chunk))
+                if len(batch) != len(chunk):
+                    raise CorruptLogError(lo, "a stored value does not hold exactly one record")
+                try:
+                    log.extend(batch.terms())
+                except ValueError as exc:
+                    raise CorruptLogError(lo, f"terms out of order: {exc}") from None
+                lo += len(chunk)
+                count -= len(chunk)
+            return log
+
+    def records(self, lo: int, hi: int, max_bytes: Optional[int] = None) -> RecordBatch:
+        """Entries `[lo, hi)`, cut short to fit max_bytes (but at least one). CRC-checked: CorruptLogError(index).
+
+        IndexError when the range is outside `[first_index, last_index + 1)`. One read
+        transaction, one cursor walk, one join, one parse.
+        """
+        self._check_open()
+        with self._reading() as txn:
+            st = self._load(txn) if self._readonly else self._state
+            first = st.snapshot.index + 1
+            if lo > hi or lo < first or hi > st.last_index + 1:
+                raise IndexError(f"range [{lo}, {hi}) outside [{first}, {st.last_index + 1})")
+            n = hi - lo
+            if n == 0:
+                return RecordBatch(b"")
+            cur = txn.cursor(self._log_db)
+            if not cur.set_key(_key(lo)):
+                raise CorruptLogError(lo, "entry missing from the log database")
+            values = islice(cur.iternext(keys=False, values=True), n)
+            if max_bytes is None:
+                chosen = list(values)
+            else:
+                chosen = []
+                total = 0
+                for value in values:
+                    total += len(value)
+                    if total > max_bytes and chosen:
+                        break
+                    chosen.append(value)
+            buf = b"".join(chosen)      # copies out of the map before the txn ends
+        batch = verified(lo, buf)
+        if len(batch) != len(chosen):
+            raise CorruptLogError(lo, "a stored value does not hold exactly one record")
+        return batch
+
+    def save(self, *, hard_state: Optional[HardState] = None, truncate_from: int = 0,
+             first_index: int = 0, records: Optional[RecordBatch] = None,
+             conf_state: Optional[ConfState] = None) -> None:
+        """Atomically: drop entries >= truncate_from (0 = none), store `records` from first_index, set hard and conf state.
+
+        PRECONDITION: first_index == last_index + 1 after the truncation (IndexError
+        otherwise, nothing written). ONE write transaction; durable on return when sync.
+        On MapFullError the transaction is aborted, the map doubled and the whole batch
+        redone, so a save is never half-written.
+        """
+        self._check_writable()
+        with self._write_lock:
+            st = self._state
+            new_last = check_save_range(st.last_index, truncate_from, first_index, records, st.snapshot.index)
+            n = len(records) if records is not None else 0
+            items = records.items(first_index) if n else None
+            hs = _HARD.pack(*hard_state) if hard_state is not None else None
+            cs = json.dumps(conf_state.to_dict()).encode() if conf_state is not None else None
+            drop_from = truncate_from if truncate_from and truncate_from <= st.last_index else 0
+            if not (drop_from or n or hs is not None or cs is not None):
+                return
+            whole_log = drop_from == st.snapshot.index + 1
+            while True:
+                try:
+                    with self._env.begin(write=True) as txn:
+                        if drop_from:
+                            if whole_log:
+                                txn.drop(self._log_db, delete=False)
+                            else:
+                                cur = txn.cursor(self._log_db)
+                                if cur.set_range(_key(drop_from)):
+                                    while cur.delete():
+                                        pass
+                        if items is not None:
+                            cur = txn.cursor(self._log_db)
+                            try:
+                                consumed, added = cur.putmulti(items, append=True)
+                            except lmdb.KeyExistsError:
+                                consumed, added = n, -1
+                            if (consumed, added) != (n, n):
+                                raise CorruptLogError(first_index, f"append of {n} records added {added}: "
+                                                      "the log database holds keys past the known last index")
+                        if hs is not None:
+                            txn.put(_HARD_STATE, hs, db=self._meta_db)
+                        if cs is not None:
+                            txn.put(_CONF_STATE, cs, db=self._meta_db)
+                    break
+                except lmdb.MapFullError:
+                    self._grow(records.nbytes if n else 0)
+            self._state = _State(hard_state if hard_state is not None else st.hard_state,
+                                 conf_state if conf_state is not None else st.conf_state,
+                                 st.snapshot, st.snapshot_file, new_last)
+
+    def compact(self, snapshot: SnapshotMeta, file: Optional[str] = None) -> None:
+        """Drop entries <= snapshot.index and record the snapshot's position (and its file name) in one txn.
+
+        A snapshot at or below the current one is ignored; one past the last index empties
+        the log, which then continues from snapshot.index + 1.
+        """
+        self._check_writable()
+        with self._write_lock:
+            st = self._state
+            if snapshot.index <= st.snapshot.index:
+                return
+            drop = min(snapshot.index, st.last_index) - st.snapshot.index
+            whole_log = snapshot.index >= st.last_index
+            meta = _encode_snapshot(snapshot, file)
+            while True:
+                try:
+                    with self._env.begin(write=True) as txn:
+                        if whole_log:
+                            txn.drop(self._log_db, delete=False)
+                        elif drop:
+                            cur = txn.cursor(self._log_db)
+                            cur.first()
+                            for _ in range(drop):
+                                cur.delete()
+                        txn.put(_SNAPSHOT, meta, db=self._meta_db)
+                    break
+                except lmdb.MapFullError:
+                    self._grow(0)
+            self._state = _State(st.hard_state, st.conf_state, snapshot, file,
+                                 max(st.last_index, snapshot.index))
+
+    def close(self) -> None:
+        """Release the environment and the data dir lock; the storage is unusable afterwards. Idempotent."""
+        if self._closed:
+            return
+        with self._write_lock, self._map_lock:
+            self._closed = True
+            self._env.close()
+            _unlock_dir(self._lock_fd)
+            self._lock_fd = None
+
+    # ---------------------------------------------------------------- beyond the protocol
+
+    @property
+    def path(self) -> str:
+        """The data dir."""
+        return self._path
+
+    @property
+    def snapshot_dir(self) -> str:
+        """Where snapshot files live: `DIR/snapshots/`."""
+        return os.path.join(self._path, SNAPSHOT_DIR)
+
+    @property
+    def readonly(self) -> bool:
+        """True when opened for inspection only."""
+        return self._readonly
+
+    @property
+    def sync(self) -> bool:
+        """True when every save is fsynced before it returns."""
+        return self._sync
+
+    def identity(self) -> Identity:
+        """Who this data dir belongs to."""
+        return self._identity
+
+    def snapshot_file(self) -> Optional[str]:
+        """The file name recorded with the last snapshot (relative to snapshot_dir), or None."""
+        return self._current().snapshot_file
+
+    def flush(self) -> None:
+        """Force everything committed so far to disk (a durability point when sync=False)."""
+        self._check_writable()
+        self._env.sync(True)
+
+    def stats(self) -> dict[str, Any]:
+        """Map size, bytes in use, entry count and index range: for `raftlog inspect` and status."""
+        self._check_open()
+        with self._reading() as txn:
+            st = self._load(txn) if self._readonly else self._state
+            log = txn.stat(self._log_db)
+            info = self._env.info()
+            env_stat = self._env.stat()
+        return {"path": self._path, "format": FORMAT_VERSION, "cluster_id": self._identity.cluster_id,
+                "node_id": self._identity.node_id, "map_size": info["map_size"],
+                "used_bytes": (info["last_pgno"] + 1) * env_stat["psize"], "entries": log["entries"],
+                "first_index": st.snapshot.index + 1, "last_index": st.last_index,
+                "snapshot_index": st.snapshot.index, "sync": self._sync, "readonly": self._readonly}
+
+    def __enter__(self) -> "LmdbStorage":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LmdbStorage({self._path!r}, node_id={self._identity.node_id}, cluster_id={self._identity.cluster_id!r})"
+
+    # ---------------------------------------------------------------- internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed(f"storage at {self._path} is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._readonly:
+            raise PermissionError(f"storage at {self._path} is open readonly")
+
+    def _current(self) -> _State:
+        """The cached state, or in readonly mode a fresh read (another process writes)."""
+        if not self._readonly:
+            return self._state
+        self._check_open()
+        with self._reading() as txn:
+            return self._load(txn)
+
+    def _reading(self) -> "_ReadTxn":
+        return _ReadTxn(self)
+
+    def _load(self, txn: lmdb.Transaction) -> _State:
+        """Read the small state and the log's bounds, checking the keys are exactly `[snapshot + 1, last]`."""
+        get = txn.get
+        raw = get(_HARD_STATE, db=self._meta_db)
+        hard = HardState(*_HARD.unpack(bytes(raw))) if raw is not None else HardState()
+        raw = get(_CONF_STATE, db=self._meta_db)
+        conf = ConfState.from_dict(json.loads(bytes(raw))) if raw is not None else None
+        snapshot, file = _decode_snapshot(get(_SNAPSHOT, db=self._meta_db))
+        cur = txn.cursor(self._log_db)
+        last = snapshot.index
+        if cur.last():
+            last = _KEY.unpack(bytes(cur.key()))[0]
+            cur.first()
+            first = _KEY.unpack(bytes(cur.key()))[0]
+            if first != snapshot.index + 1:
+                raise CorruptLogError(snapshot.index + 1, f"log starts at {first}, after snapshot {snapshot.index}")
+            entries = txn.stat(self._log_db)["entries"]
+            if entries != last - first + 1:
+                raise CorruptLogError(first, f"{entries} entries stored for indexes [{first}, {last}]: a gap")
+        return _State(hard, conf, snapshot, file, last)
+
+    def _grow(self, need: int) -> None:
+        """Enlarge the map (no write txn is open here): at least double it, and leave room for `need` bytes twice over."""
+        with self._map_lock:
+            size = self._env.info()["map_size"]
+            new = max(size * 2, size + 2 * need)
+            page = 1 << 16
+            self._env.set_mapsize((new + page - 1) // page * page)
+
+
+class _ReadTxn:
+    """A read transaction held under the map lock; a map grown by another process is adopted first."""
+
+    __slots__ = ("_storage", "_txn")
+
+    def __init__(self, storage: LmdbStorage) -> None:
+        self._storage = storage
+
+    def __enter__(self) -> lmdb.Transaction:
+        s = self._storage
+        s._map_lock.acquire()
+        try:
+            try:
+                self._txn = s._env.begin(buffers=True)
+            except lmdb.MapResizedError:
+                s._env.set_mapsize(0)           # the writer process grew the map: adopt its size
+                self._txn = s._env.begin(buffers=True)
+        except BaseException:
+            s._map_lock.release()
+            raise
+        return self._txn
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._txn.abort()
+        finally:
+            self._storage._map_lock.release()
+
+
+def _check_or_init(env: lmdb.Environment, path: str, node_id: Optional[int], cluster_id: Optional[str],
+                   readonly: bool) -> Identity:
+    """Check the dir's format and identity against the configuration, writing both into a new dir."""
+    if readonly:
+        try:
+            log_db = env.open_db(b"log", create=False)
+            meta_db = env.open_db(b"meta", create=False)
+        except lmdb.NotFoundError:
+            raise IdentityMismatch(f"{path} is not a raftlog data dir (no log/meta databases)") from None
+        with env.begin() as txn:
+            fmt = txn.get(_FORMAT, db=meta_db)
+            raw = txn.get(_IDENTITY, db=meta_db)
+    else:
+        with env.begin(write=True) as txn:
+            log_db = env.open_db(b"log", txn=txn)
+            meta_db = env.open_db(b"meta", txn=txn)
+            fmt = txn.get(_FORMAT, db=meta_db)
+            raw = txn.get(_IDENTITY, db=meta_db)
+            if fmt is None and raw is None and txn.stat(log_db)["entries"] == 0 \
+                    and txn.stat(meta_db)["entries"] == 0:
+                if node_id is None or cluster_id is None:
+                    raise ValueError("creating a data dir needs node_id and cluster_id")
+                if not isinstance(node_id, int) or node_id < 1:
+                    raise ValueError(f"node id must be a positive integer, got {node_id!r}")
+                created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                identity = Identity(str(cluster_id), node_id, created)
+                txn.put(_FORMAT, str(FORMAT_VERSION).encode(), db=meta_db)
+                txn.put(_IDENTITY, identity.to_json(), db=meta_db)
+                return identity
+    if fmt is None:
+        raise IdentityMismatch(f"{path} has no raftlog format marker: not a raftlog data dir")
+    if fmt != str(FORMAT_VERSION).encode():
+        raise IdentityMismatch(f"{path} has layout format {bytes(fmt).decode(errors='replace')!r}; "
+                               f"this raftlog reads format {FORMAT_VERSION}")
+    if raw is None:
+        raise IdentityMismatch(f"{path} has no identity record")
+    found = Identity.from_json(raw)
+    wrong = []
+    if node_id is not None and found.node_id != node_id:
+        wrong.append(f"node id {found.node_id} (expected {node_id})")
+    if cluster_id is not None and found.cluster_id != cluster_id:
+        wrong.append(f"cluster id {found.cluster_id!r} (expected {cluster_id!r})")
+    if wrong:
+        raise IdentityMismatch(f"data dir {path} belongs to another node: found " + " and ".join(wrong))
+    return found
+
+
+def _lock_dir(path: str) -> int:
+    """Take the data dir's writer lock (flock, released by the OS when the process dies)."""
+    os.makedirs(path, exist_ok=True)
+    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RaftlogError(f"data dir {path} is already open for writing (by this or another process)") from None
+    return fd
+
+
+def _unlock_dir(fd: Optional[int]) -> None:
+    if fd is not None:
+        os.close(fd)
+
