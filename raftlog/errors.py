@@ -53,3 +53,7 @@ class Timeout(RaftlogError, TimeoutError):
 
 class Closed(RaftlogError):
     """The log, node or client has been closed or is shutting down."""
+
+
+class ProposalDropped(RaftlogError):
+    """The leader refused a proposal it could not take now: too many uncommitted bytes, or a leadership transfer."""

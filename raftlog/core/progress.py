@@ -1,0 +1,131 @@
+"""Per-follower replication state on the leader: match, next, probe/replicate, the inflight window."""
+from __future__ import annotations
+
+from collections import deque
+from enum import Enum
+
+
+class ProgressState(str, Enum):
+    """How the leader replicates to one follower (etcd's tracker states)."""
+
+    PROBE = "probe"            # one AppendEntries at a time until the follower's log position is known
+    REPLICATE = "replicate"    # optimistic pipelining, bounded by the inflight window
+    SNAPSHOT = "snapshot"      # reserved: waiting for an InstallSnapshot (later issue)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Inflights:
+    """AppendEntries sent but not yet acknowledged, bounded in messages and in bytes."""
+
+    __slots__ = ("max_msgs", "max_bytes", "_q", "bytes")
+
+    def __init__(self, max_msgs: int, max_bytes: int) -> None:
+        self.max_msgs = max_msgs
+        self.max_bytes = max_bytes
+        self._q: deque[tuple[int, int]] = deque()   # (last index of the message, its bytes)
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def add(self, last_index: int, nbytes: int) -> None:
+        """Record a message whose entries end at last_index."""
+        self._q.append((last_index, nbytes))
+        self.bytes += nbytes
+
+    def free_le(self, index: int) -> None:
+        """Forget every message ending at or below `index` (acknowledged)."""
+        q = self._q
+        while q and q[0][0] <= index:
+            self.bytes -= q.popleft()[1]
+
+    def free_first_one(self) -> None:
+        """Forget the oldest message (its ack was probably lost); unblocks a full window."""
+        if self._q:
+            self.bytes -= self._q.popleft()[1]
+
+    def full(self) -> bool:
+        """True when no more messages may be sent."""
+        return len(self._q) >= self.max_msgs or self.bytes >= self.max_bytes
+
+    def reset(self) -> None:
+        """Forget everything."""
+        self._q.clear()
+        self.bytes = 0
+
+
+class Progress:
+    """What the leader knows about one peer's log.
+
+    Invariant: match < next. `match` only moves forward within a term (a stale or duplicated
+    response never lowers it).
+    """
+
+    __slots__ = ("match", "next", "state", "probe_sent", "recent_active", "inflights")
+
+    def __init__(self, next_index: int, match: int, max_msgs: int, max_bytes: int) -> None:
+        self.match = match
+        self.next = next_index
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        self.recent_active = False
+        self.inflights = Inflights(max_msgs, max_bytes)
+
+    def become_probe(self) -> None:
+        """Fall back to probing from match + 1 (after a rejection or on a new leader)."""
+        self.state = ProgressState.PROBE
+        self.next = self.match + 1
+        self.probe_sent = False
+        self.inflights.reset()
+
+    def become_replicate(self) -> None:
+        """Start pipelining from match + 1."""
+        self.state = ProgressState.REPLICATE
+        self.next = self.match + 1
+        self.probe_sent = False
+        self.inflights.reset()
+
+    def is_paused(self) -> bool:
+        """True when the leader must not send this peer another AppendEntries now."""
+        if self.state is ProgressState.PROBE:
+            return self.probe_sent
+        if self.state is ProgressState.REPLICATE:
+            return self.inflights.full()
+        return True
+
+    def maybe_update(self, index: int) -> bool:
+        """Raise match to `index` (an acknowledgement); False when it is stale. Never lowers match or next."""
+        updated = False
+        if self.match < index:
+            self.match = index
+            updated = True
+            self.probe_sent = False
+        if self.next < index + 1:
+            self.next = index + 1
+        return updated
+
+    def maybe_decr_to(self, rejected: int, match_hint: int) -> bool:
+        """Move next back after a rejection of the AppendEntries whose prev index was `rejected`.
+
+        False when the rejection is stale: in replicate, for an index at or below match; in
+        probe, for anything but the probe outstanding. `match_hint` is the leader's guess of
+        the last index the follower may share (fast backtracking, dissertation 5.3).
+        """
+        if self.state is ProgressState.REPLICATE:
+            if rejected <= self.match:
+                return False
+            self.next = self.match + 1
+            return True
+        if self.next - 1 != rejected:
+            return False
+        self.next = max(min(rejected, match_hint + 1), self.match + 1)
+        self.probe_sent = False
+        return True
+
+    def to_dict(self) -> dict:
+        """A JSON-ready form for status()."""
+        return {"match": self.match, "next": self.next, "state": str(self.state),
+                "inflight": len(self.inflights), "inflight_bytes": self.inflights.bytes,
+                "recent_active": self.recent_active}

@@ -1,0 +1,545 @@
+"""Raft: roles, elections, replication and commit as a pure state machine (no I/O, no clock).
+
+Inputs are `step(msg)`, `tick()` and `propose(batch)`; outputs accumulate in `msgs` (may be
+sent at once) and `msgs_after_persist` (only after the entries and hard state produced with
+them are durable), plus the log's unstable suffix and the commit index. RawNode turns them
+into Ready. Section numbers cite the Raft paper (§) and Ongaro's dissertation (diss.).
+"""
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from enum import Enum
+from typing import Optional
+
+from raftlog.core.config import Config
+from raftlog.core.log import RaftLog
+from raftlog.core.messages import ConfState, Message, MessageType
+from raftlog.core.progress import Progress, ProgressState
+from raftlog.core.quorum import VoteResult, vote_result
+from raftlog.errors import NotLeader, ProposalDropped
+from raftlog.hot import KIND_NOOP, RecordBatch, match_append, quorum_commit
+
+log = logging.getLogger("raftlog.core")
+
+APPEND = MessageType.APPEND
+APPEND_RESP = MessageType.APPEND_RESP
+VOTE = MessageType.VOTE
+VOTE_RESP = MessageType.VOTE_RESP
+PRE_VOTE = MessageType.PRE_VOTE
+PRE_VOTE_RESP = MessageType.PRE_VOTE_RESP
+HEARTBEAT = MessageType.HEARTBEAT
+HEARTBEAT_RESP = MessageType.HEARTBEAT_RESP
+SNAPSHOT_RESP = MessageType.SNAPSHOT_RESP
+TIMEOUT_NOW = MessageType.TIMEOUT_NOW
+
+# Responses whose content (term, vote, log position) must be durable before anyone hears it.
+AFTER_PERSIST = frozenset({APPEND_RESP, VOTE_RESP, HEARTBEAT_RESP, SNAPSHOT_RESP})
+
+NO_ENTRIES_MAX = 1 << 62
+
+
+class Role(str, Enum):
+    """A node's role; the value is what status() and log lines print."""
+
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Raft:
+    """One node's Raft state. Driven by RawNode; see the module docstring."""
+
+    def __init__(self, config: Config, storage, rng: random.Random) -> None:
+        config.validate()
+        self.id = config.node_id
+        self.cfg = config
+        self.rng = rng
+        conf = storage.conf_state()
+        if conf is None:
+            conf = ConfState(voters=tuple(config.voters))
+        if not conf.voters:
+            raise ValueError("no voters: give Config.voters or a storage with a conf_state")
+        self.conf = conf
+        self.voters: tuple[int, ...] = tuple(conf.voters)
+        self.peers: tuple[int, ...] = tuple(v for v in self.voters if v != self.id)
+        self.log = RaftLog(storage, config.max_cache_bytes)
+        hs = storage.hard_state()
+        self.term: int = hs.term
+        self.vote: int = hs.vote
+        if hs.commit:
+            self.log.committed = min(hs.commit, self.log.last_index)
+        # (term, vote) last made durable: a candidate counts its own vote only once it is.
+        self.durable_term_vote: tuple[int, int] = (hs.term, hs.vote)
+        self.role: Role = Role.FOLLOWER
+        self.leader_id = 0
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_timeout = 0
+        self.votes: dict[int, bool] = {}
+        self.progress: dict[int, Progress] = {}
+        self.msgs: list[Message] = []
+        self.msgs_after_persist: list[Message] = []
+        self.uncommitted: deque[tuple[int, int]] = deque()   # (last index, bytes) per proposal
+        self.uncommitted_bytes = 0
+        self.pending_bcast = False          # new entries to send at the next Ready
+        self.pending_bcast_commit = False   # the commit index moved: tell followers
+        self.lead_transferee = 0            # leadership transfer (later issue)
+        self.pending_conf_index = 0         # configuration changes (later issue)
+        self.elections = 0
+        self.become_follower(self.term, 0)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @property
+    def promotable(self) -> bool:
+        """True when this node may campaign: it is a voter."""
+        return self.id in self.voters
+
+    def send(self, m: Message) -> None:
+        """Queue m; responses that reveal term, vote or log position wait for persistence."""
+        if m.type in AFTER_PERSIST:
+            self.msgs_after_persist.append(m)
+        else:
+            self.msgs.append(m)
+
+    def reset(self, term: int) -> None:
+        """Common part of every role change: a new term forgets the vote (§5.1)."""
+        if term != self.term:
+            self.term = term
+            self.vote = 0
+        self.leader_id = 0
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        lo, hi = self.cfg.election_ticks
+        self.randomized_timeout = self.rng.randrange(lo, hi)
+        self.votes = {}
+        self.lead_transferee = 0
+        self.pending_bcast = False
+        self.pending_bcast_commit = False
+
+    def become_follower(self, term: int, leader_id: int) -> None:
+        """Follow `leader_id` (0 = unknown) at `term`."""
+        self.reset(term)
+        self.role = Role.FOLLOWER
+        self.leader_id = leader_id
+        self.progress = {}
+        self.uncommitted.clear()
+        self.uncommitted_bytes = 0
+        log.debug("%d became follower at term %d", self.id, term)
+
+    def become_pre_candidate(self) -> None:
+        """Ask for pre-votes without touching the term (diss. 9.6)."""
+        if self.role is Role.LEADER:
+            raise RuntimeError("leader cannot become pre-candidate")
+        self.votes = {}
+        self.leader_id = 0
+        self.role = Role.PRE_CANDIDATE
+        # The election timer keeps running: a failed pre-vote retries after a new timeout.
+        self.election_elapsed = 0
+        lo, hi = self.cfg.election_ticks
+        self.randomized_timeout = self.rng.randrange(lo, hi)
+        log.debug("%d became pre-candidate at term %d", self.id, self.term)
+
+    def become_candidate(self) -> None:
+        """Start a real election: next term, vote for self (§5.2)."""
+        if self.role is Role.LEADER:
+            raise RuntimeError("leader cannot become candidate")
+        self.reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+        self.elections += 1
+        log.debug("%d became candidate at term %d", self.id, self.term)
+
+    def become_leader(self) -> None:
+        """Take over at the current term: reset progress, append the term's no-op (§5.4.2, §8)."""
+        if self.role is Role.FOLLOWER:
+            raise RuntimeError("follower cannot become leader")
+        self.reset(self.term)
+        self.role = Role.LEADER
+        self.leader_id = self.id
+        last = self.log.last_index
+        cfg = self.cfg
+        self.progress = {v: Progress(last + 1, 0, cfg.max_inflight_msgs, cfg.max_inflight_bytes)
+                         for v in self.voters}
+        me = self.progress.get(self.id)
+        if me is not None:
+            me.match = self.log.stable
+            me.become_replicate()
+            me.recent_active = True
+        self.uncommitted.clear()
+        self.uncommitted_bytes = 0
+        noop = RecordBatch.encode(self.term, KIND_NOOP, [b""])
+        self.log.append(last + 1, noop, self.term)
+        if me is not None:
+            me.next = last + 2
+        self.pending_bcast = True
+        log.info("%d became leader at term %d", self.id, self.term)
+
+    # -- time ----------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        if self.role is Role.LEADER:
+            self.tick_heartbeat()
+        else:
+            self.tick_election()
+
+    def tick_election(self) -> None:
+        """Follower/candidate: campaign when the randomized election timeout passes (§5.2)."""
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.randomized_timeout and self.promotable:
+            self.election_elapsed = 0
+            self.hup()
+
+    def tick_heartbeat(self) -> None:
+        """Leader: heartbeat every heartbeat_ticks; check quorum every election timeout (diss. 6.2)."""
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_ticks[0]:
+            self.election_elapsed = 0
+            if self.cfg.check_quorum and not self.maybe_keep_quorum():
+                log.info("%d stepped down at term %d: lost quorum", self.id, self.term)
+                self.become_follower(self.term, 0)
+                return
+            self.lead_transferee = 0
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self.bcast_heartbeat()
+
+    def maybe_keep_quorum(self) -> bool:
+        """True when a majority (self included) was heard from since the last check; resets the marks."""
+        active = {}
+        for v in self.voters:
+            pr = self.progress.get(v)
+            active[v] = v == self.id or (pr is not None and pr.recent_active)
+            if pr is not None and v != self.id:
+                pr.recent_active = False
+        return vote_result(self.voters, active) is VoteResult.WON
+
+    # -- elections -----------------------------------------------------------------------
+
+    def hup(self) -> None:
+        """Start an election now (pre-vote first when configured)."""
+        if self.role is Role.LEADER or not self.promotable:
+            return
+        if self.cfg.pre_vote:
+            self.campaign_pre()
+        else:
+            self.campaign()
+
+    def campaign_pre(self) -> None:
+        """Pre-vote round at term + 1 (diss. 9.6): nobody changes term unless a majority would elect us."""
+        self.become_pre_candidate()
+        self.votes[self.id] = True
+        if vote_result(self.voters, self.votes) is VoteResult.WON:
+            self.campaign()
+            return
+        for p in self.peers:
+            self.send(Message(PRE_VOTE, p, self.id, self.term + 1, self.log.last_term, self.log.last_index))
+
+    def campaign(self) -> None:
+        """Real election (§5.2). Our own vote counts once (term, vote) is durable: see on_persisted."""
+        self.become_candidate()
+        for p in self.peers:
+            self.send(Message(VOTE, p, self.id, self.term, self.log.last_term, self.log.last_index))
+        self.maybe_count_self_vote()
+
+    def maybe_count_self_vote(self) -> None:
+        """Count our own vote once it is durable, and win if that makes a majority."""
+        if self.role is Role.CANDIDATE and self.durable_term_vote == (self.term, self.id) \
+                and self.id not in self.votes:
+            self.votes[self.id] = True
+            self.check_votes()
+
+    def check_votes(self) -> None:
+        """Act on the votes counted so far: lead, fall back to follower, or keep waiting."""
+        result = vote_result(self.voters, self.votes)
+        if result is VoteResult.WON:
+            if self.role is Role.PRE_CANDIDATE:
+                self.campaign()
+            else:
+                self.become_leader()
+        elif result is VoteResult.LOST:
+            self.become_follower(self.term, 0)
+
+    # -- messages ------------------------------------------------------------------------
+
+    def step(self, m: Message) -> None:
+        """Handle one message addressed to this node. Stale, misaddressed and unknown messages are ignored."""
+        if m.to != self.id or m.term == 0:
+            return
+        mtype = m.type
+        if m.term > self.term:
+            if mtype == VOTE or mtype == PRE_VOTE:
+                # Leader lease (diss. 4.2.3): a node that heard from a live leader within the
+                # minimum election timeout ignores a disruptive candidate.
+                if self.cfg.check_quorum and self.leader_id != 0 \
+                        and self.election_elapsed < self.cfg.election_ticks[0]:
+                    return
+            if mtype == PRE_VOTE:
+                pass                          # a pre-vote never changes our term
+            elif mtype == PRE_VOTE_RESP and not m.reject:
+                pass                          # granted pre-votes carry the term we asked for
+            else:
+                leader = m.frm if mtype in (APPEND, HEARTBEAT) else 0
+                log.debug("%d saw term %d from %d (type %d) at term %d", self.id, m.term, m.frm, mtype, self.term)
+                self.become_follower(m.term, leader)      # §5.1: step down on any higher term
+        elif m.term < self.term:
+            if (self.cfg.check_quorum or self.cfg.pre_vote) and mtype in (APPEND, HEARTBEAT):
+                # A stale leader may be cut off from the new term's traffic: tell it (diss. 9.6).
+                self.send(Message(APPEND_RESP, m.frm, self.id, self.term))
+            elif mtype == PRE_VOTE:
+                self.send(Message(PRE_VOTE_RESP, m.frm, self.id, self.term, reject=True))
+            return
+
+        if mtype == VOTE or mtype == PRE_VOTE:
+            self.handle_vote_request(m)
+            return
+        role = self.role
+        if role is Role.LEADER:
+            self.step_leader(m)
+        elif role is Role.FOLLOWER:
+            self.step_follower(m)
+        else:
+            self.step_candidate(m)
+
+    def handle_vote_request(self, m: Message) -> None:
+        """RequestVote / pre-vote receiver rules (§5.2, §5.4.1, diss. 9.6)."""
+        pre = m.type == PRE_VOTE
+        can_vote = (self.vote == m.frm
+                    or (self.vote == 0 and self.leader_id == 0)
+                    or (pre and m.term > self.term))
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            if pre:
+                self.send(Message(PRE_VOTE_RESP, m.frm, self.id, m.term))
+            else:
+                self.election_elapsed = 0
+                self.vote = m.frm
+                log.debug("%d voted for %d at term %d", self.id, m.frm, self.term)
+                self.send(Message(VOTE_RESP, m.frm, self.id, self.term))
+        else:
+            self.send(Message(PRE_VOTE_RESP if pre else VOTE_RESP, m.frm, self.id, self.term, reject=True))
+
+    def step_follower(self, m: Message) -> None:
+        """Follower: accept the leader's AppendEntries and heartbeats."""
+        mtype = m.type
+        if mtype == APPEND:
+            self.election_elapsed = 0
+            self.leader_id = m.frm
+            self.handle_append(m)
+        elif mtype == HEARTBEAT:
+            self.election_elapsed = 0
+            self.leader_id = m.frm
+            self.handle_heartbeat(m)
+        elif mtype == TIMEOUT_NOW:
+            log.debug("%d ignored TimeoutNow from %d (not supported yet)", self.id, m.frm)
+
+    def step_candidate(self, m: Message) -> None:
+        """Pre-candidate and candidate: count votes; a leader of this term makes us follow (§5.2)."""
+        mtype = m.type
+        if mtype == APPEND:
+            self.become_follower(m.term, m.frm)
+            self.handle_append(m)
+        elif mtype == HEARTBEAT:
+            self.become_follower(m.term, m.frm)
+            self.handle_heartbeat(m)
+        elif (mtype == PRE_VOTE_RESP and self.role is Role.PRE_CANDIDATE) or \
+                (mtype == VOTE_RESP and self.role is Role.CANDIDATE):
+            if self.role is Role.PRE_CANDIDATE and m.term != self.term + 1 and not m.reject:
+                return
+            self.votes.setdefault(m.frm, not m.reject)
+            self.check_votes()
+
+    def step_leader(self, m: Message) -> None:
+        """Leader: replication responses and heartbeats."""
+        mtype = m.type
+        pr = self.progress.get(m.frm)
+        if pr is None:
+            return
+        if mtype == APPEND_RESP:
+            pr.recent_active = True
+            if m.reject:
+                self.handle_append_reject(m, pr)
+            else:
+                self.handle_append_ack(m, pr)
+        elif mtype == HEARTBEAT_RESP:
+            pr.recent_active = True
+            pr.probe_sent = False
+            if pr.state is ProgressState.REPLICATE and pr.inflights.full():
+                pr.inflights.free_first_one()
+            if pr.match < self.log.last_index:
+                self.send_append_all(m.frm, True)
+
+    def handle_append_ack(self, m: Message, pr: Progress) -> None:
+        """An AppendEntries success: raise match (never lower it), commit, send more."""
+        was_paused = pr.is_paused()
+        if not pr.maybe_update(m.index):
+            return
+        if pr.state is ProgressState.PROBE:
+            pr.become_replicate()
+        elif pr.state is ProgressState.REPLICATE:
+            pr.inflights.free_le(m.index)
+        if self.maybe_commit():
+            self.pending_bcast_commit = True
+        if was_paused or pr.next <= self.log.last_index:
+            self.send_append_all(m.frm, False)
+
+    def handle_append_reject(self, m: Message, pr: Progress) -> None:
+        """An AppendEntries rejection: back next off by whole terms using the hint (diss. 5.3)."""
+        hint = m.hint_index
+        if m.hint_term:
+            hint = self.log.index.find_conflict_by_term(m.hint_index, m.hint_term)
+        if pr.maybe_decr_to(m.index, hint):
+            if pr.state is ProgressState.REPLICATE:
+                pr.become_probe()
+            self.send_append(m.frm, True)
+
+    def handle_append(self, m: Message) -> None:
+        """AppendEntries receiver (§5.3, figure 2): match, truncate a conflicting suffix, append, learn commit."""
+        lg = self.log
+        prev = m.index
+        prev_term = m.log_term
+        ents = m.entries
+        n = len(ents) if ents is not None else 0
+        committed = lg.committed
+        if prev < committed:
+            # Entries up to our commit index are committed and so equal the leader's (§5.4.3):
+            # only what lies beyond can be new. This also makes a stale request harmless.
+            skip = committed - prev
+            if skip >= n:
+                self.send(Message(APPEND_RESP, m.frm, self.id, self.term, index=committed))
+                return
+            ents = ents.slice(skip, n)
+            n -= skip
+            prev = committed
+            prev_term = lg.term_at(prev)
+        if prev > lg.last_index or lg.term_at(prev) != prev_term:
+            hint = lg.index.find_conflict_by_term(min(prev, lg.last_index), prev_term)
+            log.debug("%d rejected append at %d/%d from %d, hint %d", self.id, prev, prev_term, m.frm, hint)
+            self.send(Message(APPEND_RESP, m.frm, self.id, self.term, index=m.index, reject=True,
+                              hint_index=hint, hint_term=lg.term_at(hint)))
+            return
+        if n:
+            ok, truncate_from, keep = match_append(lg.index, prev, prev_term, ents.terms(), committed)
+            if truncate_from:
+                log.debug("%d truncated its log from %d", self.id, truncate_from)
+                lg.truncate(truncate_from)
+            if keep < n:
+                lg.append(prev + 1 + keep, ents.slice(keep, n) if keep else ents)
+        last_new = prev + n
+        lg.commit_to(min(m.commit, last_new))
+        self.send(Message(APPEND_RESP, m.frm, self.id, self.term, index=last_new))
+
+    def handle_heartbeat(self, m: Message) -> None:
+        """Heartbeat receiver: learn the commit index (the leader sends at most our match)."""
+        self.log.commit_to(m.commit)
+        self.send(Message(HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context))
+
+    # -- replication ---------------------------------------------------------------------
+
+    def send_append(self, to: int, send_if_empty: bool) -> bool:
+        """Send `to` one AppendEntries from its next index, if its progress allows; True when sent."""
+        pr = self.progress[to]
+        if pr.is_paused():
+            return False
+        lg = self.log
+        prev = pr.next - 1
+        last = lg.last_index
+        ents = None
+        if pr.next <= last:
+            ents = lg.slice(pr.next, last + 1, self.cfg.max_msg_bytes)
+        elif not send_if_empty:
+            return False
+        self.msgs.append(Message(APPEND, to, self.id, self.term, lg.term_at(prev), prev, lg.committed,
+                                 entries=ents))
+        if ents is not None:
+            n = len(ents)
+            if pr.state is ProgressState.REPLICATE:
+                pr.next = prev + n + 1
+                pr.inflights.add(prev + n, ents.nbytes)
+            else:
+                pr.probe_sent = True
+        elif pr.state is ProgressState.PROBE:
+            pr.probe_sent = True
+        return True
+
+    def send_append_all(self, to: int, send_if_empty: bool) -> None:
+        """Send `to` as many AppendEntries as its window allows (one while probing)."""
+        if not self.send_append(to, send_if_empty):
+            return
+        pr = self.progress[to]
+        while pr.state is ProgressState.REPLICATE and pr.next <= self.log.last_index:
+            if not self.send_append(to, False):
+                break
+
+    def bcast_append(self, send_if_empty: bool) -> None:
+        """Replicate to every peer (called once per Ready, so proposals batch into messages)."""
+        for p in self.peers:
+            self.send_append_all(p, send_if_empty)
+
+    def bcast_heartbeat(self, context: bytes = b"") -> None:
+        """Heartbeat every peer; the commit carried is at most the peer's match (it may lack later entries)."""
+        committed = self.log.committed
+        for p in self.peers:
+            pr = self.progress[p]
+            self.msgs.append(Message(HEARTBEAT, p, self.id, self.term, commit=min(pr.match, committed),
+                                     context=context))
+
+    def flush(self) -> None:
+        """Send what proposals and commit changes since the last Ready call for."""
+        if self.role is Role.LEADER and (self.pending_bcast or self.pending_bcast_commit):
+            self.bcast_append(self.pending_bcast_commit)
+        self.pending_bcast = False
+        self.pending_bcast_commit = False
+
+    def maybe_commit(self) -> bool:
+        """Advance commit to the majority match if that entry is of the current term (§5.4.2, figure 8)."""
+        lg = self.log
+        progress = self.progress
+        c = quorum_commit([progress[v].match for v in self.voters])
+        if c <= lg.committed or lg.term_at(c) != self.term:
+            return False
+        lg.commit_to(c)
+        q = self.uncommitted
+        while q and q[0][0] <= c:
+            self.uncommitted_bytes -= q.popleft()[1]
+        return True
+
+    # -- proposals and persistence -------------------------------------------------------
+
+    def propose(self, batch: RecordBatch) -> tuple[int, int]:
+        """Append `batch` (already stamped with our term) as the leader; return (first index, term)."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader_id)
+        if self.lead_transferee:
+            raise ProposalDropped(f"leadership transfer to {self.lead_transferee} in progress")
+        nbytes = batch.nbytes
+        if self.uncommitted_bytes and self.uncommitted_bytes + nbytes > self.cfg.max_uncommitted_bytes:
+            raise ProposalDropped(f"{self.uncommitted_bytes} uncommitted bytes: over the budget of "
+                                  f"{self.cfg.max_uncommitted_bytes}")
+        first = self.log.last_index + 1
+        self.log.append(first, batch, self.term)
+        self.uncommitted.append((first + len(batch) - 1, nbytes))
+        self.uncommitted_bytes += nbytes
+        self.progress[self.id].next = self.log.last_index + 1
+        self.pending_bcast = True
+        return first, self.term
+
+    def on_persisted(self, term_vote: Optional[tuple[int, int]]) -> None:
+        """Storage made a Ready durable: count our own vote, or our own match as leader."""
+        if term_vote is not None:
+            self.durable_term_vote = term_vote
+        if self.role is Role.CANDIDATE:
+            self.maybe_count_self_vote()
+        elif self.role is Role.LEADER:
+            me = self.progress.get(self.id)
+            if me is not None and me.maybe_update(self.log.stable):
+                if self.maybe_commit():
+                    self.pending_bcast_commit = True
+

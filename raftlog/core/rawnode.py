@@ -1,0 +1,256 @@
+"""RawNode: the engine's face for a runtime: tick/step/propose in, Ready out, advance when done.
+
+The runtime's loop, in this order (the ordering is the contract):
+
+    rd = node.ready()
+    send(rd.messages)                          # at once, even before the write
+    storage.save(hard_state=rd.hard_state, truncate_from=rd.truncate_from,
+                 first_index=rd.entries_index, records=rd.entries)   # one atomic write
+    # ... once that write is durable:
+    send(rd.persisted_messages)
+    apply(rd.committed)
+    node.advance(rd)
+
+Between ready() and advance() the runtime may keep calling step(), tick() and propose();
+at most one Ready is outstanding (has_ready() is False until it is advanced).
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import NamedTuple, Optional, Union
+
+from raftlog.core.config import Config
+from raftlog.core.messages import HardState, Message
+from raftlog.core.raft import Raft, Role
+from raftlog.hot import KIND_DATA, RecordBatch
+
+log = logging.getLogger("raftlog.core")
+
+__all__ = ["RawNode", "Ready", "SoftState", "Role"]
+
+
+class SoftState(NamedTuple):
+    """Volatile state worth a log line when it changes: role, known leader (0 = none), term."""
+
+    role: Role
+    leader: int
+    term: int
+
+
+@dataclass(slots=True)
+class Ready:
+    """What the runtime must do next, and WHEN each part may be acted on.
+
+    - `soft_state`: role/leader/term if they changed since the last Ready, else None. Log it
+      any time (`node 3 became leader at term 7`).
+    - `messages`: may be sent AT ONCE, before or during the write below (AppendEntries,
+      heartbeats, vote requests: nothing in them claims local durability).
+    - `hard_state` (persist if not None), `truncate_from` (0 = none), `entries_index` +
+      `entries` (contiguous from entries_index): written in ONE atomic storage.save, in the
+      order Readies were handed out.
+    - `persisted_messages`: send only AFTER that write is durable (acknowledgements, votes,
+      any reply carrying a term or log position this node must not forget).
+    - `committed`: `(first_index, records)` runs, in order, each entry handed out exactly once;
+      already durable locally and committed. Apply them after the write (they may be applied
+      before persisted_messages are sent).
+    - `must_sync`: the write must be fsynced before persisted_messages go (term, vote or
+      entries changed); False means only the commit index moved.
+    Then call advance(ready).
+    """
+
+    soft_state: Optional[SoftState] = None
+    hard_state: Optional[HardState] = None
+    truncate_from: int = 0
+    entries_index: int = 0
+    entries: Optional[RecordBatch] = None
+    messages: list[Message] = field(default_factory=list)
+    persisted_messages: list[Message] = field(default_factory=list)
+    committed: list[tuple[int, RecordBatch]] = field(default_factory=list)
+    must_sync: bool = False
+    # Bookkeeping for advance(): the last entry written (index, term) and the last entry handed to apply.
+    entries_last: tuple[int, int] = (0, 0)
+    applied_to: int = 0
+
+    def is_empty(self) -> bool:
+        """True when the Ready asks for nothing."""
+        return (self.soft_state is None and self.hard_state is None and not self.truncate_from
+                and self.entries is None and not self.messages and not self.persisted_messages
+                and not self.committed)
+
+
+class RawNode:
+    """One Raft node as a pure state machine over a Storage (read at start and for old entries).
+
+    PRECONDITION: storage reflects every Ready advanced so far and nothing else.
+    """
+
+    def __init__(self, config: Config, storage, rng: random.Random) -> None:
+        self.raft = Raft(config, storage, rng)
+        self.storage = storage
+        applied = config.applied
+        committed = self.raft.log.committed
+        if applied > committed:
+            raise ValueError(f"applied {applied} is beyond the durable commit index {committed}")
+        applied = max(applied, self.raft.log.first_index - 1)
+        self._applied = applied          # Invariant: applied <= next_apply - 1 <= commit
+        self._next_apply = applied + 1   # the first committed entry not yet handed out
+        self._prev_hs = storage.hard_state()
+        self._prev_soft: Optional[SoftState] = None
+        self._outstanding: Optional[Ready] = None
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        return self.raft.id
+
+    @property
+    def role(self) -> Role:
+        return self.raft.role
+
+    @property
+    def term(self) -> int:
+        return self.raft.term
+
+    @property
+    def leader_id(self) -> int:
+        return self.raft.leader_id
+
+    @property
+    def commit_index(self) -> int:
+        return self.raft.log.committed
+
+    @property
+    def applied_index(self) -> int:
+        return self._applied
+
+    @property
+    def last_index(self) -> int:
+        return self.raft.log.last_index
+
+    @property
+    def stable_index(self) -> int:
+        """The last index known durable locally."""
+        return self.raft.log.stable
+
+    def status(self) -> dict:
+        """A JSON-ready snapshot: id, role, term, leader, commit, applied, last_index (+ progress on a leader)."""
+        r = self.raft
+        out = {"id": r.id, "role": str(r.role), "term": r.term, "leader": r.leader_id,
+               "vote": r.vote, "commit": r.log.committed, "applied": self._applied,
+               "last_index": r.log.last_index, "stable_index": r.log.stable,
+               "voters": list(r.voters)}
+        if r.role is Role.LEADER:
+            out["progress"] = {str(p): pr.to_dict() for p, pr in r.progress.items()}
+            out["uncommitted_bytes"] = r.uncommitted_bytes
+        return out
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One tick of logical time (the runtime calls it every tick interval, default 10 ms)."""
+        self.raft.tick()
+
+    def step(self, msg: Message) -> None:
+        """Feed one message received from a peer."""
+        self.raft.step(msg)
+
+    def campaign(self) -> None:
+        """Start an election now (pre-vote first when configured)."""
+        self.raft.hup()
+
+    def propose(self, payloads: Union[list[bytes], RecordBatch]) -> tuple[int, int]:
+        """Append data entries as the leader; return `(first_index, term)` of the new entries.
+
+        Raises NotLeader(leader_id) on a non-leader and ProposalDropped when the uncommitted
+        budget is exhausted or a leadership transfer is in progress. Records of a RecordBatch
+        are restamped with the leader's term (clients send term 0).
+        """
+        r = self.raft
+        if r.role is not Role.LEADER:
+            from raftlog.errors import NotLeader
+            raise NotLeader(r.leader_id)
+        if isinstance(payloads, RecordBatch):
+            if len(payloads) == 0:
+                raise ValueError("empty proposal")
+            batch = payloads.restamp(r.term)
+        else:
+            if not payloads:
+                raise ValueError("empty proposal")
+            batch = RecordBatch.encode(r.term, KIND_DATA, payloads)
+        return r.propose(batch)
+
+    # -- Ready / advance -----------------------------------------------------------------
+
+    def _soft(self) -> SoftState:
+        r = self.raft
+        return SoftState(r.role, r.leader_id, r.term)
+
+    def has_ready(self) -> bool:
+        """True when ready() would return something (and no Ready is outstanding)."""
+        if self._outstanding is not None:
+            return False
+        r = self.raft
+        lg = r.log
+        if r.msgs or r.msgs_after_persist or lg.has_unstable() or r.pending_bcast or r.pending_bcast_commit:
+            return True
+        if self._next_apply <= min(lg.committed, lg.stable):
+            return True
+        hs = self._prev_hs
+        if hs.term != r.term or hs.vote != r.vote or hs.commit != lg.committed:
+            return True
+        return self._prev_soft != self._soft()
+
+    def ready(self) -> Ready:
+        """Collect everything to persist, send and apply now; see Ready for when to act on each part."""
+        if self._outstanding is not None:
+            raise RuntimeError("a Ready is outstanding: advance() it first")
+        r = self.raft
+        r.flush()
+        lg = r.log
+        rd = Ready()
+        soft = self._soft()
+        if soft != self._prev_soft:
+            rd.soft_state = soft
+            self._prev_soft = soft
+        hs = HardState(r.term, r.vote, lg.committed)
+        prev = self._prev_hs
+        if hs != prev:
+            rd.hard_state = hs
+            rd.must_sync = hs.term != prev.term or hs.vote != prev.vote
+            self._prev_hs = hs
+        if lg.has_unstable():
+            truncate_from, first, entries, last_term = lg.take_unstable()
+            rd.truncate_from = truncate_from
+            if entries is not None:
+                rd.entries_index = first
+                rd.entries = entries
+                rd.entries_last = (first + len(entries) - 1, last_term)
+            rd.must_sync = True
+        rd.messages = r.msgs
+        r.msgs = []
+        rd.persisted_messages = r.msgs_after_persist
+        r.msgs_after_persist = []
+        hi = min(lg.committed, lg.stable)
+        if self._next_apply <= hi:
+            rd.committed = lg.segments(self._next_apply, hi + 1, r.cfg.max_committed_bytes)
+            last_first, last_batch = rd.committed[-1]
+            rd.applied_to = last_first + len(last_batch) - 1
+            self._next_apply = rd.applied_to + 1
+        self._outstanding = rd
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """Everything `rd` asked to persist is durable now and its committed entries were applied."""
+        if rd is not self._outstanding:
+            raise RuntimeError("advance() of a Ready that is not the outstanding one")
+        self._outstanding = None
+        r = self.raft
+        if rd.entries_last[0]:
+            r.log.stable_to(*rd.entries_last)
+        if rd.applied_to:
+            self._applied = rd.applied_to
+        tv = (rd.hard_state.term, rd.hard_state.vote) if rd.hard_state is not None else None
+        r.on_persisted(tv)

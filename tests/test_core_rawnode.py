@@ -1,0 +1,211 @@
+"""RawNode unit tests: the Ready contract, elections and replication over a lock-step network.
+
+`Cluster` here is the smallest possible driver (etcd's `stabilize`): deliver every message,
+persist every Ready, until nothing moves. Timing and faults live in the simulator tests.
+"""
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import pytest
+
+from raftlog.core.config import Config
+from raftlog.core.messages import Message, MessageType
+from raftlog.core.rawnode import RawNode, Role
+from raftlog.errors import NotLeader, ProposalDropped
+from raftlog.hot import KIND_DATA, KIND_NOOP, RecordBatch
+from raftlog.storage.base import MemoryStorage
+
+
+class Cluster:
+    """N RawNodes on MemoryStorage with instant, reliable delivery."""
+
+    def __init__(self, n: int, **cfg) -> None:
+        ids = tuple(range(1, n + 1))
+        self.storage = {i: MemoryStorage() for i in ids}
+        self.nodes = {i: RawNode(Config(i, ids, **cfg), self.storage[i], random.Random(i)) for i in ids}
+        self.applied: dict[int, list[tuple[int, int, int, bytes]]] = {i: [] for i in ids}
+        self.sent: list[Message] = []
+        self.down: set[int] = set()
+
+    def stabilize(self, rounds: int = 100) -> None:
+        for _ in range(rounds):
+            inbox: list[Message] = []
+            moved = False
+            for i, node in self.nodes.items():
+                if i in self.down or not node.has_ready():
+                    continue
+                moved = True
+                rd = node.ready()
+                inbox += rd.messages
+                self.storage[i].save(hard_state=rd.hard_state, truncate_from=rd.truncate_from,
+                                     first_index=rd.entries_index, records=rd.entries)
+                inbox += rd.persisted_messages
+                for first, batch in rd.committed:
+                    self.applied[i] += batch.entries(first)
+                node.advance(rd)
+            self.sent += inbox
+            for m in inbox:
+                if m.to not in self.down and m.frm not in self.down:
+                    self.nodes[m.to].step(m)
+                    moved = True
+            if not moved:
+                return
+        raise AssertionError("cluster did not stabilize")
+
+    def leader(self) -> RawNode:
+        leaders = [n for i, n in self.nodes.items() if n.role is Role.LEADER and i not in self.down]
+        assert len(leaders) == 1, [n.status() for n in self.nodes.values()]
+        return leaders[0]
+
+
+def test_importing_core_loads_no_io_modules() -> None:
+    """DESIGN.md 1: the core is pure; asyncio, socket and lmdb stay out of it."""
+    code = ("import sys; import raftlog.core.rawnode; "
+            "bad = [m for m in ('asyncio', 'socket', 'lmdb') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_single_node_elects_itself_and_commits_once_durable() -> None:
+    """A lone voter wins on its own (durable) vote and commits once its own write is durable (§5.2, §5.3)."""
+    c = Cluster(1)
+    node = c.nodes[1]
+    node.campaign()
+    rd = node.ready()
+    assert rd.hard_state is not None and rd.hard_state.vote == 1 and rd.must_sync
+    assert node.role is Role.CANDIDATE          # its vote is not durable yet
+    c.storage[1].save(hard_state=rd.hard_state)
+    node.advance(rd)
+    assert node.role is Role.LEADER
+    c.stabilize()
+    first, term = node.propose([b"a", b"b"])
+    assert (first, term) == (2, 1)
+    rd = node.ready()
+    assert rd.entries_index == 2 and len(rd.entries) == 2
+    assert not rd.committed and node.commit_index == 1   # not durable yet: not committed
+    c.storage[1].save(records=rd.entries, first_index=rd.entries_index, hard_state=rd.hard_state)
+    node.advance(rd)
+    assert node.commit_index == 3
+    c.stabilize()
+    assert [(i, k, p) for i, _t, k, p in c.applied[1]] == [(1, KIND_NOOP, b""), (2, KIND_DATA, b"a"), (3, KIND_DATA, b"b")]
+
+
+def test_three_nodes_elect_replicate_and_commit() -> None:
+    """Election (§5.2), the leader's no-op (§8), replication and commit (§5.3)."""
+    c = Cluster(3)
+    c.nodes[1].campaign()
+    c.stabilize()
+    leader = c.leader()
+    assert leader.id == 1 and leader.term == 1
+    first, term = leader.propose([b"x%d" % k for k in range(10)])
+    c.stabilize()
+    for i in c.nodes:
+        assert c.nodes[i].commit_index == first + 9
+        assert [p for _i, _t, k, p in c.applied[i] if k == KIND_DATA] == [b"x%d" % k for k in range(10)]
+
+
+def test_proposal_on_follower_raises_not_leader_with_leader_id() -> None:
+    c = Cluster(3)
+    c.nodes[2].campaign()
+    c.stabilize()
+    with pytest.raises(NotLeader) as err:
+        c.nodes[1].propose([b"x"])
+    assert err.value.leader_id == 2
+
+
+def test_record_batch_proposal_is_restamped_with_leader_term() -> None:
+    c = Cluster(3)
+    c.nodes[1].campaign()
+    c.stabilize()
+    first, term = c.nodes[1].propose(RecordBatch.encode(0, KIND_DATA, [b"p", b"q"]))
+    c.stabilize()
+    assert [(i, t) for i, t, _k, _p in c.applied[3][-2:]] == [(first, term), (first + 1, term)]
+
+
+def test_uncommitted_budget_drops_proposals() -> None:
+    c = Cluster(3, max_uncommitted_bytes=100)
+    c.nodes[1].campaign()
+    c.stabilize()
+    leader = c.nodes[1]
+    leader.propose([b"x" * 80])
+    with pytest.raises(ProposalDropped):
+        leader.propose([b"y" * 80])
+    c.stabilize()
+    leader.propose([b"y" * 80])     # committed: the budget is free again
+
+
+def test_vote_and_ack_wait_for_persistence() -> None:
+    """Votes and AppendEntries acks are persisted_messages; the leader's appends go at once (diss. 10.2.1)."""
+    c = Cluster(3)
+    c.nodes[1].campaign()
+    rd = c.nodes[1].ready()     # pre-vote requests: may go now
+    assert {m.type for m in rd.messages} == {MessageType.PRE_VOTE}
+    c.nodes[1].advance(rd)
+    for m in rd.messages:
+        c.nodes[m.to].step(m)
+    c.stabilize()
+    leader = c.nodes[1]
+    assert leader.role is Role.LEADER
+    leader.propose([b"z"])
+    rd = leader.ready()
+    assert {m.type for m in rd.messages} == {MessageType.APPEND}
+    c.storage[1].save(hard_state=rd.hard_state, first_index=rd.entries_index, records=rd.entries)
+    leader.advance(rd)
+    follower = c.nodes[2]
+    for m in rd.messages:
+        if m.to == 2:
+            follower.step(m)
+    frd = follower.ready()
+    assert not frd.messages
+    assert [m.type for m in frd.persisted_messages] == [MessageType.APPEND_RESP]
+    assert frd.entries is not None
+
+
+def test_leader_sends_while_own_write_in_flight_and_counts_itself_once_durable() -> None:
+    c = Cluster(3)
+    c.nodes[1].campaign()
+    c.stabilize()
+    leader = c.nodes[1]
+    first, _ = leader.propose([b"a"])
+    rd = leader.ready()             # the leader's own write is now "in flight"
+    for m in rd.messages:
+        c.nodes[m.to].step(m)
+    # followers persist and ack; the leader's write is still not durable
+    for i in (2, 3):
+        frd = c.nodes[i].ready()
+        c.storage[i].save(hard_state=frd.hard_state, first_index=frd.entries_index, records=frd.entries)
+        c.nodes[i].advance(frd)
+        for m in frd.persisted_messages:
+            leader.step(m)
+    assert leader.commit_index == first     # two followers are a majority without the leader
+    assert leader.status()["progress"]["1"]["match"] == first - 1
+    c.storage[1].save(hard_state=rd.hard_state, first_index=rd.entries_index, records=rd.entries)
+    leader.advance(rd)
+    assert leader.status()["progress"]["1"]["match"] == first
+
+
+def test_ready_outstanding_blocks_second_ready() -> None:
+    c = Cluster(1)
+    node = c.nodes[1]
+    node.campaign()
+    rd = node.ready()
+    assert not node.has_ready()
+    with pytest.raises(RuntimeError):
+        node.ready()
+    node.advance(rd)
+    assert node.has_ready()
+
+
+def test_restart_resumes_from_storage() -> None:
+    c = Cluster(3)
+    c.nodes[1].campaign()
+    c.stabilize()
+    c.nodes[1].propose([b"a", b"b"])
+    c.stabilize()
+    st = c.storage[2]
+    node = RawNode(Config(2, (1, 2, 3), applied=3), st, random.Random(9))
+    assert node.term == 1 and node.commit_index == 3 and node.last_index == 3
+    assert not node.ready().committed     # already applied before the restart
