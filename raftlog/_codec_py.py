@@ -93,7 +93,8 @@ def encode_records(term: int, kind: int, payloads: Iterable[bytes]) -> bytes:
     term_kind = _REC.pack(term, kind, 0, 0)[:9]
     out = bytearray()
     for payload in payloads:
-        n = len(payload)
+        payload = memoryview(payload)
+        n = payload.nbytes
         if n >= 1 << 32:
             raise OverflowError("payload too large for one record")
         length = n.to_bytes(4, "big")
@@ -224,6 +225,8 @@ class RecordBatch:
 
     def items(self, first_index: int) -> list[tuple[bytes, memoryview]]:
         """`(key, record)` pairs for LMDB putmulti: key is the index as 8-byte big-endian."""
+        if first_index < 0 or first_index + len(self) > 1 << 64:
+            raise OverflowError(f"indexes from {first_index} do not fit 8 bytes")
         buf = self._buf
         offsets = self._offsets
         return [(_U64.pack(first_index + i), buf[offsets[i]:offsets[i + 1]]) for i in range(len(offsets) - 1)]
@@ -257,21 +260,37 @@ class RecordBatch:
 
 
 def _frame(ftype: int, body: bytes) -> bytes:
+    if len(body) + 1 > 0xFFFFFFFF:
+        raise OverflowError("frame too large")
     return _FRAME.pack(len(body) + 1, ftype) + body
 
 
+def _raw(data: bytes | bytearray | memoryview) -> bytes:
+    """The bytes of any buffer (a memoryview of wider items counts its bytes, not its items)."""
+    return bytes(memoryview(data))
+
+
 def _str16(value: str) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError(f"expected str, got {type(value).__name__}")
     raw = value.encode()
     if len(raw) >= 1 << 16:
         raise OverflowError("string too long for a frame field")
     return _LEN16.pack(len(raw)) + raw
 
 
+def _pack_error(exc: struct.error, values: Iterable[object]) -> Exception:
+    """struct's error as Python's: TypeError for a value that is not an int, OverflowError for one out of range."""
+    if all(isinstance(v, (int, bytes)) for v in values):
+        return OverflowError(str(exc))
+    return TypeError(str(exc))
+
+
 def _pack(st: struct.Struct, *values: int) -> bytes:
     try:
         return st.pack(*values)
     except struct.error as exc:
-        raise OverflowError(str(exc)) from None
+        raise _pack_error(exc, values) from None
 
 
 def _records_bytes(records: "RecordBatch | bytes | bytearray | memoryview | None") -> bytes:
@@ -279,14 +298,15 @@ def _records_bytes(records: "RecordBatch | bytes | bytearray | memoryview | None
         return b""
     if isinstance(records, RecordBatch):
         return bytes(records.buffer)
-    return bytes(records)
+    return _raw(records)
 
 
 def encode_handshake(version: int, role: int, node_id: int, cluster_id: str, auth: bytes = b"") -> bytes:
     """The first frame on every connection: magic, protocol version, role, sender id, cluster id, auth."""
+    auth = _raw(auth)
     if len(auth) >= 1 << 16:
         raise OverflowError("auth too long for a frame field")
-    body = _pack(_HANDSHAKE, MAGIC, version, role, node_id) + _str16(cluster_id) + _LEN16.pack(len(auth)) + bytes(auth)
+    body = _pack(_HANDSHAKE, MAGIC, version, role, node_id) + _str16(cluster_id) + _LEN16.pack(len(auth)) + auth
     return _frame(FRAME_HANDSHAKE, body)
 
 
@@ -294,11 +314,12 @@ def encode_raft(msg_type: int, to: int, frm: int, term: int, log_term: int, inde
                 reject: bool, hint_index: int, hint_term: int, context: bytes = b"",
                 entries: "RecordBatch | bytes | None" = None) -> bytes:
     """A Raft message between peers; `entries` is a batch of records (AppendEntries) or None."""
+    context = _raw(context)
     if len(context) >= 1 << 32:
         raise OverflowError("context too long")
     head = _pack(_RAFT, msg_type, to, frm, term, log_term, index, commit, 1 if reject else 0,
                  hint_index, hint_term, len(context))
-    return _frame(FRAME_RAFT, head + bytes(context) + _records_bytes(entries))
+    return _frame(FRAME_RAFT, head + context + _records_bytes(entries))
 
 
 def encode_append(request_id: int, records: "RecordBatch | bytes") -> bytes:
@@ -327,7 +348,7 @@ def encode_entries(request_id: int, next_index: int, indexes: Sequence[int], rec
     try:
         body += struct.pack(f">{len(indexes)}Q", *indexes)
     except struct.error as exc:
-        raise OverflowError(str(exc)) from None
+        raise _pack_error(exc, indexes) from None
     return _frame(FRAME_ENTRIES, body + _records_bytes(records))
 
 
@@ -338,7 +359,7 @@ def encode_status(request_id: int) -> bytes:
 
 def encode_status_reply(request_id: int, payload: bytes) -> bytes:
     """The node's status as JSON bytes."""
-    return _frame(FRAME_STATUS_REPLY, _pack(_U64, request_id) + bytes(payload))
+    return _frame(FRAME_STATUS_REPLY, _pack(_U64, request_id) + _raw(payload))
 
 
 def _take_str(body: memoryview, pos: int, what: str) -> tuple[str, int]:
@@ -455,12 +476,18 @@ def _decode_body(ftype: int, body: memoryview) -> tuple:
     raise FrameError(f"unknown frame type {ftype}")
 
 
+_KNOWN_TYPES = frozenset((FRAME_HANDSHAKE, FRAME_RAFT, FRAME_APPEND, FRAME_APPENDED, FRAME_ERROR, FRAME_READ,
+                          FRAME_ENTRIES, FRAME_STATUS, FRAME_STATUS_REPLY))
+
+
 class FrameDecoder:
     """Sans-I/O frame parser: feed bytes as they arrive, get whole decoded frames back.
 
     Each frame comes back as a tuple whose first item is its FRAME_* type (see the encoders
-    for the fields). A length over `max_frame` raises FrameError before its body is
-    buffered; after any FrameError the stream is unusable and the connection should close.
+    for the fields). A frame's header is checked as soon as its bytes arrive: a length over
+    `max_frame` (or zero) and an unknown type raise FrameError before any of its body is
+    buffered. Only a partial frame is ever buffered. After any FrameError the stream is
+    unusable (the buffer is dropped) and the connection should close.
     """
 
     __slots__ = ("_buf", "_max_frame", "_broken")
@@ -482,30 +509,60 @@ class FrameDecoder:
         """Bytes received but not yet part of a whole frame."""
         return len(self._buf)
 
+    def _check_header(self, head: bytes | bytearray | memoryview) -> None:
+        """Check the length (and type, when its byte is there) of the frame whose first bytes are `head`."""
+        if len(head) >= 4:
+            length = int.from_bytes(head[:4], "big")
+            if length == 0:
+                raise FrameError("empty frame")
+            if length > self._max_frame:
+                raise FrameError(f"frame of {length} bytes exceeds the maximum of {self._max_frame}")
+        if len(head) >= 5 and head[4] not in _KNOWN_TYPES:
+            raise FrameError(f"unknown frame type {head[4]}")
+
+    def _top_up(self, data: memoryview, frames: list[tuple]) -> int:
+        """Feed the partial frame in `_buf` from `data`; return how many bytes it took."""
+        buf = self._buf
+        pos = 0
+        if len(buf) < 5:
+            # The header first (5 bytes never exceed a frame: length >= 1), then check it.
+            pos = min(5 - len(buf), len(data))
+            buf += data[:pos]
+            self._check_header(buf)
+            if len(buf) < 5:
+                return pos
+        size = 4 + int.from_bytes(buf[:4], "big")
+        take = min(size - len(buf), len(data) - pos)
+        buf += data[pos:pos + take]
+        pos += take
+        if len(buf) == size:
+            frame = bytes(buf[4:])
+            buf.clear()
+            frames.append(_decode_body(frame[0], memoryview(frame)[1:]))
+        return pos
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[tuple]:
         """Add `data` and return every frame it completes, in order."""
         if self._broken:
             raise FrameError("decoder is broken by an earlier error")
-        buf = self._buf
-        buf += data
-        frames = []
+        data = memoryview(data).cast("B")
+        frames: list[tuple] = []
         pos = 0
-        end = len(buf)
+        end = len(data)
         try:
+            if self._buf:
+                pos = self._top_up(data, frames)
             while end - pos >= 4:
-                length = int.from_bytes(buf[pos:pos + 4], "big")
-                if length == 0:
-                    raise FrameError("empty frame")
-                if length > self._max_frame:
-                    raise FrameError(f"frame of {length} bytes exceeds the maximum of {self._max_frame}")
+                self._check_header(data[pos:pos + 5])
+                length = int.from_bytes(data[pos:pos + 4], "big")
                 if end - pos - 4 < length:
                     break
-                frame = bytes(buf[pos + 4:pos + 4 + length])
+                frame = bytes(data[pos + 4:pos + 4 + length])
                 pos += 4 + length
                 frames.append(_decode_body(frame[0], memoryview(frame)[1:]))
+            self._buf += data[pos:]
         except FrameError:
             self._broken = True
+            self._buf.clear()
             raise
-        finally:
-            del buf[:pos]
         return frames

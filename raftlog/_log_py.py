@@ -22,11 +22,8 @@ class LogIndex:
     __slots__ = ("_terms", "_snapshot_index", "_snapshot_term")
 
     def __init__(self, snapshot_index: int = 0, snapshot_term: int = 0) -> None:
-        if snapshot_index < 0 or snapshot_term < 0:
-            raise ValueError("snapshot index and term must be >= 0")
         self._terms = array("Q")
-        self._snapshot_index = snapshot_index
-        self._snapshot_term = snapshot_term
+        self.reset(snapshot_index, snapshot_term)
 
     @property
     def snapshot_index(self) -> int:
@@ -74,13 +71,18 @@ class LogIndex:
         self._terms.extend(array("Q", [term]) * count)
 
     def extend(self, terms: Sequence[int]) -> None:
-        """Append one entry per term in `terms` (e.g. array('Q')). ValueError if not non-decreasing."""
+        """Append one entry per term in `terms` (e.g. array('Q')). ValueError if not non-decreasing.
+
+        Any iterable works (it is read once); a term outside uint64 raises OverflowError.
+        """
+        if not (isinstance(terms, array) and terms.typecode == "Q"):
+            terms = array("Q", terms)
         prev = self.last_term
         for term in terms:
             if term < prev:
                 raise ValueError(f"term {term} below last term {prev}")
             prev = term
-        self._terms.extend(array("Q", terms))
+        self._terms.extend(terms)
 
     def truncate_from(self, index: int) -> None:
         """Drop entries `[index, last_index]`. IndexError unless first_index <= index <= last_index + 1."""
@@ -103,6 +105,8 @@ class LogIndex:
         """Empty the log and restart it after a snapshot at (snapshot_index, snapshot_term)."""
         if snapshot_index < 0 or snapshot_term < 0:
             raise ValueError("snapshot index and term must be >= 0")
+        if snapshot_index >= 1 << 63 or snapshot_term >= 1 << 64:
+            raise OverflowError("snapshot index must fit int64 and term uint64")
         del self._terms[:]
         self._snapshot_index = snapshot_index
         self._snapshot_term = snapshot_term
