@@ -11,6 +11,7 @@ from raftlog.errors import (
     RaftlogError,
     Timeout,
 )
+from raftlog.entry import Entry
 from raftlog.hot import IMPLEMENTATION
 
 __version__ = "0.1.0"
@@ -18,5 +19,14 @@ __version__ = "0.1.0"
 __all__ = [
     "IMPLEMENTATION", "__version__",
     "RaftlogError", "FrameError", "LogSafetyError", "CorruptLogError", "IdentityMismatch",
-    "NotLeader", "Timeout", "Closed",
+    "NotLeader", "Timeout", "Closed", "Entry", "Client", "AsyncClient",
 ]
+
+
+def __getattr__(name: str):
+    # Client and AsyncClient pull in asyncio; importing them lazily keeps `import raftlog.core`
+    # free of asyncio and sockets (DESIGN.md section 1).
+    if name in ("Client", "AsyncClient"):
+        from raftlog.runtime import client
+        return getattr(client, name)
+    raise AttributeError(f"module 'raftlog' has no attribute {name!r}")

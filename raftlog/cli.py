@@ -23,3 +23,306 @@ def main(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# ---------------------------------------------------------------- runtime commands: node, cluster,
+# append, read, status, inspect. Thin: argument checks here, the work in raftlog.runtime.
+
+class BadArgument(click.ClickException):
+    """A one-line error and exit status 2, raised before anything is started or written."""
+
+    exit_code = 2
+
+
+def _members(text: str, *, require_ids: bool) -> dict[int, str]:
+    from raftlog.runtime.peers import PeerSpecError, parse_peers
+    try:
+        return parse_peers(text, require_ids=require_ids)
+    except PeerSpecError as exc:
+        raise BadArgument(f"--peers: {exc}") from None
+
+
+def _check_data_dir(path: str) -> None:
+    """Refuse a data dir that cannot be created or written, without creating anything."""
+    import os
+    p = os.path.abspath(path)
+    if os.path.exists(p):
+        if not os.path.isdir(p):
+            raise BadArgument(f"--data {path}: not a directory")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise BadArgument(f"--data {path}: not writable")
+        return
+    parent = os.path.dirname(p)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise BadArgument(f"--data {path}: cannot be created, {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadArgument(f"--data {path}: cannot be created, {parent} is not writable")
+
+
+def _ms_range(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition("-")
+    try:
+        lo_ms, hi_ms = int(lo), int(hi if sep else lo) + (0 if sep else 1)
+    except ValueError:
+        raise BadArgument(f"--election-timeout {text!r}: expected LO-HI in milliseconds, e.g. 150-300") from None
+    if not 0 < lo_ms < hi_ms:
+        raise BadArgument(f"--election-timeout {text!r}: need 0 < LO < HI")
+    return lo_ms, hi_ms
+
+
+def _info_logging() -> None:
+    """Node processes log their events at INFO unless -v/-vv asked for more."""
+    logger = logging.getLogger("raftlog")
+    if logger.getEffectiveLevel() > logging.DEBUG:
+        # The engine logs role changes too; below -vv the runtime's line is the one event line.
+        logging.getLogger("raftlog.core").setLevel(logging.WARNING)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
+_PEERS_HELP = "Members as ID=HOST:PORT,... (or HOST:PORT,...)."
+
+
+@main.command()
+@click.option("--id", "node_id", type=int, required=True, help="This node's id (a key of --peers).")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="Data dir (created if missing).")
+@click.option("--peers", required=True, help="Every member as ID=HOST:PORT,...; the node listens on its own entry.")
+@click.option("--cluster-id", default="raftlog", show_default=True, help="Name every member and client must present.")
+@click.option("--no-sync", is_flag=True, help="Do not fsync each write (faster; a power loss may lose the last writes).")
+@click.option("--election-timeout", default="150-300", show_default=True, help="Randomized election timeout LO-HI, ms.")
+@click.option("--heartbeat", default=50, show_default=True, type=int, help="Leader heartbeat interval, ms.")
+def node(node_id: int, data_dir: str, peers: str, cluster_id: str, no_sync: bool, election_timeout: str,
+         heartbeat: int) -> None:
+    """Run one cluster member in the foreground; SIGTERM or Ctrl-C stops it cleanly.
+
+    Example, node 2 of three:
+
+    \b
+        raftlog node --id 2 --data /var/lib/raftlog/2 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
+    """
+    import asyncio
+
+    members = _members(peers, require_ids=True)
+    if node_id not in members:
+        raise BadArgument(f"--peers does not contain this node's id {node_id}")
+    lo, hi = _ms_range(election_timeout)
+    if not 0 < heartbeat < lo:
+        raise BadArgument(f"--heartbeat {heartbeat}: must be above 0 and below the election timeout ({lo} ms)")
+    _check_data_dir(data_dir)
+    if not cluster_id or len(cluster_id.encode()) > 255:
+        raise BadArgument("--cluster-id: 1 to 255 bytes")
+    _info_logging()
+    from raftlog.errors import IdentityMismatch, RaftlogError
+    from raftlog.runtime.node import NodeConfig, run_node
+    cfg = NodeConfig(node_id=node_id, peers=members, data_dir=data_dir, cluster_id=cluster_id, sync=not no_sync,
+                     election_timeout_ms=(lo, hi), heartbeat_ms=heartbeat)
+    try:
+        status = asyncio.run(run_node(cfg))
+    except IdentityMismatch as exc:
+        raise BadArgument(str(exc)) from None
+    except (RaftlogError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    raise SystemExit(status)
+
+
+@main.command()
+@click.option("-n", "nodes", default=3, show_default=True, type=click.IntRange(1, 99), help="Number of nodes.")
+@click.option("--data", "data_dir", default="raftlog-cluster", show_default=True, type=click.Path(file_okay=False),
+              help="Parent dir of the nodes' data dirs (DIR/node1, DIR/node2, ...); reused if present.")
+@click.option("--base-port", default=7001, show_default=True, type=click.IntRange(1, 65535),
+              help="Node i listens on BASE_PORT + i - 1.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the nodes listen on.")
+@click.option("--cluster-id", default="raftlog", show_default=True, help="The cluster's name.")
+@click.option("--no-sync", is_flag=True, help="Run the nodes without fsync.")
+def cluster(nodes: int, data_dir: str, base_port: int, host: str, cluster_id: str, no_sync: bool) -> None:
+    """Run N local node processes and stream their events (who leads, who follows); Ctrl-C stops them all.
+
+    Example, then append from another terminal:
+
+    \b
+        raftlog cluster -n 3 --base-port 7001
+
+        raftlog append --peers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 hello
+    """
+    import signal
+
+    if base_port + nodes - 1 > 65535:
+        raise BadArgument("--base-port: the last node's port would exceed 65535")
+    _check_data_dir(data_dir)
+    from raftlog.runtime.cluster import LocalCluster
+    sup = LocalCluster(nodes, base_port, data_dir, host=host, cluster_id=cluster_id, sync=not no_sync)
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    click.echo(f"starting {nodes} nodes: --peers {sup.peers}", err=True)
+    sup.start()
+    try:
+        exited = sup.wait(lambda: stop["now"])
+    finally:
+        sup.stop()
+    if exited is not None:
+        raise click.ClickException(f"node {exited} exited (status {sup.procs[exited].returncode}); stopped the others")
+    click.echo("all nodes stopped", err=True)
+
+
+def _client(peers: str, cluster_id: str, timeout: float, **kw: object) -> "raftlog.Client":
+    from raftlog.runtime.client import Client
+    return Client(list(_members(peers, require_ids=False).values()), cluster_id=cluster_id, timeout=timeout, **kw)
+
+
+@main.command()
+@click.option("--peers", required=True, help=_PEERS_HELP)
+@click.option("--cluster-id", default="raftlog", show_default=True)
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each commit.")
+@click.argument("data", nargs=-1)
+def append(peers: str, cluster_id: str, timeout: float, data: tuple[str, ...]) -> None:
+    """Append each DATA argument (or each line of stdin) and print its committed index.
+
+    Example:
+
+    \b
+        raftlog append --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 hello world
+    """
+    import sys
+
+    from raftlog.errors import RaftlogError
+    with _client(peers, cluster_id, timeout) as client:
+        try:
+            if data:
+                for index in client.append_many([d.encode() for d in data]):
+                    click.echo(index)
+                return
+            chunk: list[bytes] = []
+            for line in sys.stdin.buffer:
+                chunk.append(line.rstrip(b"\r\n"))
+                if len(chunk) >= 10_000:
+                    click.echo("\n".join(map(str, client.append_many(chunk))))
+                    chunk = []
+            if chunk:
+                click.echo("\n".join(map(str, client.append_many(chunk))))
+        except RaftlogError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--peers", required=True, help=_PEERS_HELP)
+@click.option("--cluster-id", default="raftlog", show_default=True)
+@click.option("--from", "start", default=1, show_default=True, type=click.IntRange(1), help="First index.")
+@click.option("--limit", default=None, type=click.IntRange(1), help="At most this many entries.")
+@click.option("--follow", is_flag=True, help="Keep printing new entries as they commit (Ctrl-C stops).")
+@click.option("--timeout", default=10.0, show_default=True)
+def read(peers: str, cluster_id: str, start: int, limit: int | None, follow: bool, timeout: float) -> None:
+    """Print committed data entries as INDEX<TAB>DATA, one a line.
+
+    Example, everything from index 1, then keep watching:
+
+    \b
+        raftlog read --peers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 --follow
+    """
+    import time
+
+    from raftlog.errors import RaftlogError
+
+    def show(entries: list) -> None:
+        for e in entries:
+            click.echo(f"{e.index}\t{e.data.decode('utf-8', 'backslashreplace')}")
+
+    with _client(peers, cluster_id, timeout) as client:
+        try:
+            printed = 0
+            while True:
+                want = None if limit is None else limit - printed
+                entries = client.read(start, want)
+                show(entries)
+                printed += len(entries)
+                if entries:
+                    start = entries[-1].index + 1
+                if not follow or (limit is not None and printed >= limit):
+                    return
+                if not entries:
+                    time.sleep(0.2)
+        except KeyboardInterrupt:
+            return
+        except RaftlogError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+STATUS_FIELDS = ("id", "address", "role", "term", "last_index", "commit", "applied", "leader")
+
+
+@main.command()
+@click.option("--peers", required=True, help=_PEERS_HELP)
+@click.option("--cluster-id", default="raftlog", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, address, role, term, ...}.")
+@click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for each member.")
+def status(peers: str, cluster_id: str, as_json: bool, timeout: float) -> None:
+    """Ask every member for its state; one that does not answer is `unreachable`.
+
+    Example:
+
+    \b
+        raftlog status --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --json
+    """
+    import asyncio
+    import json
+
+    from raftlog.runtime.client import query_status
+    members = _members(peers, require_ids=False)
+
+    async def ask_all() -> list:
+        return await asyncio.gather(*(query_status(a, cluster_id=cluster_id, timeout=timeout)
+                                      for a in members.values()))
+
+    rows = []
+    for (ident, address), st in zip(members.items(), asyncio.run(ask_all())):
+        if st is None:
+            row = dict.fromkeys(STATUS_FIELDS)
+            row.update(id=ident if ident > 0 else None, address=address, role="unreachable")
+        else:
+            row = {k: st.get(k) for k in STATUS_FIELDS}
+            row["address"] = address
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    header = ("ID", "ADDRESS", "ROLE", "TERM", "LAST", "COMMIT", "APPLIED", "LEADER")
+    table = [header] + [tuple("-" if r[k] is None else str(r[k]) for k in STATUS_FIELDS) for r in rows]
+    widths = [max(len(line[c]) for line in table) for c in range(len(header))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (entries with data_b64).")
+@click.option("--from", "start", default=None, type=click.IntRange(1), help="First index to list.")
+@click.option("--to", "stop", default=None, type=click.IntRange(1), help="Last index to list (inclusive).")
+def inspect(data_dir: str, as_json: bool, start: int | None, stop: int | None) -> None:
+    """Dump a data dir: identity, hard state, bounds, snapshot, entries. Read-only: safe on a running node.
+
+    Example:
+
+    \b
+        raftlog inspect raftlog-cluster/node1 --from 1 --to 20
+    """
+    import json
+
+    from raftlog.errors import RaftlogError
+    from raftlog.runtime.inspect import format_text, inspect_dir
+    try:
+        dump = inspect_dir(data_dir, start, stop)
+    except FileNotFoundError as exc:
+        raise BadArgument(str(exc)) from None
+    except RaftlogError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(dump) if as_json else format_text(dump))
+
+
+if __name__ == "__main__":   # keep last: `python -m raftlog.cli` needs every command defined
+    main()

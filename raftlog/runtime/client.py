@@ -1,0 +1,452 @@
+"""raftlog.Client and raftlog.AsyncClient: talk to a cluster from any member's address.
+
+The client keeps one connection, to the leader once it has found it: a not-leader answer
+names the leader's address and the client follows it; with no leader known (an election is
+running) it tries the other members with a short backoff. Many requests are in flight on the
+connection at once (each carries a request id), so `append_many` splits its payloads into
+requests of bounded size and sends them all before waiting (pipelining).
+
+Retries: a request that fails on connection loss, a shutting-down node or a redirect is sent
+again until the deadline (`timeout` seconds per call). A retried append whose first attempt
+did commit is appended twice: delivery is at-least-once. When the deadline passes,
+`raftlog.Timeout` is raised and the outcome is unknown.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from typing import Any, Callable, Coroutine, Iterable, Optional, Sequence, TypeVar, Union
+
+from raftlog.entry import Entry
+from raftlog.errors import Closed, RaftlogError, Timeout
+from raftlog.hot import (
+    DEFAULT_MAX_FRAME,
+    ERR_BAD_REQUEST,
+    ERR_CLUSTER_MISMATCH,
+    ERR_NOT_LEADER,
+    ERR_SHUTTING_DOWN,
+    ERR_TIMEOUT,
+    ERR_TOO_LARGE,
+    ERR_VERSION,
+    FRAME_APPENDED,
+    FRAME_ENTRIES,
+    FRAME_ERROR,
+    FRAME_HANDSHAKE,
+    FRAME_STATUS_REPLY,
+    KIND_DATA,
+    PROTOCOL_VERSION,
+    ROLE_CLIENT,
+    FrameDecoder,
+    RecordBatch,
+    encode_append,
+    encode_handshake,
+    encode_read,
+    encode_status,
+)
+from raftlog.runtime.peers import parse_address, parse_peers
+
+__all__ = ["AsyncClient", "Client", "RequestRejected", "Addresses"]
+
+Addresses = Union[str, Sequence[str]]
+T = TypeVar("T")
+
+REQUEST_BYTES = 1 << 20       # payload bytes per Append request in append_many
+REQUEST_COUNT = 16_384        # payloads per Append request
+MAX_IN_FLIGHT = 64            # Append requests in flight per append_many call
+READ_ENTRIES = 10_000
+READ_BYTES = 4 << 20
+ATTEMPT_TIMEOUT = 5.0          # seconds one attempt waits before trying another member
+
+
+class RequestRejected(RaftlogError, ValueError):
+    """The cluster refused a request for good (too large, malformed, wrong cluster): retrying will not help."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Retry(Exception):
+    """Internal: try again (on `address` if given) after a short pause."""
+
+    def __init__(self, reason: str, address: Optional[str] = None, pause: bool = True) -> None:
+        super().__init__(reason)
+        self.address = address
+        self.pause = pause
+
+
+def normalize_addresses(addresses: Addresses) -> list[str]:
+    """Accept `"1=h:p,2=h:p"`, `"h:p,h:p"` or a list of `"h:p"`; return the HOST:PORT list."""
+    if isinstance(addresses, str):
+        return list(parse_peers(addresses, require_ids=False).values())
+    out = []
+    for item in addresses:
+        out.extend(parse_peers(item, require_ids=False).values())
+    if not out:
+        raise ValueError("no addresses given")
+    return out
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: request id -> future; the server's frames resolve them."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.node_id = 0
+        self.decoder = FrameDecoder(DEFAULT_MAX_FRAME)
+        self.transport: Optional[asyncio.Transport] = None
+        self.waiters: dict[int, asyncio.Future] = {}
+        self.handshake: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.closed = False
+        self.is_leader = False
+        self._next_id = 1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.feed(data)
+        except Exception as exc:
+            self._lose(ConnectionError(f"bad frame from {self.address}: {exc}"))
+            return
+        for frame in frames:
+            ftype = frame[0]
+            if ftype == FRAME_HANDSHAKE:
+                self.node_id = frame[3]
+                if not self.handshake.done():
+                    self.handshake.set_result(frame)
+                continue
+            if ftype == FRAME_ERROR and frame[1] == 0:   # about the connection itself
+                if not self.handshake.done():
+                    self.handshake.set_result(frame)
+                self._lose(ConnectionError(f"{self.address} closed the connection: {frame[5]}"))
+                continue
+            waiter = self.waiters.pop(frame[1], None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(frame)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._lose(ConnectionError(f"connection to {self.address} lost"))
+
+    def _lose(self, exc: Exception) -> None:
+        self.closed = True
+        if not self.handshake.done():
+            self.handshake.set_exception(exc)
+        for waiter in self.waiters.values():
+            if not waiter.done():
+                waiter.set_exception(exc)
+        self.waiters.clear()
+        if self.transport is not None:
+            self.transport.close()
+
+    def request(self, build: Callable[[int], bytes]) -> asyncio.Future:
+        """Send the frame `build(request_id)`; the future gets the reply frame (or ConnectionError)."""
+        fut = asyncio.get_running_loop().create_future()
+        if self.closed or self.transport is None:
+            fut.set_exception(ConnectionError(f"connection to {self.address} is closed"))
+            return fut
+        rid = self._next_id
+        self._next_id += 1
+        self.waiters[rid] = fut
+        self.transport.write(build(rid))
+        return fut
+
+    def close(self) -> None:
+        self._lose(ConnectionError("client closed"))
+
+
+class AsyncClient:
+    """Client for a raftlog cluster, for asyncio code. Every method is a coroutine; see the module doc.
+
+    `addresses`: any members' HOST:PORT (a list, or `"1=h:p,2=h:p"` / `"h:p,h:p"`).
+    `read_from="leader"` (default) reads from the leader when one is known; `"any"` reads
+    from whichever member the client is connected to (useful to look at one node).
+    """
+
+    def __init__(self, addresses: Addresses, *, cluster_id: str = "raftlog", timeout: float = 10.0,
+                 read_from: str = "leader") -> None:
+        self.addresses = normalize_addresses(addresses)
+        if read_from not in ("leader", "any"):
+            raise ValueError("read_from must be 'leader' or 'any'")
+        self.cluster_id = cluster_id
+        self.timeout = timeout
+        self.read_from = read_from
+        self._conn: Optional[_Connection] = None
+        self._target: Optional[str] = None
+        self._next = 0
+        self._lock: Optional[asyncio.Lock] = None
+        self._closed = False
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection; the client is unusable afterwards."""
+        self._closed = True
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- connection management --------------------------------------------------------------
+    async def _connection(self, deadline: float) -> _Connection:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            conn = self._conn
+            if conn is not None and not conn.closed:
+                return conn
+            address = self._target or self.addresses[self._next % len(self.addresses)]
+            self._target = None
+            host, port = parse_address(address)
+            budget = max(0.05, min(2.0, deadline - time.monotonic()))
+            try:
+                _, conn = await asyncio.wait_for(
+                    asyncio.get_running_loop().create_connection(lambda: _Connection(address), host, port), budget)
+                conn.transport.write(encode_handshake(PROTOCOL_VERSION, ROLE_CLIENT, 0, self.cluster_id))
+                hello = await asyncio.wait_for(asyncio.shield(conn.handshake), budget)
+            except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+                self._next += 1
+                raise _Retry(f"cannot connect to {address}: {exc or type(exc).__name__}") from None
+            if hello[0] == FRAME_ERROR:
+                code, message = hello[2], hello[5]
+                if code in (ERR_CLUSTER_MISMATCH, ERR_VERSION):
+                    raise RequestRejected(code, f"{address}: {message}")
+                self._next += 1
+                raise _Retry(f"{address} refused the connection: {message}")
+            self._conn = conn
+            return conn
+
+    def _drop(self, conn: _Connection, target: Optional[str]) -> None:
+        if self._conn is conn:
+            self._conn = None
+        conn.close()
+        if target is None:
+            self._next += 1
+        self._target = target
+
+    async def _call(self, build: Callable[[int], bytes], handle: Callable[[_Connection, tuple], T],
+                    timeout: Optional[float] = None) -> T:
+        """Send a request until `handle` accepts a reply; redirects and connection loss are retried until the deadline."""
+        if self._closed:
+            raise Closed("the client is closed")
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        pause = 0.02
+        last = "no attempt"
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Timeout(f"no answer within the deadline (last: {last})")
+            try:
+                conn = await self._connection(deadline)
+                try:
+                    reply = await asyncio.wait_for(asyncio.shield(conn.request(build)),
+                                                   min(remaining, ATTEMPT_TIMEOUT))
+                except ConnectionError as exc:
+                    self._drop(conn, None)
+                    raise _Retry(str(exc)) from None
+                except asyncio.TimeoutError:
+                    # A stopped (not dead) member keeps the socket open: give up on it and
+                    # try another; the deadline check above ends the retries.
+                    self._drop(conn, None)
+                    raise _Retry(f"no answer from {conn.address} in {ATTEMPT_TIMEOUT:.0f}s") from None
+                if reply[0] == FRAME_ERROR:
+                    self._error(conn, reply)
+                return handle(conn, reply)
+            except _Retry as retry:
+                last = str(retry)
+                if retry.pause:
+                    await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                    pause = min(pause * 2, 0.5)
+
+    def _error(self, conn: _Connection, reply: tuple) -> None:
+        """Turn an error frame into a retry (redirect, shutting down) or an exception."""
+        _, _rid, code, leader_id, address, message = reply
+        if code == ERR_NOT_LEADER:
+            conn.is_leader = False
+            if address and address != conn.address:
+                self._drop(conn, address)
+                raise _Retry(f"redirected to node {leader_id} at {address}", pause=False)
+            self._drop(conn, None)      # no leader known yet: try the next member
+            raise _Retry(f"{conn.address}: {message or 'no leader'}")
+        if code == ERR_SHUTTING_DOWN:
+            self._drop(conn, None)
+            raise _Retry(f"{conn.address} is shutting down")
+        if code == ERR_TIMEOUT:
+            raise Timeout(f"{conn.address}: {message}")
+        if code in (ERR_TOO_LARGE, ERR_BAD_REQUEST):
+            raise RequestRejected(code, f"{conn.address}: {message}")
+        raise RaftlogError(f"{conn.address}: error {code}: {message}")
+
+    # -- the API ----------------------------------------------------------------------------
+    async def append(self, data: bytes) -> int:
+        """Append one payload; its index once committed and durable on a majority."""
+        return (await self.append_many([data]))[0]
+
+    async def append_many(self, items: Iterable[bytes]) -> list[int]:
+        """Append payloads (pipelined, in requests of bounded size); their indexes, in order."""
+        payloads = [bytes(p) for p in items]
+        if not payloads:
+            return []
+        chunks: list[tuple[int, int]] = []      # [lo, hi) into payloads
+        lo = size = 0
+        for i, p in enumerate(payloads):
+            if i > lo and (size + len(p) > REQUEST_BYTES or i - lo >= REQUEST_COUNT):
+                chunks.append((lo, i))
+                lo, size = i, 0
+            size += len(p) + 17
+        chunks.append((lo, len(payloads)))
+        window = asyncio.Semaphore(MAX_IN_FLIGHT)
+        out: list[int] = [0] * len(payloads)
+
+        async def one(lo: int, hi: int) -> None:
+            records = RecordBatch.encode(0, KIND_DATA, payloads[lo:hi])
+            async with window:
+                first = await self._call(lambda rid: encode_append(rid, records), self._appended)
+            out[lo:hi] = range(first, first + hi - lo)
+
+        if len(chunks) == 1:
+            await one(*chunks[0])
+        else:
+            await asyncio.gather(*(one(lo, hi) for lo, hi in chunks))
+        return out
+
+    @staticmethod
+    def _appended(conn: _Connection, reply: tuple) -> int:
+        if reply[0] != FRAME_APPENDED:
+            raise RaftlogError(f"unexpected reply type {reply[0]} to an append")
+        conn.is_leader = True
+        return reply[2]
+
+    async def read(self, start: int = 1, limit: Optional[int] = None) -> list[Entry]:
+        """Committed data entries from index `start` (at most `limit`; None = all committed so far)."""
+        if start < 1:
+            raise ValueError("indexes start at 1")
+        if self.read_from == "leader":
+            await self._find_leader()
+        out: list[Entry] = []
+        while limit is None or len(out) < limit:
+            want = READ_ENTRIES if limit is None else min(READ_ENTRIES, limit - len(out))
+            next_index, entries = await self._read_once(start, want)
+            out.extend(entries)
+            if next_index <= start:
+                break
+            start = next_index
+        return out if limit is None else out[:limit]
+
+    async def _read_once(self, start: int, max_entries: int) -> tuple[int, list[Entry]]:
+        def handle(conn: _Connection, reply: tuple) -> tuple[int, list[Entry]]:
+            if reply[0] != FRAME_ENTRIES:
+                raise RaftlogError(f"unexpected reply type {reply[0]} to a read")
+            _, _rid, next_index, indexes, records = reply
+            return next_index, [Entry(indexes[i], records.term(i), records.payload(i)) for i in range(len(indexes))]
+        return await self._call(lambda rid: encode_read(rid, start, max_entries, READ_BYTES), handle)
+
+    async def _find_leader(self) -> None:
+        """Move the connection to the leader if the connected member knows one (best effort)."""
+        try:
+            conn = await self._connection(time.monotonic() + self.timeout)
+        except _Retry:
+            return
+        if conn.is_leader:
+            return
+        try:
+            status = await self._status_on(conn)
+        except (_Retry, Timeout, RaftlogError):
+            return
+        if status.get("role") == "leader":
+            conn.is_leader = True
+        elif status.get("leader_address") and status["leader_address"] != conn.address:
+            self._drop(conn, status["leader_address"])
+
+    async def _status_on(self, conn: _Connection) -> dict:
+        reply = await asyncio.wait_for(asyncio.shield(conn.request(encode_status)), self.timeout)
+        if reply[0] != FRAME_STATUS_REPLY:
+            raise RaftlogError(f"unexpected reply type {reply[0]} to a status request")
+        return json.loads(reply[2])
+
+    async def status(self) -> dict:
+        """The status of the member the client is connected to (see `raftlog status`)."""
+        def handle(conn: _Connection, reply: tuple) -> dict:
+            if reply[0] != FRAME_STATUS_REPLY:
+                raise RaftlogError(f"unexpected reply type {reply[0]} to a status request")
+            return json.loads(reply[2])
+        return await self._call(encode_status, handle)
+
+
+async def query_status(address: str, *, cluster_id: str = "raftlog", timeout: float = 2.0) -> Optional[dict]:
+    """One member's status, or None if it does not answer within `timeout` (no retries, no redirects)."""
+    client = AsyncClient([address], cluster_id=cluster_id, timeout=timeout, read_from="any")
+    try:
+        deadline = time.monotonic() + timeout
+        conn = await client._connection(deadline)
+        return await asyncio.wait_for(client._status_on(conn), max(0.01, deadline - time.monotonic()))
+    except (_Retry, asyncio.TimeoutError, ConnectionError, OSError, RaftlogError, ValueError):
+        return None
+    finally:
+        await client.close()
+
+
+class Client:
+    """The blocking twin of AsyncClient (same arguments and methods); runs its own event loop thread."""
+
+    def __init__(self, addresses: Addresses, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="raftlog-client", daemon=True)
+        self._thread.start()
+        self._timeout = options.get("timeout", 10.0)
+
+        async def make() -> AsyncClient:
+            return AsyncClient(addresses, **options)
+        try:
+            self._client = self._run(make())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop.is_closed():
+            coro.close()
+            raise Closed("the client is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def append(self, data: bytes) -> int:
+        """Append one payload; its index once committed and durable on a majority."""
+        return self._run(self._client.append(data))
+
+    def append_many(self, items: Iterable[bytes]) -> list[int]:
+        """Append payloads (pipelined); their indexes, in order."""
+        return self._run(self._client.append_many(list(items)))
+
+    def read(self, start: int = 1, limit: Optional[int] = None) -> list[Entry]:
+        """Committed data entries from index `start` (at most `limit`)."""
+        return self._run(self._client.read(start, limit))
+
+    def status(self) -> dict:
+        """The status of the member the client is connected to."""
+        return self._run(self._client.status())
+
+    def close(self) -> None:
+        """Close the connection and stop the client's thread (idempotent)."""
+        if self._loop.is_closed():
+            return
+        try:
+            self._run(self._client.close())
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()

@@ -1,0 +1,344 @@
+"""The node loop: RawNode driven by a real clock, LmdbStorage and the transport.
+
+One Ready at a time, in the order the engine's contract demands:
+
+1. `ready.messages` go out at once (a leader's AppendEntries overlap its own write);
+2. everything the Ready asks to persist (truncation, entries, hard state) is one
+   `storage.save` call, i.e. one LMDB write transaction, run on the single writer thread
+   (LMDB write transactions are thread-bound; py-lmdb releases the GIL during the commit,
+   so the event loop keeps receiving, stepping and proposing while the fsync runs);
+3. when the write is durable, `ready.persisted_messages` go out (votes and acknowledgements
+   only ever describe durable state, DESIGN.md section 3), committed batches are applied
+   (pending client requests answered), and `advance` is called.
+
+Proposals and messages that arrive while a write is in flight go into the engine at once;
+the next Ready carries all of them, so they share the next transaction (group commit).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from raftlog.core.config import Config
+from raftlog.core.messages import Message
+from raftlog.core.rawnode import RawNode
+from raftlog.runtime.peers import parse_address
+from raftlog.runtime.server import ClientService
+from raftlog.runtime.transport import Listener, PeerTransport
+
+log = logging.getLogger("raftlog.node")
+
+TICK_SECONDS = 0.010          # one engine tick (DESIGN.md section 3)
+MAX_CATCHUP_TICKS = 5         # after a stall (SIGSTOP, GC) replay at most this many ticks
+
+
+@dataclass
+class NodeConfig:
+    """Everything `raftlog node` needs; `peers` names every member, this node included."""
+
+    node_id: int
+    peers: dict[int, str]
+    data_dir: str
+    cluster_id: str = "raftlog"
+    sync: bool = True
+    election_timeout_ms: tuple[int, int] = (150, 300)   # randomized in [lo, hi)
+    heartbeat_ms: int = 50
+    request_timeout: float = 10.0
+    engine_options: dict[str, Any] = field(default_factory=dict)   # extra Config fields
+
+    @property
+    def address(self) -> str:
+        """This node's own HOST:PORT."""
+        return self.peers[self.node_id]
+
+    def engine_config(self, applied: int = 0) -> Config:
+        """The RawNode Config: milliseconds turned into ticks of TICK_SECONDS."""
+        tick_ms = TICK_SECONDS * 1000
+        lo, hi = self.election_timeout_ms
+        lo_t = max(2, round(lo / tick_ms))
+        hi_t = max(lo_t + 1, round(hi / tick_ms))
+        hb = max(1, round(self.heartbeat_ms / tick_ms))
+        return Config(node_id=self.node_id, voters=tuple(sorted(self.peers)), election_ticks=(lo_t, hi_t),
+                      heartbeat_ticks=hb, applied=applied, **self.engine_options)
+
+
+def open_storage(cfg: NodeConfig) -> Any:
+    """Open (or create) the node's LMDB data dir; IdentityMismatch if it belongs to another node or cluster."""
+    from raftlog.storage.lmdb import LmdbStorage
+    return LmdbStorage.open(cfg.data_dir, node_id=cfg.node_id, cluster_id=cfg.cluster_id, sync=cfg.sync)
+
+
+class Node:
+    """One running member: its engine, its storage, its port. `await start()`, then `await stop()`."""
+
+    def __init__(self, cfg: NodeConfig, *, storage: Any = None, rng: Optional[random.Random] = None) -> None:
+        self.cfg = cfg
+        self.node_id = cfg.node_id
+        self._storage_arg = storage
+        self._rng = rng or random.Random(int.from_bytes(os.urandom(8), "big"))
+        self.storage: Any = None
+        self.raw: Any = None
+        self.peers: Optional[PeerTransport] = None
+        self.listener: Optional[Listener] = None
+        self.service = ClientService(self, request_timeout=cfg.request_timeout)
+        self.applied_index = 0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftlog-writer-{cfg.node_id}")
+        self._inflight: Optional[asyncio.Future] = None
+        self._kick_scheduled = False
+        self._tick_handle: Optional[asyncio.TimerHandle] = None
+        self._tick_origin = 0.0
+        self._ticks = 0
+        self._stopping = False
+        self._stopped: Optional[asyncio.Event] = None
+        self._failure: Optional[BaseException] = None
+        self._shown: tuple = ("follower", 0, 0)
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self.writes = 0                       # transactions committed (for tests and status)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open storage, build the engine, listen on our address and start dialing peers."""
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        self.storage = self._storage_arg if self._storage_arg is not None else open_storage(self.cfg)
+        try:
+            # The log is the state machine: whatever was durably committed before a restart
+            # counts as applied, so the engine does not hand the whole log out again.
+            applied = self.storage.hard_state().commit
+            self.raw = RawNode(self.cfg.engine_config(applied), self.storage, self._rng)
+            self.applied_index = self.raw.applied_index
+            self._shown = (str(self.raw.role), self.raw.leader_id, self.raw.term)
+            self.peers = PeerTransport(self.node_id, self.cfg.cluster_id, self.cfg.peers, self._on_message,
+                                       self._on_peer, rng=self._rng)
+            self.listener = Listener(self.node_id, self.cfg.cluster_id, self.peers, self.service.handler_for)
+            host, port = parse_address(self.cfg.address)
+            await self.listener.start(host, port)
+        except BaseException:
+            self.storage.close()
+            self._writer.shutdown(wait=True)
+            raise
+        self.peers.start()
+        self._tick_origin = time.monotonic()
+        self._schedule_tick()
+        log.info("node %d listening on %s (cluster %s, term %d, last index %d, commit %d)", self.node_id,
+                 self.cfg.address, self.cfg.cluster_id, self.raw.term, self.raw.last_index, self.raw.commit_index)
+        self.kick()
+
+    async def wait_stopped(self) -> None:
+        """Return once the node has stopped (stop() called, or a fatal storage error)."""
+        assert self._stopped is not None
+        await self._stopped.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    def request_stop(self) -> None:
+        """Signal-handler friendly: begin a clean shutdown."""
+        if self._loop is not None and not self._stopping:
+            self._loop.create_task(self.stop())
+
+    async def stop(self) -> None:
+        """Shut down cleanly: stop serving, let the in-flight transaction finish, close LMDB."""
+        if self._stopping:
+            assert self._stopped is not None
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        log.info("node %d shutting down", self.node_id)
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        self.service.shutdown()
+        if self.listener is not None:
+            await self.listener.close()
+        if self.peers is not None:
+            await self.peers.close()
+        if self._inflight is not None:
+            try:
+                await asyncio.shield(self._inflight)   # a commit cannot be interrupted halfway: let it end
+            except Exception:
+                pass
+        self._writer.shutdown(wait=True)
+        if self.storage is not None:
+            self.storage.close()
+        log.info("node %d stopped", self.node_id)
+        assert self._stopped is not None
+        self._stopped.set()
+
+    # -- inputs -----------------------------------------------------------------------------
+    def _on_message(self, msg: Message) -> None:
+        if self._stopping:
+            return
+        try:
+            self.raw.step(msg)
+        except Exception as exc:   # a malformed message must not take the node down
+            log.warning("node %d: dropping message %s from %d: %s", self.node_id, msg.type, msg.frm, exc)
+            log.debug("step failed", exc_info=True)
+            return
+        self.kick()
+
+    def _on_peer(self, peer_id: int, up: bool) -> None:
+        report = getattr(self.raw, "report_unreachable", None)
+        if not up and report is not None:
+            report(peer_id)
+
+    def _schedule_tick(self) -> None:
+        assert self._loop is not None
+        due = self._tick_origin + (self._ticks + 1) * TICK_SECONDS
+        self._tick_handle = self._loop.call_at(self._loop.time() + max(0.0, due - time.monotonic()), self._on_tick)
+
+    def _on_tick(self) -> None:
+        """Advance the engine's clock by the ticks that elapsed since the last call (bounded)."""
+        if self._stopping:
+            return
+        now = time.monotonic()
+        elapsed = int((now - self._tick_origin) / TICK_SECONDS) - self._ticks
+        if elapsed > MAX_CATCHUP_TICKS:
+            # A stall (SIGSTOP, a long GC pause): do not pretend that time was spent
+            # listening; re-base the clock and replay only a few ticks.
+            self._ticks += elapsed - MAX_CATCHUP_TICKS
+            elapsed = MAX_CATCHUP_TICKS
+        for _ in range(max(elapsed, 0)):
+            self.raw.tick()
+        self._ticks += max(elapsed, 0)
+        if self._ticks % 10 == 0:
+            self.service.expire(now)
+        self._schedule_tick()
+        self.kick()
+
+    # -- the Ready loop ---------------------------------------------------------------------
+    def kick(self) -> None:
+        """Ask for a Ready pass at the end of this event-loop turn (coalesces many inputs into one)."""
+        if not self._kick_scheduled and self._loop is not None:
+            self._kick_scheduled = True
+            self._loop.call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self._kick_scheduled = False
+        if self._inflight is not None or self._stopping:
+            return
+        raw = self.raw
+        if not raw.has_ready():
+            return
+        rd = raw.ready()
+        self._show_role()
+        self._send(rd.messages)
+        entries = rd.entries
+        if rd.hard_state is not None or rd.truncate_from or (entries is not None and len(entries)):
+            assert self._loop is not None
+            fut = self._loop.run_in_executor(self._writer, self._persist, rd)
+            self._inflight = fut
+            fut.add_done_callback(lambda f: self._persisted(rd, f))
+        else:
+            self._finish(rd)
+
+    def _persist(self, rd: Any) -> None:
+        """Writer thread: the Ready's whole write in one transaction (durable on return when sync)."""
+        entries = rd.entries if rd.entries is not None and len(rd.entries) else None
+        self.storage.save(hard_state=rd.hard_state, truncate_from=rd.truncate_from,
+                          first_index=rd.entries_index if entries is not None else 0, records=entries)
+
+    def _persisted(self, rd: Any, fut: asyncio.Future) -> None:
+        self._inflight = None
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            # Nothing of this Ready was acknowledged; continuing would build on a write we
+            # cannot trust, so the node stops (fail-stop) and a restart recovers from disk.
+            log.error("node %d: storage write failed, stopping: %r", self.node_id, exc)
+            self._failure = exc
+            self.request_stop()
+            return
+        self.writes += 1
+        if self._stopping:
+            return
+        self._finish(rd)
+
+    def _finish(self, rd: Any) -> None:
+        self._send(rd.persisted_messages)
+        service = self.service
+        for first, batch in rd.committed:
+            n = len(batch)
+            if n:
+                service.on_committed(first, batch)
+                self.applied_index = first + n - 1
+        self.raw.advance(rd)
+        if rd.committed:
+            service.after_apply()
+        self._show_role()
+        self.kick()
+
+    def _send(self, messages: list) -> None:
+        peers = self.peers
+        assert peers is not None
+        for msg in messages:
+            peers.send(msg)
+
+    def _show_role(self) -> None:
+        """One INFO line per role change (stable wording: tests and `raftlog cluster` read it)."""
+        raw = self.raw
+        now = (str(raw.role), raw.leader_id, raw.term)
+        if now == self._shown:
+            return
+        self._shown = now
+        role, leader, term = now
+        if role == "leader":
+            log.info("node %d became leader for term %d", self.node_id, term)
+        elif role == "candidate":
+            log.info("node %d became candidate for term %d", self.node_id, term)
+        elif role == "follower" and leader:
+            log.info("node %d following node %d in term %d", self.node_id, leader, term)
+        else:
+            log.debug("node %d is %s in term %d (leader unknown)", self.node_id, role, term)
+
+    # -- queries ----------------------------------------------------------------------------
+    @property
+    def leader_id(self) -> int:
+        """The leader this node knows of (0 when none)."""
+        return self.raw.leader_id if self.raw is not None else 0
+
+    def address_of(self, node_id: int) -> str:
+        """HOST:PORT of member `node_id` ("" when unknown)."""
+        return self.cfg.peers.get(node_id, "")
+
+    def status(self) -> dict:
+        """The node's status as JSON-ready data (the fields of `raftlog status --json` and more)."""
+        raw = self.raw
+        leader = raw.leader_id
+        peers = self.peers
+        return {
+            "id": self.node_id,
+            "address": self.cfg.address,
+            "role": str(raw.role),
+            "term": raw.term,
+            "last_index": raw.last_index,
+            "commit": raw.commit_index,
+            "applied": self.applied_index,
+            "leader": leader or None,
+            "leader_address": self.address_of(leader) or None,
+            "cluster_id": self.cfg.cluster_id,
+            "members": {str(p): addr for p, addr in sorted(self.cfg.peers.items())},
+            "connected": sorted(p for p in self.cfg.peers if peers is not None and peers.connected(p)),
+            "pending_requests": len(self.service.pending),
+            "writes": self.writes,
+        }
+
+
+async def run_node(cfg: NodeConfig) -> int:
+    """Run one node until SIGTERM/SIGINT; the process's exit status."""
+    node = Node(cfg)
+    await node.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, node.request_stop)
+    try:
+        await node.wait_stopped()
+    except Exception:
+        return 1
+    return 0

@@ -1,0 +1,267 @@
+"""The client service on the node's port: Append, Read and Status requests.
+
+Append: a request carries a RecordBatch the client encoded with term 0; it goes to
+`RawNode.propose` as it is (the engine restamps the term), and is tracked as one pending
+request `(first_index, term, count)`, never per entry. It is answered when the batch that
+holds its last index is committed and locally durable: the same term there means the whole
+request is in the log (Log Matching, Raft paper 5.3); another term means a new leader
+replaced it, and the client is told to retry (not-leader, with the leader's address).
+
+Reads return committed data entries (KIND_DATA only, each with its index) from this node's
+applied log, bounded by count and bytes. Status returns the node's JSON status.
+
+Backpressure: when the engine refuses a proposal over its uncommitted budget, requests
+wait here in arrival order and every client connection stops reading until the backlog
+drains; a client that does not read its replies stops being read.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, NamedTuple
+
+from raftlog.errors import CorruptLogError, NotLeader
+from raftlog.hot import (
+    ERR_BAD_REQUEST,
+    ERR_INTERNAL,
+    ERR_NOT_LEADER,
+    ERR_SHUTTING_DOWN,
+    ERR_TIMEOUT,
+    ERR_TOO_LARGE,
+    FRAME_APPEND,
+    FRAME_READ,
+    FRAME_STATUS,
+    KIND_DATA,
+    RecordBatch,
+    encode_appended,
+    encode_entries,
+    encode_error,
+    encode_status_reply,
+)
+
+try:  # the engine's "over the uncommitted budget" signal
+    from raftlog.errors import ProposalDropped  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - depends on where the engine defines it
+    try:
+        from raftlog.core.rawnode import ProposalDropped  # type: ignore[attr-defined,no-redef]
+    except ImportError:
+        class ProposalDropped(Exception):  # type: ignore[no-redef]
+            """Placeholder until the engine defines it."""
+
+if TYPE_CHECKING:
+    from raftlog.runtime.node import Node
+    from raftlog.runtime.transport import Connection
+
+log = logging.getLogger("raftlog.server")
+
+MAX_APPEND_BYTES = 4 << 20        # one Append request's records; larger is too-large
+DEFAULT_READ_ENTRIES = 1000
+MAX_READ_ENTRIES = 100_000
+DEFAULT_READ_BYTES = 1 << 20
+MAX_READ_BYTES = 16 << 20
+
+
+class _Pending(NamedTuple):
+    last: int          # index of the request's last record
+    term: int          # the term it was proposed in
+    first: int
+    count: int
+    conn: "Connection"
+    request_id: int
+    deadline: float
+
+
+class _Waiting(NamedTuple):
+    conn: "Connection"
+    request_id: int
+    records: RecordBatch
+    deadline: float
+
+
+class ClientService:
+    """Serves client connections for one node; the node calls `on_committed` as it applies."""
+
+    def __init__(self, node: "Node", *, request_timeout: float = 10.0, max_append_bytes: int = MAX_APPEND_BYTES) -> None:
+        self.node = node
+        self.request_timeout = request_timeout
+        self.max_append_bytes = max_append_bytes
+        self.pending: deque[_Pending] = deque()     # sorted by `last` (see _track)
+        self.backlog: deque[_Waiting] = deque()     # refused by the engine's budget, in arrival order
+        self.conns: set["Connection"] = set()
+        self.stopping = False
+
+    # -- connection handler -----------------------------------------------------------------
+    def handler_for(self, conn: "Connection") -> "ClientService":
+        """The listener's client_handler_factory: this service handles every client connection."""
+        self.conns.add(conn)
+        conn.on_writable = lambda: self._maybe_resume(conn)
+        return self
+
+    def on_close(self, conn: "Connection") -> None:
+        self.conns.discard(conn)
+
+    def on_frame(self, conn: "Connection", frame: tuple) -> None:
+        ftype = frame[0]
+        if ftype == FRAME_APPEND:
+            self.append(conn, frame[1], frame[2])
+        elif ftype == FRAME_READ:
+            self.read(conn, frame[1], frame[2], frame[3], frame[4])
+        elif ftype == FRAME_STATUS:
+            self._reply(conn, encode_status_reply(frame[1], json.dumps(self.node.status()).encode()))
+        else:
+            conn.fail(ERR_BAD_REQUEST, f"unexpected frame type {ftype} from a client")
+
+    def _reply(self, conn: "Connection", frame: bytes) -> None:
+        if conn.closed:
+            return
+        conn.send(frame)
+        if conn.write_paused:
+            conn.pause_reading()    # the client is not reading its replies: stop reading its requests
+
+    def _maybe_resume(self, conn: "Connection") -> None:
+        if not self.backlog:
+            conn.resume_reading()
+
+    def _error(self, conn: "Connection", request_id: int, code: int, message: str) -> None:
+        leader_id = 0
+        address = ""
+        if code == ERR_NOT_LEADER:
+            leader_id = self.node.leader_id
+            address = self.node.address_of(leader_id)
+        self._reply(conn, encode_error(request_id, code, leader_id, address, message))
+
+    # -- append -----------------------------------------------------------------------------
+    def append(self, conn: "Connection", request_id: int, records: RecordBatch) -> None:
+        """Propose `records` (one request) and answer once they are committed, or with an error."""
+        if self.stopping:
+            self._error(conn, request_id, ERR_SHUTTING_DOWN, "the node is shutting down")
+            return
+        if len(records) == 0:
+            self._error(conn, request_id, ERR_BAD_REQUEST, "an append needs at least one record")
+            return
+        if records.nbytes > self.max_append_bytes:
+            self._error(conn, request_id, ERR_TOO_LARGE,
+                        f"{records.nbytes} bytes in one append; the limit is {self.max_append_bytes}")
+            return
+        deadline = time.monotonic() + self.request_timeout
+        if self.backlog:    # keep arrival order behind requests already waiting for budget
+            self.backlog.append(_Waiting(conn, request_id, records, deadline))
+            return
+        self._propose(conn, request_id, records, deadline)
+
+    def _propose(self, conn: "Connection", request_id: int, records: RecordBatch, deadline: float) -> bool:
+        """Hand one request to the engine; False if it must wait for budget (then it is backlogged)."""
+        try:
+            first, term = self.node.raw.propose(records)
+        except NotLeader:
+            self._error(conn, request_id, ERR_NOT_LEADER, "not the leader")
+            return True
+        except ProposalDropped:
+            self.backlog.append(_Waiting(conn, request_id, records, deadline))
+            for c in self.conns:
+                c.pause_reading()
+            return False
+        self._track(_Pending(first + len(records) - 1, term, first, len(records), conn, request_id, deadline))
+        self.node.kick()
+        return True
+
+    def _track(self, req: _Pending) -> None:
+        pend = self.pending
+        # A proposal lands at last_index + 1, so anything pending at or above its first
+        # index was truncated from this node's log while it followed another leader: those
+        # entries can never commit (a leader's log holds every committed entry, paper 5.4).
+        while pend and pend[-1].last >= req.first:
+            self._fail_replaced(pend.pop())
+        pend.append(req)
+
+    def _fail_replaced(self, req: _Pending) -> None:
+        self._error(req.conn, req.request_id, ERR_NOT_LEADER, "the entries were replaced by another leader; retry")
+
+    def on_committed(self, first: int, batch: RecordBatch) -> None:
+        """Answer every pending request whose last index is in the committed `batch` at `first`.
+
+        PRECONDITION: called for every committed batch, in index order.
+        """
+        hi = first + len(batch) - 1
+        pend = self.pending
+        while pend and pend[0].last <= hi:
+            req = pend.popleft()
+            if req.last < first:
+                # Not reachable when batches come in order; answer rather than hang.
+                self._error(req.conn, req.request_id, ERR_TIMEOUT, "outcome unknown")
+            elif batch.term(req.last - first) == req.term:
+                self._reply(req.conn, encode_appended(req.request_id, req.first, req.count))
+            else:
+                self._fail_replaced(req)
+
+    def after_apply(self) -> None:
+        """Retry proposals that waited for budget; resume reading once none wait."""
+        while self.backlog:
+            w = self.backlog[0]
+            if w.conn.closed:
+                self.backlog.popleft()
+                continue
+            if time.monotonic() > w.deadline:
+                self.backlog.popleft()
+                self._error(w.conn, w.request_id, ERR_TIMEOUT, "not proposed in time")
+                continue
+            self.backlog.popleft()
+            if not self._propose(w.conn, w.request_id, w.records, w.deadline):
+                # _propose put it at the back; it was the head: move it back to the front.
+                self.backlog.appendleft(self.backlog.pop())
+                return
+        for c in self.conns:
+            if not c.write_paused:
+                c.resume_reading()
+
+    def expire(self, now: float) -> None:
+        """Answer timeout to pending requests past their deadline (their outcome is unknown)."""
+        pend = self.pending
+        while pend and pend[0].deadline < now:
+            req = pend.popleft()
+            self._error(req.conn, req.request_id, ERR_TIMEOUT, "not committed in time; the outcome is unknown")
+        if self.backlog:
+            self.after_apply()
+
+    # -- read -------------------------------------------------------------------------------
+    def read(self, conn: "Connection", request_id: int, start: int, max_entries: int, max_bytes: int) -> None:
+        """Committed data entries from `start`: up to max_entries (0 = default) and max_bytes (0 = default)."""
+        max_entries = min(max_entries or DEFAULT_READ_ENTRIES, MAX_READ_ENTRIES)
+        max_bytes = min(max_bytes or DEFAULT_READ_BYTES, MAX_READ_BYTES)
+        storage = self.node.storage
+        start = max(start, 1, storage.first_index())
+        hi = min(self.node.applied_index, start + max_entries - 1)   # inclusive
+        if start > hi:
+            self._reply(conn, encode_entries(request_id, start, (), b""))
+            return
+        try:
+            batch = storage.records(start, hi + 1, max_bytes)
+        except CorruptLogError as exc:
+            log.error("node %d: %s", self.node.node_id, exc)
+            self._error(conn, request_id, ERR_INTERNAL, str(exc))
+            return
+        except IndexError:   # compacted under us: the client retries from first_index
+            self._reply(conn, encode_entries(request_id, storage.first_index(), (), b""))
+            return
+        n = len(batch)
+        keep = [i for i in range(n) if batch.kind(i) == KIND_DATA]
+        if len(keep) == n:
+            records: RecordBatch | bytes = batch
+        else:
+            records = b"".join([batch.record(i) for i in keep])
+        self._reply(conn, encode_entries(request_id, start + n, [start + i for i in keep], records))
+
+    # -- shutdown ---------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Answer everything pending with shutting-down and close client connections."""
+        self.stopping = True
+        while self.pending:
+            req = self.pending.popleft()
+            self._error(req.conn, req.request_id, ERR_SHUTTING_DOWN, "the node is shutting down; the outcome is unknown")
+        while self.backlog:
+            w = self.backlog.popleft()
+            self._error(w.conn, w.request_id, ERR_SHUTTING_DOWN, "the node is shutting down")
+        for conn in list(self.conns):
+            conn.close()

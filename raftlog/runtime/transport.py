@@ -1,0 +1,508 @@
+"""asyncio TCP transport: framing, the handshake, one connection per peer pair, reconnect, bounded queues.
+
+Every connection, peer or client, runs the same `Connection` protocol: bytes go through the
+sans-I/O FrameDecoder, frames written in one event-loop turn are coalesced into one socket
+write, and the kernel's backpressure (pause_writing/resume_writing) is honoured. What differs
+is the handler a connection is given after its handshake:
+
+- `PeerTransport` owns the Raft traffic. Exactly one connection links each pair of nodes: the
+  node with the lower id dials, the higher id accepts, and both send over it. A dialer
+  reconnects with capped exponential backoff and jitter. Each peer's outgoing queue is
+  bounded in bytes; what does not fit is dropped, because Raft resends whatever a follower
+  did not acknowledge (a dead or stopped peer therefore costs a bounded amount of memory).
+- The client service (runtime/server.py) gets ROLE_CLIENT connections; replies there are
+  never dropped: when a client's socket backs up, its connection stops reading requests.
+
+Handshake (DESIGN.md section 5): the connecting side sends `encode_handshake(...)` first; the
+accepting side checks magic, version and cluster id (and, for a peer, that the id is a member)
+and answers with its own handshake, or with an error frame and a close.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Callable, Optional, Protocol
+
+from raftlog.core.messages import Message
+from raftlog.errors import FrameError
+from raftlog.hot import (
+    DEFAULT_MAX_FRAME,
+    ERR_BAD_REQUEST,
+    ERR_CLUSTER_MISMATCH,
+    ERR_VERSION,
+    FRAME_ERROR,
+    FRAME_HANDSHAKE,
+    FRAME_RAFT,
+    PROTOCOL_VERSION,
+    ROLE_CLIENT,
+    ROLE_PEER,
+    FrameDecoder,
+    encode_error,
+    encode_handshake,
+    encode_raft,
+)
+from raftlog.runtime.peers import parse_address
+
+log = logging.getLogger("raftlog.transport")
+
+HANDSHAKE_TIMEOUT = 5.0        # seconds a new connection may take to say who it is
+PEER_QUEUE_BYTES = 8 << 20     # per-peer bound on bytes waiting to be written
+BACKOFF_BASE = 0.05            # first reconnect delay, seconds
+BACKOFF_CAP = 2.0              # largest reconnect delay, seconds
+CONNECT_TIMEOUT = 2.0
+
+
+class Handler(Protocol):
+    """What a connection hands its decoded frames to once it knows who is on the other end."""
+
+    def on_frame(self, conn: "Connection", frame: tuple) -> None:
+        """One decoded frame (a tuple whose first item is its FRAME_* type)."""
+
+    def on_close(self, conn: "Connection") -> None:
+        """The connection is gone (closed by either side or failed)."""
+
+
+class Connection(asyncio.Protocol):
+    """One framed TCP connection: decodes incoming frames, coalesces and bounds outgoing ones.
+
+    `send(frame)` never blocks. Frames queued in one event-loop turn leave in one write.
+    While the kernel buffer is full (pause_writing) frames wait in `_out`; `droppable` sends
+    are refused once `_out` holds more than `max_queue_bytes`, other sends are always kept
+    and the caller is expected to stop producing (see `pause_reading`).
+    """
+
+    def __init__(self, handler: Handler, *, max_frame: int = DEFAULT_MAX_FRAME,
+                 max_queue_bytes: int = PEER_QUEUE_BYTES, on_writable: Optional[Callable[[], None]] = None) -> None:
+        self.handler = handler
+        self.decoder = FrameDecoder(max_frame)
+        self.max_queue_bytes = max_queue_bytes
+        self.transport: Optional[asyncio.Transport] = None
+        self.remote = "?"
+        self.closed = False
+        self.peer_id = 0             # the other side's node id after a peer handshake
+        self.role = 0                # ROLE_PEER / ROLE_CLIENT after the handshake
+        self.dropped = 0             # droppable frames refused because the queue was full
+        self.on_writable = on_writable
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._flush_scheduled = False
+        self._write_paused = False
+        self._closed_waiter: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.remote = f"{peer[0]}:{peer[1]}"
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            frames = self.decoder.feed(data)
+        except FrameError as exc:
+            self.fail(ERR_BAD_REQUEST, f"bad frame: {exc}")
+            return
+        for frame in frames:
+            if self.closed:
+                return
+            self.handler.on_frame(self, frame)
+
+    def eof_received(self) -> Optional[bool]:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.closed = True
+        self._out.clear()
+        self._out_bytes = 0
+        if not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
+        handler, self.handler = self.handler, _NULL_HANDLER   # on_close runs once
+        handler.on_close(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._out:
+            self._flush()
+        if self.on_writable is not None:
+            self.on_writable()
+
+    # -- sending ----------------------------------------------------------------------------
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes waiting in this connection: ours plus the transport's buffer."""
+        buffered = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        return self._out_bytes + buffered
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the kernel buffer is full and writes wait in user space."""
+        return self._write_paused
+
+    def send(self, frame: bytes, droppable: bool = False) -> bool:
+        """Queue `frame` for the next coalesced write; False if it was dropped (droppable and over the bound)."""
+        if self.closed:
+            return False
+        if droppable and self._out_bytes + len(frame) > self.max_queue_bytes and self._out:
+            self.dropped += 1
+            return False
+        self._out.append(frame)
+        self._out_bytes += len(frame)
+        if not self._flush_scheduled and not self._write_paused:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return True
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.closed or self._write_paused or not self._out or self.transport is None:
+            return
+        out = self._out
+        self._out = []
+        self._out_bytes = 0
+        # One write per turn: the transport either sends it at once or buffers it whole;
+        # joining first keeps small Raft frames from costing one syscall each.
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def pause_reading(self) -> None:
+        """Stop reading requests (backpressure towards the sender)."""
+        if self.transport is not None and not self.closed and self.transport.is_reading():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Undo pause_reading."""
+        if self.transport is not None and not self.closed and not self.transport.is_reading():
+            self.transport.resume_reading()
+
+    # -- closing ----------------------------------------------------------------------------
+    def fail(self, code: int, message: str, request_id: int = 0, *, level: int = logging.WARNING) -> None:
+        """Log one line, send an error frame if the socket still takes it, and close."""
+        if self.closed:
+            return
+        who = f"peer {self.peer_id}" if self.role == ROLE_PEER and self.peer_id else "connection"
+        log.log(level, "%s from %s: %s; closing it", who, self.remote, message)
+        try:
+            self._flush()
+            if self.transport is not None:
+                self.transport.write(encode_error(request_id, code, 0, "", message[:1000]))
+        except Exception:  # the socket may be gone already; the close below is what matters
+            pass
+        self.close()
+
+    def close(self) -> None:
+        """Close after flushing what is queued (idempotent)."""
+        if self.closed:
+            return
+        self._flush()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+        handler, self.handler = self.handler, _NULL_HANDLER
+        handler.on_close(self)
+
+    def abort(self) -> None:
+        """Close at once, discarding what is queued."""
+        if self.transport is not None:
+            self.transport.abort()
+        self.close()
+
+    async def wait_closed(self) -> None:
+        """Return once the connection is lost."""
+        await asyncio.shield(self._closed_waiter)
+
+
+class _NullHandler:
+    def on_frame(self, conn: Connection, frame: tuple) -> None:
+        pass
+
+    def on_close(self, conn: Connection) -> None:
+        pass
+
+
+_NULL_HANDLER = _NullHandler()
+
+
+def check_handshake(frame: tuple, cluster_id: str) -> Optional[tuple[int, str]]:
+    """None if `frame` is an acceptable handshake for `cluster_id`, else (error code, reason)."""
+    if frame[0] != FRAME_HANDSHAKE:
+        return ERR_BAD_REQUEST, "the first frame must be a handshake"
+    _, version, role, _node_id, their_cluster, _auth = frame
+    if version != PROTOCOL_VERSION:
+        return ERR_VERSION, f"protocol version {version} is not {PROTOCOL_VERSION}"
+    if their_cluster != cluster_id:
+        return ERR_CLUSTER_MISMATCH, f"cluster id {their_cluster!r} is not {cluster_id!r}"
+    if role not in (ROLE_PEER, ROLE_CLIENT):
+        return ERR_BAD_REQUEST, f"unknown role {role}"
+    return None
+
+
+class _Acceptor:
+    """Handler of an accepted connection until its handshake: routes it to peers or clients."""
+
+    def __init__(self, listener: "Listener") -> None:
+        self.listener = listener
+        self.timer: Optional[asyncio.TimerHandle] = None
+
+    def on_frame(self, conn: Connection, frame: tuple) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.listener.route(conn, frame)
+
+    def on_close(self, conn: Connection) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+class Listener:
+    """The node's one port: accepts connections and hands each, after its handshake, to peers or clients."""
+
+    def __init__(self, node_id: int, cluster_id: str, peers: "PeerTransport",
+                 client_handler_factory: Callable[[Connection], Handler], *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.peers = peers
+        self.client_handler_factory = client_handler_factory
+        self.max_frame = max_frame
+        self.server: Optional[asyncio.base_events.Server] = None
+        self.clients: set[Connection] = set()
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on host:port (port 0 picks a free one; see `port`)."""
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self._new_connection, host, port, reuse_address=True, backlog=512)
+
+    @property
+    def port(self) -> int:
+        """The port actually listened on."""
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    def _new_connection(self) -> Connection:
+        acceptor = _Acceptor(self)
+        conn = Connection(acceptor, max_frame=self.max_frame)
+        acceptor.timer = asyncio.get_running_loop().call_later(
+            HANDSHAKE_TIMEOUT, lambda: conn.fail(ERR_BAD_REQUEST, "no handshake in time", level=logging.DEBUG))
+        return conn
+
+    def route(self, conn: Connection, frame: tuple) -> None:
+        """Check the handshake `frame` and give the connection to its handler, or refuse it."""
+        problem = check_handshake(frame, self.cluster_id)
+        if problem is None and frame[2] == ROLE_PEER:
+            peer_id = frame[3]
+            if peer_id == self.node_id or peer_id not in self.peers.addresses:
+                problem = ERR_BAD_REQUEST, f"node {peer_id} is not a member of this cluster"
+        if problem is not None:
+            conn.fail(*problem)
+            return
+        conn.role = frame[2]
+        conn.send(encode_handshake(PROTOCOL_VERSION, ROLE_PEER, self.node_id, self.cluster_id))
+        if conn.role == ROLE_PEER:
+            self.peers.attach(conn, frame[3])
+        else:
+            self.clients.add(conn)
+            handler = self.client_handler_factory(conn)
+            conn.handler = _ClientTracker(self, handler)
+
+    async def close(self) -> None:
+        """Stop accepting and close every client connection."""
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.clients):
+            conn.close()
+
+
+class _ClientTracker:
+    """Wraps a client handler so the listener forgets the connection when it closes."""
+
+    __slots__ = ("listener", "inner")
+
+    def __init__(self, listener: Listener, inner: Handler) -> None:
+        self.listener = listener
+        self.inner = inner
+
+    def on_frame(self, conn: Connection, frame: tuple) -> None:
+        self.inner.on_frame(conn, frame)
+
+    def on_close(self, conn: Connection) -> None:
+        self.listener.clients.discard(conn)
+        self.inner.on_close(conn)
+
+
+class PeerTransport:
+    """Raft messages to and from the other members, over one connection per pair.
+
+    `send(msg)` encodes and queues (or drops) at once; `on_message(msg)` is called for every
+    message received; `on_peer(peer_id, up)` when a peer's connection comes or goes.
+    """
+
+    def __init__(self, node_id: int, cluster_id: str, addresses: dict[int, str],
+                 on_message: Callable[[Message], None], on_peer: Callable[[int, bool], None] = lambda p, up: None,
+                 *, max_frame: int = DEFAULT_MAX_FRAME, queue_bytes: int = PEER_QUEUE_BYTES,
+                 rng: Optional[random.Random] = None) -> None:
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.addresses = dict(addresses)
+        self.on_message = on_message
+        self.on_peer = on_peer
+        self.max_frame = max_frame
+        self.queue_bytes = queue_bytes
+        self.rng = rng or random.Random()
+        self.conns: dict[int, Connection] = {}
+        self.dropped: dict[int, int] = {p: 0 for p in addresses if p != node_id}
+        self._dialers: list[asyncio.Task] = []
+        self._closing = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start dialing every peer with a higher id (the lower id of a pair dials)."""
+        for peer_id in sorted(self.addresses):
+            if peer_id > self.node_id:
+                self._dialers.append(asyncio.get_running_loop().create_task(self._dial_forever(peer_id)))
+
+    async def close(self) -> None:
+        """Stop dialing and close every peer connection."""
+        self._closing = True
+        for task in self._dialers:
+            task.cancel()
+        for task in self._dialers:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        for conn in list(self.conns.values()):
+            conn.close()
+
+    def connected(self, peer_id: int) -> bool:
+        """True while a handshaken connection to `peer_id` is up."""
+        conn = self.conns.get(peer_id)
+        return conn is not None and not conn.closed
+
+    # -- sending ----------------------------------------------------------------------------
+    def send(self, msg: Message) -> bool:
+        """Queue `msg` for its recipient; False when there is no connection or its queue is full (Raft resends)."""
+        conn = self.conns.get(msg.to)
+        if conn is None or conn.closed:
+            self.dropped[msg.to] = self.dropped.get(msg.to, 0) + 1
+            return False
+        if not conn.send(encode_raft(*msg), droppable=True):
+            self.dropped[msg.to] = self.dropped.get(msg.to, 0) + 1
+            return False
+        return True
+
+    # -- receiving --------------------------------------------------------------------------
+    def on_frame(self, conn: Connection, frame: tuple) -> None:
+        if frame[0] != FRAME_RAFT:
+            conn.fail(ERR_BAD_REQUEST, f"unexpected frame type {frame[0]} on a peer connection")
+            return
+        msg = Message(*frame[1:])
+        if msg.frm != conn.peer_id or msg.to != self.node_id:
+            conn.fail(ERR_BAD_REQUEST, f"message from {msg.frm} to {msg.to} on the connection of peer {conn.peer_id}")
+            return
+        self.on_message(msg)
+
+    def on_close(self, conn: Connection) -> None:
+        if self.conns.get(conn.peer_id) is conn:
+            del self.conns[conn.peer_id]
+            if not self._closing:
+                log.info("node %d lost peer %d", self.node_id, conn.peer_id)
+            self.on_peer(conn.peer_id, False)
+
+    def attach(self, conn: Connection, peer_id: int) -> None:
+        """Adopt a handshaken connection to `peer_id`, replacing an older one (the peer restarted)."""
+        conn.peer_id = peer_id
+        conn.role = ROLE_PEER
+        conn.max_queue_bytes = self.queue_bytes
+        old = self.conns.get(peer_id)
+        self.conns[peer_id] = conn
+        conn.handler = self
+        if old is not None and not old.closed:
+            old.handler = _NULL_HANDLER
+            old.abort()
+        else:
+            log.info("node %d connected to peer %d", self.node_id, peer_id)
+        self.on_peer(peer_id, True)
+
+    # -- dialing ----------------------------------------------------------------------------
+    async def _dial_forever(self, peer_id: int) -> None:
+        """Keep one connection to `peer_id` up: connect, handshake, wait for loss, back off, repeat."""
+        host, port = parse_address(self.addresses[peer_id])
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while not self._closing:
+            conn: Optional[Connection] = None
+            try:
+                dialer = _Dialer(self, peer_id)
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(lambda: Connection(dialer, max_frame=self.max_frame), host, port),
+                    CONNECT_TIMEOUT)
+                conn.role = ROLE_PEER
+                conn.peer_id = peer_id
+                conn.send(encode_handshake(PROTOCOL_VERSION, ROLE_PEER, self.node_id, self.cluster_id))
+                ok = await asyncio.wait_for(dialer.done, HANDSHAKE_TIMEOUT)
+                if ok:
+                    failures = 0
+                    up_since = time.monotonic()
+                    await conn.wait_closed()
+                    if time.monotonic() - up_since < 1.0:
+                        failures = 1  # flapping: do not hammer the peer
+                else:
+                    failures += 1
+            except asyncio.CancelledError:
+                if conn is not None:
+                    conn.abort()
+                raise
+            except (OSError, asyncio.TimeoutError) as exc:
+                if conn is not None:
+                    conn.abort()
+                if failures == 0:
+                    log.debug("node %d cannot reach peer %d at %s: %s", self.node_id, peer_id,
+                              self.addresses[peer_id], exc or type(exc).__name__)
+                failures += 1
+            if self._closing:
+                return
+            # Capped exponential backoff with full jitter in [delay/2, delay): peers that
+            # restart together do not reconnect in lockstep.
+            delay = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** min(failures, 16))) if failures else BACKOFF_BASE
+            await asyncio.sleep(delay * (0.5 + 0.5 * self.rng.random()))
+
+
+class _Dialer:
+    """Handler of a dialed connection until the peer's handshake answers ours."""
+
+    def __init__(self, transport: PeerTransport, peer_id: int) -> None:
+        self.transport = transport
+        self.peer_id = peer_id
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def on_frame(self, conn: Connection, frame: tuple) -> None:
+        if frame[0] == FRAME_HANDSHAKE:
+            problem = check_handshake(frame, self.transport.cluster_id)
+            if problem is None and frame[3] != self.peer_id:
+                problem = ERR_BAD_REQUEST, f"expected node {self.peer_id} at this address, found node {frame[3]}"
+            if problem is not None:
+                conn.fail(*problem)
+                self._finish(False)
+                return
+            self.transport.attach(conn, self.peer_id)
+            self._finish(True)
+        elif frame[0] == FRAME_ERROR:  # the peer refused us
+            _, _rid, _code, _leader, _addr, message = frame
+            log.warning("node %d: peer %d refused the connection: %s", self.transport.node_id, self.peer_id, message)
+            conn.close()
+            self._finish(False)
+        else:
+            conn.fail(ERR_BAD_REQUEST, "the first frame must be a handshake")
+            self._finish(False)
+
+    def on_close(self, conn: Connection) -> None:
+        self._finish(False)
+
+    def _finish(self, ok: bool) -> None:
+        if not self.done.done():
+            self.done.set_result(ok)
