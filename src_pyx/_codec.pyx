@@ -7,6 +7,7 @@ CRCs are zlib's crc32, called directly.
 """
 from array import array
 
+cimport cython
 from cpython cimport array as carray
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
@@ -192,6 +193,8 @@ def encode_records(term, kind, payloads):
     return out
 
 
+# _data stays valid while _mv lives: the GC must not drop _mv before the batch itself goes.
+@cython.no_gc_clear
 cdef class RecordBatch:
     """A run of entry records in one contiguous buffer, parsed once; slices share the buffer (see _codec_py).
 
@@ -199,36 +202,35 @@ cdef class RecordBatch:
     naming the record's position. The buffer must not change while the batch lives.
     """
 
-    cdef object _mv                  # memoryview of format 'B' over the buffer
-    cdef Py_buffer _view             # held while the batch lives: keeps _data valid
-    cdef bint _held
+    # A memoryview of format 'B' over the buffer, private to the batch (and the slices sharing
+    # it): nobody else can release it, so the exporter stays alive and locked while it lives.
+    # No Py_buffer is held on it: a memoryview with exports must not sit in a GC cycle.
+    cdef object _mv
     cdef const unsigned char* _data
+    cdef Py_ssize_t _size
     cdef Py_ssize_t* _off            # _n + 1 offsets into _data: record i is [_off[i], _off[i + 1])
     cdef Py_ssize_t _n
 
     def __cinit__(self, *args, **kwargs):
-        self._held = False
         self._off = NULL
         self._n = 0
 
     def __dealloc__(self):
         PyMem_Free(self._off)
-        if self._held:
-            PyBuffer_Release(&self._view)
 
     def __init__(self, buf=b"", verify=True):
         mv = memoryview(buf).cast("B") if not isinstance(buf, memoryview) or buf.format != "B" else buf
-        self._attach(mv)
-        self._parse(0, self._view.len, verify)
+        self._attach(memoryview(mv))
+        self._parse(0, self._size, verify)
 
     cdef int _attach(self, object mv) except -1:
-        if self._held:
-            PyBuffer_Release(&self._view)
-            self._held = False
-        PyObject_GetBuffer(mv, &self._view, PyBUF_SIMPLE)
-        self._held = True
+        """Point the batch at `mv`. PRECONDITION: mv is a memoryview nobody else holds."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
+        self._data = <const unsigned char*>view.buf
+        self._size = view.len
+        PyBuffer_Release(&view)
         self._mv = mv
-        self._data = <const unsigned char*>self._view.buf
         return 0
 
     cdef int _alloc(self, Py_ssize_t n) except -1:
