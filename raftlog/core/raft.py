@@ -430,11 +430,24 @@ class Raft:
             if truncate_from:
                 log.debug("%d truncated its log from %d", self.id, truncate_from)
                 lg.truncate(truncate_from)
+                self.drop_acks_from(truncate_from)
             if keep < n:
                 lg.append(prev + 1 + keep, ents.slice(keep, n) if keep else ents)
         last_new = prev + n
         lg.commit_to(min(m.commit, last_new))
         self.send(Message(APPEND_RESP, m.frm, self.id, self.term, index=last_new))
+
+    def drop_acks_from(self, index: int) -> None:
+        """Withdraw queued acks that claim entries at or after `index`: they were just truncated.
+
+        An ack waits in msgs_after_persist for the next Ready; if a new leader's entries cut
+        the log below it first, sending it after that Ready would claim entries this node no
+        longer has, and the old leader could count a false majority. (Found by the
+        simulator: seed 58, 5 nodes.)
+        """
+        q = self.msgs_after_persist
+        if q:
+            self.msgs_after_persist = [m for m in q if m.type != APPEND_RESP or m.reject or m.index < index]
 
     def handle_heartbeat(self, m: Message) -> None:
         """Heartbeat receiver: learn the commit index (the leader sends at most our match)."""

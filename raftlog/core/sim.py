@@ -1,0 +1,667 @@
+"""Deterministic simulation of a raftlog cluster: N RawNodes, a faulty network, crashing disks, simulated time.
+
+Everything is driven by one seeded `random.Random`: the same seed replays the same run,
+event for event. No asyncio, sockets or lmdb: the simulator is a pure loop over a heap of
+timed events, reusable by tests and by `raftlog sim`.
+
+The model:
+- Time is in integer milliseconds; every node ticks every `tick_ms` (default 10 ms).
+- A node follows the Ready contract literally: `messages` go out at once, the write (hard
+  state + entries) completes after a random disk latency, and only then are
+  `persisted_messages` sent, committed entries applied and the Ready advanced. Meanwhile
+  the node keeps taking messages and ticks. The MemoryStorage *is* the durable state: a
+  crash loses the node's memory and its write in flight, never what a completed write saved.
+- The network delays every message (normal and, at random, very long: reordering), drops
+  requests and replies with separate probabilities, duplicates, and blocks directed links
+  (partitions of any shape: majority/minority, isolated leader, bridge, one-way).
+- After every event the touched nodes are checked (see `Simulation.check_*`); a broken
+  invariant raises InvariantViolation naming the seed and the simulated time.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from array import array
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+from raftlog.core.config import Config
+from raftlog.core.messages import Message, MessageType
+from raftlog.core.raft import AFTER_PERSIST, Role
+from raftlog.core.rawnode import RawNode, Ready
+from raftlog.errors import NotLeader, ProposalDropped
+from raftlog.hot import KIND_DATA
+from raftlog.storage.base import MemoryStorage
+
+REQUESTS = frozenset({MessageType.APPEND, MessageType.VOTE, MessageType.PRE_VOTE, MessageType.HEARTBEAT,
+                      MessageType.SNAPSHOT, MessageType.TIMEOUT_NOW, MessageType.READ_INDEX})
+ALL_FAULTS = ("partition", "crash", "drop", "dup", "delay")
+
+_TICK, _DELIVER, _DISK, _RESTART, _HEAL_LINKS, _FAULT, _CLIENT = range(7)
+
+
+class InvariantViolation(AssertionError):
+    """A Raft safety or liveness property failed in a simulation."""
+
+
+@dataclass
+class SimOptions:
+    """What to simulate. Probabilities are per message; times are in simulated milliseconds."""
+
+    nodes: int = 3
+    seed: int = 0
+    faults: tuple[str, ...] = ALL_FAULTS
+    tick_ms: int = 10
+    election_ticks: tuple[int, int] = (15, 30)
+    heartbeat_ticks: int = 5
+    pre_vote: bool = True
+    check_quorum: bool = True
+    delay_ms: tuple[int, int] = (1, 8)           # normal one-way latency [lo, hi]
+    long_delay_p: float = 0.02                   # chance of a long delay (reordering)
+    long_delay_ms: tuple[int, int] = (50, 1200)
+    drop_request_p: float = 0.05
+    drop_reply_p: float = 0.05
+    dup_p: float = 0.03
+    disk_ms: tuple[int, int] = (1, 15)           # write latency until durable
+    fault_every_ms: int = 200                    # mean gap between partition/crash events
+    fault_len_ms: tuple[int, int] = (20, 1000)
+    propose_every_ms: int = 25                   # mean gap between client proposals
+    max_batch: int = 3
+    liveness_bound_ms: int = 5000                # heal -> leader + a new commit within this
+    catch_up_bound_ms: int = 5000                # heal -> every node holds every commit within this
+    max_msg_bytes: int = 1 << 20
+    max_inflight_msgs: int = 64
+
+    def has(self, fault: str) -> bool:
+        return fault in self.faults
+
+
+@dataclass
+class SimStats:
+    """Counts a run reports."""
+
+    elections: int = 0              # times a node became leader
+    commits: int = 0                # entries committed (cluster-wide, once each)
+    proposals: int = 0              # entries proposed and accepted by a leader
+    proposals_committed: int = 0
+    messages: int = 0
+    dropped: int = 0
+    duplicated: int = 0
+    delayed: int = 0
+    crashes: int = 0
+    partitions: int = 0
+    events: int = 0
+    liveness_ms: Optional[int] = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class SimNode:
+    """One node: durable storage and state machine survive a crash; the RawNode and the write in flight do not."""
+
+    __slots__ = ("id", "storage", "raw", "gen", "writing", "applied", "applied_index", "up",
+                 "last_commit", "durable_commit", "last_soft")
+
+    def __init__(self, node_id: int) -> None:
+        self.id = node_id
+        self.storage = MemoryStorage()
+        self.raw: Optional[RawNode] = None
+        self.gen = 0                       # incarnation: a crash makes older disk completions void
+        self.writing: Optional[Ready] = None
+        self.applied: list[tuple[int, int, bytes]] = []   # (term, kind, payload) per index from 1
+        self.applied_index = 0
+        self.up = False
+        self.last_commit = 0
+        self.durable_commit = 0
+        self.last_soft = None
+
+
+class Simulation:
+    """A cluster in simulated time. Drive it with run_until / run_for, or run() for a whole randomized run."""
+
+    def __init__(self, opts: SimOptions, trace: Optional[Callable[[str], None]] = None) -> None:
+        self.opts = opts
+        self.rng = random.Random(opts.seed)
+        self.now = 0
+        self.ids = tuple(range(1, opts.nodes + 1))
+        self.nodes = {i: SimNode(i) for i in self.ids}
+        self.trace = trace
+        self.stats = SimStats()
+        self._events: list = []
+        self._seq = itertools.count()
+        self.blocked: set[tuple[int, int]] = set()     # directed links (from, to) that lose everything
+        self.filters: list[Callable[[Message], bool]] = []   # return False to drop a message
+        self.on_send: list[Callable[[Message], None]] = []
+        self.chaos = True                  # random drops/dups/long delays enabled
+        # Cluster-wide truths the invariants compare against.
+        self.leaders: dict[int, int] = {}                 # term -> leader id
+        self.committed_terms = array("Q")                 # term of committed entry i at i - 1
+        self.applied_log: list[tuple[int, int, bytes]] = []   # the one true applied sequence
+        self.proposed: dict[tuple[int, int], bytes] = {}  # (index, term) -> first payload, for reporting
+        self.committed_payloads: dict[bytes, int] = {}    # payload seen committed -> index
+        self._proposal_seq = 0
+        for i in self.ids:
+            self.start(i)
+        self._push(opts.tick_ms, _TICK)
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    def _push(self, at: int, kind: int, *args) -> None:
+        heapq.heappush(self._events, (at, next(self._seq), kind, args))
+
+    def log(self, text: str) -> None:
+        if self.trace is not None:
+            self.trace(f"t={self.now / 1000:.3f}s {text}")
+
+    def fail(self, what: str) -> None:
+        raise InvariantViolation(f"seed {self.opts.seed} nodes {self.opts.nodes} t={self.now / 1000:.3f}s: {what}")
+
+    def run_until(self, t: int, stop: Optional[Callable[[], bool]] = None) -> bool:
+        """Process events up to time t (ms); return True early when `stop()` becomes true."""
+        events = self._events
+        while events and events[0][0] <= t:
+            at, _, kind, args = heapq.heappop(events)
+            self.now = at
+            self.stats.events += 1
+            self._dispatch(kind, args)
+            if stop is not None and stop():
+                return True
+        self.now = max(self.now, t)
+        return stop() if stop is not None else False
+
+    def run_for(self, ms: int, stop: Optional[Callable[[], bool]] = None) -> bool:
+        return self.run_until(self.now + ms, stop)
+
+    def _dispatch(self, kind: int, args: tuple) -> None:
+        if kind == _TICK:
+            for node in self.nodes.values():
+                if node.up:
+                    node.raw.tick()
+                    self.pump(node)
+            self._push(self.now + self.opts.tick_ms, _TICK)
+        elif kind == _DELIVER:
+            self.deliver(args[0])
+        elif kind == _DISK:
+            self.disk_done(*args)
+        elif kind == _RESTART:
+            if not self.nodes[args[0]].up:
+                self.start(args[0])
+        elif kind == _HEAL_LINKS:
+            self.blocked -= args[0]
+            if args[0]:
+                self.log("partition healed")
+        elif kind == _FAULT:
+            self.random_fault()
+        elif kind == _CLIENT:
+            self.random_proposal()
+
+    # -- nodes ---------------------------------------------------------------------------
+
+    def config(self, node_id: int, applied: int) -> Config:
+        o = self.opts
+        return Config(node_id, self.ids, election_ticks=o.election_ticks, heartbeat_ticks=o.heartbeat_ticks,
+                      pre_vote=o.pre_vote, check_quorum=o.check_quorum, max_msg_bytes=o.max_msg_bytes,
+                      max_inflight_msgs=o.max_inflight_msgs, applied=applied)
+
+    def start(self, node_id: int) -> None:
+        """(Re)start a node from its durable storage."""
+        node = self.nodes[node_id]
+        node.raw = RawNode(self.config(node_id, node.applied_index), node.storage,
+                           random.Random(self.rng.getrandbits(64)))
+        node.up = True
+        node.writing = None
+        node.last_commit = node.raw.commit_index
+        if node.last_commit < node.durable_commit:
+            self.fail(f"node {node_id} restarted with commit {node.last_commit} below durable {node.durable_commit}")
+        if node.gen:
+            self.log(f"node {node_id} restarted at term {node.raw.term} (last index {node.raw.last_index}, "
+                     f"commit {node.last_commit})")
+
+    def crash(self, node_id: int, down_ms: Optional[int] = None) -> None:
+        """Crash a node: memory and the write in flight are lost. Restart after down_ms if given."""
+        node = self.nodes[node_id]
+        if not node.up:
+            return
+        node.up = False
+        node.raw = None
+        node.writing = None
+        node.gen += 1
+        node.last_soft = None
+        self.stats.crashes += 1
+        self.log(f"node {node_id} crashed")
+        if down_ms is not None:
+            self._push(self.now + down_ms, _RESTART, node_id)
+
+    def restart(self, node_id: int) -> None:
+        if not self.nodes[node_id].up:
+            self.start(node_id)
+
+    def pump(self, node: SimNode) -> None:
+        """Take the node's next Ready if it has one and no write is in flight: send, write, maybe finish."""
+        raw = node.raw
+        if node.writing is not None or not raw.has_ready():
+            return
+        rd = raw.ready()
+        if rd.soft_state is not None:
+            self.on_soft_state(node, rd.soft_state)
+        for m in rd.messages:
+            if m.type in AFTER_PERSIST:
+                self.fail(f"node {node.id} would send {MessageType(m.type).name} before persisting")
+            self.send(m)
+        node.writing = rd
+        if rd.hard_state is not None or rd.entries is not None or rd.truncate_from:
+            lo, hi = self.opts.disk_ms
+            self._push(self.now + self.rng.randint(lo, hi), _DISK, node.id, node.gen)
+        else:
+            self.disk_done(node.id, node.gen)
+
+    def disk_done(self, node_id: int, gen: int) -> None:
+        """The write of the node's outstanding Ready is durable: save, then reply, apply, advance."""
+        node = self.nodes[node_id]
+        if gen != node.gen or not node.up or node.writing is None:
+            return       # the node crashed while writing: the write is lost
+        rd = node.writing
+        node.writing = None
+        st = node.storage
+        if rd.hard_state is not None:
+            if rd.hard_state.commit < node.durable_commit:
+                self.fail(f"node {node_id} durable commit moved back {node.durable_commit} -> {rd.hard_state.commit}")
+            node.durable_commit = rd.hard_state.commit
+        st.save(hard_state=rd.hard_state, truncate_from=rd.truncate_from, first_index=rd.entries_index,
+                records=rd.entries)
+        if rd.hard_state is not None and rd.hard_state.commit > st.last_index():
+            self.fail(f"node {node_id} persisted commit {rd.hard_state.commit} beyond its log {st.last_index()}")
+        hs = st.hard_state()
+        for m in rd.persisted_messages:
+            self.check_durable_claim(node, m, hs)
+            self.send(m)
+        for first, batch in rd.committed:
+            self.apply(node, first, batch)
+        node.raw.advance(rd)
+        self.after_step(node)
+        self.pump(node)
+
+    def check_durable_claim(self, node: SimNode, m: Message, hs) -> None:
+        """A reply may only claim what is durable: an ack's entries, a vote's (term, vote)."""
+        if m.type == MessageType.APPEND_RESP and not m.reject and m.index:
+            st = node.storage
+            if m.index > st.last_index():
+                self.fail(f"node {node.id} acked index {m.index} but only {st.last_index()} is durable")
+            leader = self.nodes[m.to]
+            if leader.up and leader.raw.role is Role.LEADER and leader.raw.term == m.term \
+                    and m.index >= st.first_index():
+                want = leader.raw.raft.log.term_at(m.index)
+                have = st.records(m.index, m.index + 1).term(0)
+                if want != have:
+                    self.fail(f"node {node.id} acked index {m.index} holding term {have}, leader has {want}")
+        # A vote at term T is safe once (T, candidate) is durable, or once a later term is
+        # (this node can never vote again in T).
+        if m.type == MessageType.VOTE_RESP and not m.reject and hs.term <= m.term \
+                and (hs.term, hs.vote) != (m.term, m.to):
+            self.fail(f"node {node.id} granted a vote to {m.to} at term {m.term} with durable {hs}")
+        if m.term > hs.term:
+            self.fail(f"node {node.id} replied at term {m.term} with durable term {hs.term}")
+
+    def apply(self, node: SimNode, first: int, batch) -> None:
+        """Apply committed entries in order, checking state machine safety (§5.4.3)."""
+        if first != node.applied_index + 1:
+            self.fail(f"node {node.id} applied from {first} after {node.applied_index}: gap or repeat")
+        truth = self.applied_log
+        for index, term, kind, payload in batch.entries(first):
+            item = (term, kind, payload)
+            if index <= len(truth):
+                if truth[index - 1] != item:
+                    self.fail(f"node {node.id} applied {item} at {index}, others applied {truth[index - 1]}")
+            else:
+                truth.append(item)
+                if kind == KIND_DATA:
+                    self.committed_payloads[payload] = index
+            node.applied.append(item)
+        node.applied_index = first + len(batch) - 1
+
+    def on_soft_state(self, node: SimNode, soft) -> None:
+        prev = node.last_soft
+        node.last_soft = soft
+        if prev is None or prev.role != soft.role or prev.term != soft.term:
+            self.log(f"node {node.id} became {soft.role} at term {soft.term}")
+        if soft.role is Role.LEADER and (prev is None or prev.role is not Role.LEADER or prev.term != soft.term):
+            self.stats.elections += 1
+
+    # -- invariants ----------------------------------------------------------------------
+
+    def after_step(self, node: SimNode) -> None:
+        """Check what one node's step could have broken."""
+        raw = node.raw
+        if raw is None:
+            return
+        if raw.role is Role.LEADER:
+            term = raw.term
+            other = self.leaders.get(term)
+            if other is None:
+                self.leaders[term] = node.id
+                self.check_leader_completeness(node)
+                self.check_log_matching()
+            elif other != node.id:
+                self.fail(f"two leaders at term {term}: {other} and {node.id}")
+        c = raw.commit_index
+        if c < node.last_commit:
+            self.fail(f"node {node.id} commit moved back {node.last_commit} -> {c}")
+        if c > node.last_commit:
+            self.record_commit(node, node.last_commit, c)
+            node.last_commit = c
+        if raw.applied_index != node.applied_index:
+            self.fail(f"node {node.id} reports applied {raw.applied_index}, its state machine has {node.applied_index}")
+
+    def record_commit(self, node: SimNode, old: int, new: int) -> None:
+        """Compare a node's newly committed entries with what any node committed there before."""
+        terms = node.raw.raft.log.index.terms(old + 1, new + 1)
+        known = self.committed_terms
+        overlap = min(len(known), new) - old
+        if overlap > 0 and terms[:overlap] != known[old:old + overlap]:
+            self.fail(f"node {node.id} committed terms {list(terms[:overlap])} at {old + 1}, "
+                      f"others {list(known[old:old + overlap])}")
+        if new > len(known):
+            fresh = terms[len(known) - old:]
+            known.extend(fresh)
+            self.stats.commits += len(fresh)
+            # Leader completeness (§5.4): every leader of a later term must hold these entries.
+            for n in self.nodes.values():
+                if n.up and n.raw.role is Role.LEADER and n is not node:
+                    self.check_leader_completeness(n)
+
+    def check_leader_completeness(self, node: SimNode) -> None:
+        """A leader's log holds every entry committed in earlier terms (§5.4.1)."""
+        known = self.committed_terms
+        lg = node.raw.raft.log.index
+        term = node.raw.term
+        # Only entries committed in terms below the leader's are guaranteed.
+        n = len(known)
+        while n and known[n - 1] >= term:
+            n -= 1
+        if lg.last_index < n or lg.terms(1, n + 1) != known[:n]:
+            self.fail(f"leader {node.id} at term {term} lacks committed entries (log {lg.last_index}, committed {n})")
+
+    def check_log_matching(self) -> None:
+        """If two logs hold an entry with the same index and term, they agree on everything before it (§5.3)."""
+        logs = [(n.id, n.raw.raft.log.index) for n in self.nodes.values() if n.up]
+        for a in range(len(logs)):
+            ia, la = logs[a]
+            ta = la.terms(1, la.last_index + 1)
+            for b in range(a + 1, len(logs)):
+                ib, lb = logs[b]
+                tb = lb.terms(1, lb.last_index + 1)
+                k = min(len(ta), len(tb))
+                while k and ta[k - 1] != tb[k - 1]:
+                    k -= 1
+                if ta[:k] != tb[:k]:
+                    self.fail(f"log matching broken between {ia} and {ib} below index {k}")
+
+    # -- network -------------------------------------------------------------------------
+
+    def send(self, m: Message) -> None:
+        """Put m on the network: maybe drop, duplicate or delay it."""
+        stats = self.stats
+        stats.messages += 1
+        for hook in self.on_send:
+            hook(m)
+        if (m.frm, m.to) in self.blocked or not all(f(m) for f in self.filters):
+            stats.dropped += 1
+            return
+        o = self.opts
+        rng = self.rng
+        if self.chaos and o.has("drop"):
+            p = o.drop_request_p if m.type in REQUESTS else o.drop_reply_p
+            if p and rng.random() < p:
+                stats.dropped += 1
+                return
+        copies = 1
+        if self.chaos and o.has("dup") and rng.random() < o.dup_p:
+            copies = 2
+            stats.duplicated += 1
+        for _ in range(copies):
+            if self.chaos and o.has("delay") and rng.random() < o.long_delay_p:
+                delay = rng.randint(*o.long_delay_ms)
+                stats.delayed += 1
+            else:
+                delay = rng.randint(*o.delay_ms)
+            self._push(self.now + delay, _DELIVER, m)
+
+    def deliver(self, m: Message) -> None:
+        node = self.nodes.get(m.to)
+        if node is None or not node.up or (m.frm, m.to) in self.blocked:
+            self.stats.dropped += 1
+            return
+        node.raw.step(m)
+        self.after_step(node)
+        self.pump(node)
+
+    def partition(self, *groups: Iterable[int]) -> None:
+        """Cut every link between different groups (both ways); nodes in no group are isolated."""
+        groups = [set(g) for g in groups]
+        where = {}
+        for k, g in enumerate(groups):
+            for i in g:
+                where[i] = k
+        cut = {(a, b) for a in self.ids for b in self.ids
+               if a != b and where.get(a, -1 - a) != where.get(b, -1 - b)}
+        self.blocked |= cut
+        self.stats.partitions += 1
+        self.log("partition " + " | ".join("{" + ",".join(map(str, sorted(g))) + "}" for g in groups))
+
+    def cut(self, links: Iterable[tuple[int, int]], label: str = "") -> set:
+        """Block the given directed links; return them (for a later heal)."""
+        links = set(links)
+        self.blocked |= links
+        self.stats.partitions += 1
+        self.log(label or "cut " + ",".join(f"{a}->{b}" for a, b in sorted(links)))
+        return links
+
+    def heal(self) -> None:
+        """Reconnect every link."""
+        if self.blocked:
+            self.blocked.clear()
+            self.log("network healed")
+
+    # -- clients -------------------------------------------------------------------------
+
+    def leader(self) -> Optional[int]:
+        """The up node that believes it leads at the highest term, or None."""
+        best = None
+        for n in self.nodes.values():
+            if n.up and n.raw.role is Role.LEADER and (best is None or n.raw.term > best.raw.term):
+                best = n
+        return best.id if best else None
+
+    def propose(self, payloads: list[bytes], node_id: Optional[int] = None) -> Optional[tuple[int, int]]:
+        """Propose at node_id (default: the current leader); None when it is not the leader or refuses."""
+        if node_id is None:
+            node_id = self.leader()
+            if node_id is None:
+                return None
+        node = self.nodes[node_id]
+        if not node.up:
+            return None
+        try:
+            first, term = node.raw.propose(payloads)
+        except (NotLeader, ProposalDropped):
+            return None
+        self.stats.proposals += len(payloads)
+        self.proposed[(first, term)] = payloads[0]
+        self.pump(node)
+        return first, term
+
+    def next_payload(self) -> bytes:
+        self._proposal_seq += 1
+        return b"s%d-p%d" % (self.opts.seed, self._proposal_seq)
+
+    def is_committed(self, index: int, term: int) -> bool:
+        """True when the entry (index, term) is committed somewhere in the cluster."""
+        known = self.committed_terms
+        return index <= len(known) and known[index - 1] == term
+
+    def wait_for_leader(self, within_ms: int) -> Optional[int]:
+        self.run_for(within_ms, lambda: self.leader() is not None)
+        return self.leader()
+
+    def propose_and_commit(self, payloads: list[bytes], within_ms: int = 5000) -> tuple[int, int]:
+        """Propose (retrying at whoever leads) until committed; InvariantViolation if not within_ms."""
+        deadline = self.now + within_ms
+        while self.now < deadline:
+            at = self.propose(payloads)
+            if at is not None:
+                if self.run_until(min(deadline, self.now + 1000), lambda: self.is_committed(*at)):
+                    return at
+            else:
+                self.run_for(10)
+        self.fail(f"proposal not committed within {within_ms} ms")
+
+    def random_proposal(self) -> None:
+        o = self.opts
+        if self.chaos:
+            self._push(self.now + 1 + int(self.rng.expovariate(1 / o.propose_every_ms)), _CLIENT)
+        target = self.leader() if self.rng.random() < 0.9 else self.rng.choice(self.ids)
+        if target is not None:
+            self.propose([self.next_payload() for _ in range(self.rng.randint(1, o.max_batch))], target)
+
+    # -- faults --------------------------------------------------------------------------
+
+    def random_fault(self) -> None:
+        o = self.opts
+        rng = self.rng
+        if not self.chaos:
+            return
+        self._push(self.now + 1 + int(rng.expovariate(1 / o.fault_every_ms)), _FAULT)
+        kinds = [k for k in ("partition", "crash") if o.has(k)]
+        if not kinds:
+            return
+        kind = rng.choice(kinds)
+        length = rng.randint(*o.fault_len_ms)
+        if kind == "crash":
+            up = [i for i in self.ids if self.nodes[i].up]
+            if up:
+                victim = self.leader() if rng.random() < 0.4 and self.leader() else rng.choice(up)
+                self.crash(victim, length)
+            return
+        links = self.random_partition_links()
+        new = links - self.blocked
+        self.blocked |= new
+        self._push(self.now + length, _HEAL_LINKS, frozenset(new))
+
+    def random_partition_links(self) -> set:
+        """Pick a partition shape at random and return its directed links."""
+        rng = self.rng
+        ids = list(self.ids)
+        shape = rng.choice(("split", "isolate-leader", "bridge", "one-way"))
+        self.stats.partitions += 1
+        if shape == "isolate-leader" and self.leader() is not None:
+            x = self.leader()
+            self.log(f"partition: leader {x} isolated")
+            return {(a, b) for a in ids for b in ids if a != b and (a == x or b == x)}
+        rng.shuffle(ids)
+        if shape == "bridge" and len(ids) >= 3:
+            bridge, rest = ids[0], ids[1:]
+            k = rng.randint(1, len(rest) - 1)
+            left, right = set(rest[:k]), set(rest[k:])
+            self.log(f"partition: bridge {bridge} between {sorted(left)} and {sorted(right)}")
+            return {(a, b) for a in left for b in right} | {(b, a) for a in left for b in right}
+        if shape == "one-way":
+            links = {(a, b) for a in ids for b in ids if a != b and rng.random() < 0.3}
+            self.log("partition: one-way " + ",".join(f"{a}->{b}" for a, b in sorted(links)))
+            return links
+        k = rng.randint(1, len(ids) - 1)
+        left, right = set(ids[:k]), set(ids[k:])
+        self.log(f"partition: {sorted(left)} | {sorted(right)}")
+        return {(a, b) for a in left for b in right} | {(b, a) for a in left for b in right}
+
+    # -- a whole randomized run ----------------------------------------------------------
+
+    def heal_all(self) -> None:
+        """End the chaos: reconnect everything, restart every node, stop random drops/dups/long delays."""
+        self.chaos = False
+        self.heal()
+        for i in self.ids:
+            if not self.nodes[i].up:
+                self.start(i)
+        self.log("healed: all nodes up, network reliable")
+
+    def run(self, duration_ms: int) -> SimStats:
+        """Chaos for duration_ms, then heal and check liveness and the end state. Raises InvariantViolation."""
+        o = self.opts
+        if o.has("partition") or o.has("crash"):
+            self._push(1 + int(self.rng.expovariate(1 / o.fault_every_ms)), _FAULT)
+        self._push(1, _CLIENT)
+        self.run_until(duration_ms)
+        self.heal_all()
+        self.check_liveness()
+        self.check_end_state()
+        return self.stats
+
+    def check_liveness(self) -> None:
+        """After healing, a leader is elected and a fresh proposal commits within liveness_bound_ms."""
+        start = self.now
+        bound = self.opts.liveness_bound_ms
+        payload = b"live-%d" % self.opts.seed
+        at = None
+        while self.now - start < bound:
+            if at is None or not self.nodes_agree_on_leader(at):
+                got = self.propose([payload])
+                if got is not None:
+                    at = got
+            if at is not None and self.run_for(20, lambda: self.is_committed(*at)):
+                self.stats.liveness_ms = self.now - start
+                self.log(f"liveness: leader {self.leader()} committed a new entry {self.now - start} ms after healing")
+                return
+            if at is None:
+                self.run_for(20)
+        self.fail(f"liveness: no new commit within {bound} ms of healing (leader {self.leader()})")
+
+    def nodes_agree_on_leader(self, at: tuple[int, int]) -> bool:
+        """True while the leader that took proposal `at` still leads in that term."""
+        leader = self.leader()
+        return leader is not None and self.nodes[leader].raw.term == at[1]
+
+    def check_end_state(self) -> None:
+        """Every node catches up, and every entry seen committed is in every node's durable log (§5.4)."""
+        bound = self.opts.catch_up_bound_ms
+        known = self.committed_terms
+
+        def caught_up() -> bool:
+            target = len(known)
+            return all(n.up and n.applied_index >= target and n.storage.last_index() >= target
+                       for n in self.nodes.values())
+
+        if not self.run_for(bound, caught_up):
+            lag = {i: (n.applied_index, n.storage.last_index()) for i, n in self.nodes.items()}
+            self.fail(f"nodes did not catch up to {len(known)} within {bound} ms: {lag}")
+        target = len(known)
+        self.check_log_matching()
+        truth = self.applied_log
+        for n in self.nodes.values():
+            if n.applied[:len(truth)] != truth[:len(n.applied)]:
+                self.fail(f"node {n.id} applied a different sequence")
+            stored = n.storage.records(1, target + 1).entries(1)
+            for index, term, kind, payload in stored:
+                if truth[index - 1] != (term, kind, payload):
+                    self.fail(f"node {n.id} holds {(term, kind, payload)} at committed index {index}")
+        seen = 0
+        for (index, term), payload in self.proposed.items():
+            if self.is_committed(index, term):
+                seen += 1
+                if truth[index - 1][2] != payload:
+                    self.fail(f"proposal at {index}/{term} committed with another payload")
+        self.stats.proposals_committed = sum(1 for _, k, _ in truth if k == KIND_DATA)
+
+
+def run_seed(nodes: int, seed: int, duration_ms: int = 2000, faults: tuple[str, ...] = ALL_FAULTS,
+             trace: Optional[Callable[[str], None]] = None, **overrides) -> SimStats:
+    """One randomized run: chaos, heal, liveness, end-state checks. Raises InvariantViolation."""
+    sim = Simulation(SimOptions(nodes=nodes, seed=seed, faults=tuple(faults), **overrides), trace=trace)
+    return sim.run(duration_ms)
+
+
+def replay_command(nodes: int, seed: int, duration_ms: int, faults: Iterable[str]) -> str:
+    """The shell command that replays a run with a trace."""
+    return (f"raftlog sim --nodes {nodes} --seed {seed} --duration {duration_ms / 1000:g}s "
+            f"--faults {','.join(faults)} --trace")
