@@ -87,7 +87,7 @@ _PEERS_HELP = "Members as ID=HOST:PORT,... (or HOST:PORT,...)."
 
 @main.command()
 @click.option("--id", "node_id", type=int, required=True, help="This node's id (a key of --peers).")
-@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="Data dir (created if missing).")
+@click.option("--data", "data_dir", required=True, help="Data dir (created if missing).")
 @click.option("--peers", required=True, help="Every member as ID=HOST:PORT,...; the node listens on its own entry.")
 @click.option("--cluster-id", default="raftlog", show_default=True, help="Name every member and client must present.")
 @click.option("--no-sync", is_flag=True, help="Do not fsync each write (faster; a power loss may lose the last writes).")
@@ -129,7 +129,7 @@ def node(node_id: int, data_dir: str, peers: str, cluster_id: str, no_sync: bool
 
 @main.command()
 @click.option("-n", "nodes", default=3, show_default=True, type=click.IntRange(1, 99), help="Number of nodes.")
-@click.option("--data", "data_dir", default="raftlog-cluster", show_default=True, type=click.Path(file_okay=False),
+@click.option("--data", "data_dir", default="raftlog-cluster", show_default=True,
               help="Parent dir of the nodes' data dirs (DIR/node1, DIR/node2, ...); reused if present.")
 @click.option("--base-port", default=7001, show_default=True, type=click.IntRange(1, 65535),
               help="Node i listens on BASE_PORT + i - 1.")
@@ -299,7 +299,7 @@ def status(peers: str, cluster_id: str, as_json: bool, timeout: float) -> None:
 
 
 @main.command()
-@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.argument("data_dir")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (entries with data_b64).")
 @click.option("--from", "start", default=None, type=click.IntRange(1), help="First index to list.")
 @click.option("--to", "stop", default=None, type=click.IntRange(1), help="Last index to list (inclusive).")

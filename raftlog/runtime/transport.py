@@ -295,7 +295,9 @@ class Listener:
         problem = check_handshake(frame, self.cluster_id)
         if problem is None and frame[2] == ROLE_PEER:
             peer_id = frame[3]
-            if peer_id == self.node_id or peer_id not in self.peers.addresses:
+            if peer_id == self.node_id:
+                problem = ERR_BAD_REQUEST, f"a peer claims this node's own id {peer_id}"
+            elif peer_id not in self.peers.addresses:
                 problem = ERR_BAD_REQUEST, f"node {peer_id} is not a member of this cluster"
         if problem is not None:
             conn.fail(*problem)
