@@ -408,3 +408,63 @@ def test_random_operations_match_memory_storage(tmp_path):
         if mem.last_index() >= mem.first_index():
             assert bytes(again.records(mem.first_index(), mem.last_index() + 1).buffer) == \
                 bytes(mem.records(mem.first_index(), mem.last_index() + 1).buffer)
+
+
+# ---------------------------------------------------------------- a reader thread beside the writer
+
+def test_read_racing_a_compaction_is_an_index_error(tmp_path):
+    """A reader that saw the state just before a compaction gets IndexError, not CorruptLogError."""
+    with open_node(tmp_path / "n") as s:
+        s.save(first_index=1, records=batch(1, 10))
+        before = s._state
+        s.compact(SnapshotMeta(6, 1))
+        s._state = before                      # the window between reading the state and the txn
+        with pytest.raises(IndexError, match="no longer held"):
+            s.records(2, 5)
+        with pytest.raises(IndexError, match="no longer held"):
+            s.records(5, 9)
+        s.compact(SnapshotMeta(10, 1))
+        s._state = before
+        with pytest.raises(IndexError, match="now empty"):
+            s.records(8, 10)
+
+
+def test_reader_thread_beside_writer_thread(tmp_path):
+    """Reads from one thread while another appends, grows the map and compacts: always whole, checked batches."""
+    import threading
+
+    s = open_node(tmp_path / "n", sync=False, map_size=64 << 10)
+    done = threading.Event()
+    failures: list[BaseException] = []
+    reads = [0]
+
+    def reader() -> None:
+        while not done.is_set():
+            first, last = s.first_index(), s.last_index()
+            if last < first:
+                continue
+            try:
+                got = s.records(first, last + 1, max_bytes=64 << 10)
+                assert len(got) >= 1 and got.term(0) >= 1
+                reads[0] += 1
+            except IndexError:
+                pass                           # compacted under us: allowed
+            except BaseException as exc:       # noqa: BLE001 - reported below
+                failures.append(exc)
+                return
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        last = 0
+        for k in range(300):
+            s.save(first_index=last + 1, records=batch(1, 20, f"w{k}", size=100))
+            last += 20
+            if k % 25 == 24:
+                s.compact(SnapshotMeta(last - 100, 1))
+    finally:
+        done.set()
+        thread.join()
+        s.close()
+    assert not failures, failures[0]
+    assert reads[0] > 0
