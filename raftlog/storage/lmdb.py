@@ -21,6 +21,15 @@ here begins and commits inside one call, and `save`/`compact` take a lock, so co
 calls are serialized; the runtime runs every `save` on one dedicated writer thread and
 py-lmdb releases the GIL during commit and fsync, so the event loop keeps going while the
 disk works. Reads (`records`, `log_index`) may come from any thread.
+
+Map size: LMDB needs a maximum size up front. `map_size` is only the starting point: a
+transaction that hits MapFullError is aborted, the map grown (at least doubled; LMDB
+requires that no transaction of this process is open meanwhile, so resizing waits for
+reads in flight) and the whole transaction redone. A readonly opener adopts a map that
+the writer process grew (MapResizedError) on its next read.
+
+One writer process per data dir: open() takes an flock on `DIR/raftlog.lock`, released
+by the OS when the process dies, so a second node on the same dir fails at once.
 """
 from __future__ import annotations
 
