@@ -63,7 +63,7 @@ class Cluster:
 
 def test_importing_core_loads_no_io_modules() -> None:
     """DESIGN.md 1: the core is pure; asyncio, socket and lmdb stay out of it."""
-    code = ("import sys; import raftlog.core.rawnode; "
+    code = ("import sys; import raftlog.core.rawnode, raftlog.core.sim; "
             "bad = [m for m in ('asyncio', 'socket', 'lmdb') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

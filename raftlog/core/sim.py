@@ -134,6 +134,7 @@ class Simulation:
         self.blocked: set[tuple[int, int]] = set()     # directed links (from, to) that lose everything
         self.filters: list[Callable[[Message], bool]] = []   # return False to drop a message
         self.on_send: list[Callable[[Message], None]] = []
+        self.rewrites: list[Callable[[Message], Message]] = []   # scripted tampering (tests)
         self.chaos = True                  # random drops/dups/long delays enabled
         # Cluster-wide truths the invariants compare against.
         self.leaders: dict[int, int] = {}                 # term -> leader id
@@ -404,6 +405,8 @@ class Simulation:
         """Put m on the network: maybe drop, duplicate or delay it."""
         stats = self.stats
         stats.messages += 1
+        for rewrite in self.rewrites:
+            m = rewrite(m)
         for hook in self.on_send:
             hook(m)
         if (m.frm, m.to) in self.blocked or not all(f(m) for f in self.filters):
