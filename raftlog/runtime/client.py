@@ -101,6 +101,7 @@ class _Connection(asyncio.Protocol):
         self.handshake: asyncio.Future = asyncio.get_running_loop().create_future()
         self.closed = False
         self.is_leader = False
+        self.retiring = False      # no new requests; close once the last answer is in
         self._next_id = 1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
@@ -127,6 +128,8 @@ class _Connection(asyncio.Protocol):
             waiter = self.waiters.pop(frame[1], None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(frame)
+            if self.retiring and not self.waiters:
+                self.close()
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._lose(ConnectionError(f"connection to {self.address} lost"))
@@ -156,6 +159,12 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self._lose(ConnectionError("client closed"))
+
+    def retire(self) -> None:
+        """Take no new requests; close when the ones in flight are answered (or at once if none are)."""
+        self.retiring = True
+        if not self.waiters:
+            self.close()
 
 
 class AsyncClient:
@@ -222,10 +231,19 @@ class AsyncClient:
             self._conn = conn
             return conn
 
-    def _drop(self, conn: _Connection, target: Optional[str]) -> None:
+    def _drop(self, conn: _Connection, target: Optional[str], *, now: bool = True) -> None:
+        """Stop using `conn` for new requests and aim the next connection at `target` (or the next member).
+
+        now=False (a redirect) lets the requests already in flight on it finish: a leader
+        that stepped down still answers them once their fate is known, and closing would
+        make the client retry appends that may well have committed.
+        """
         if self._conn is conn:
             self._conn = None
-        conn.close()
+        if now:
+            conn.close()
+        else:
+            conn.retire()
         if target is None:
             self._next += 1
         self._target = target
@@ -270,12 +288,12 @@ class AsyncClient:
         if code == ERR_NOT_LEADER:
             conn.is_leader = False
             if address and address != conn.address:
-                self._drop(conn, address)
+                self._drop(conn, address, now=False)
                 raise _Retry(f"redirected to node {leader_id} at {address}", pause=False)
-            self._drop(conn, None)      # no leader known yet: try the next member
+            self._drop(conn, None, now=False)      # no leader known yet: try the next member
             raise _Retry(f"{conn.address}: {message or 'no leader'}")
         if code == ERR_SHUTTING_DOWN:
-            self._drop(conn, None)
+            self._drop(conn, None, now=False)
             raise _Retry(f"{conn.address} is shutting down")
         if code == ERR_TIMEOUT:
             raise Timeout(f"{conn.address}: {message}")
@@ -362,7 +380,7 @@ class AsyncClient:
         if status.get("role") == "leader":
             conn.is_leader = True
         elif status.get("leader_address") and status["leader_address"] != conn.address:
-            self._drop(conn, status["leader_address"])
+            self._drop(conn, status["leader_address"], now=False)
 
     async def _status_on(self, conn: _Connection) -> dict:
         reply = await asyncio.wait_for(asyncio.shield(conn.request(encode_status)), self.timeout)

@@ -10,9 +10,10 @@ replaced it, and the client is told to retry (not-leader, with the leader's addr
 Reads return committed data entries (KIND_DATA only, each with its index) from this node's
 applied log, bounded by count and bytes. Status returns the node's JSON status.
 
-Backpressure: when the engine refuses a proposal over its uncommitted budget, requests
-wait here in arrival order and every client connection stops reading until the backlog
-drains; a client that does not read its replies stops being read.
+Backpressure: when the next transaction is full (the node's write budget) or the engine
+refuses a proposal over its uncommitted budget, requests wait here in arrival order and
+every client connection stops reading until the backlog drains; a client that does not
+read its replies stops being read.
 """
 from __future__ import annotations
 
@@ -153,8 +154,11 @@ class ClientService:
 
     def _propose(self, conn: "Connection", request_id: int, records: RecordBatch, deadline: float) -> bool:
         """Hand one request to the engine; False if it must wait for budget (then it is backlogged)."""
+        node = self.node
         try:
-            first, term = self.node.raw.propose(records)
+            if not node.write_budget_left():
+                raise ProposalDropped("the next transaction is full")
+            first, term = node.raw.propose(records)
         except NotLeader:
             self._error(conn, request_id, ERR_NOT_LEADER, "not the leader")
             return True
@@ -163,6 +167,7 @@ class ClientService:
             for c in self.conns:
                 c.pause_reading()
             return False
+        node.note_unwritten(len(records), records.nbytes)
         self._track(_Pending(first + len(records) - 1, term, first, len(records), conn, request_id, deadline))
         self.node.kick()
         return True
@@ -197,7 +202,7 @@ class ClientService:
                 self._fail_replaced(req)
 
     def after_apply(self) -> None:
-        """Retry proposals that waited for budget; resume reading once none wait."""
+        """Retry proposals that waited for budget (after an apply or a fresh write budget); resume reading once none wait."""
         while self.backlog:
             w = self.backlog[0]
             if w.conn.closed:
