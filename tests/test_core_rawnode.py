@@ -209,3 +209,69 @@ def test_restart_resumes_from_storage() -> None:
     node = RawNode(Config(2, (1, 2, 3), applied=3), st, random.Random(9))
     assert node.term == 1 and node.commit_index == 3 and node.last_index == 3
     assert not node.ready().committed     # already applied before the restart
+
+
+def _leader_with_entries(n_entries: int) -> Cluster:
+    c = Cluster(3)
+    c.nodes[1].campaign()
+    c.stabilize()
+    c.nodes[1].propose([b"e%d" % k for k in range(n_entries)])
+    c.stabilize()
+    return c
+
+
+def test_stale_append_never_truncates_matched_entries() -> None:
+    """§5.3 receiver rule 3: only a conflicting entry truncates; a delayed duplicate changes nothing."""
+    c = _leader_with_entries(5)
+    follower = c.nodes[2]
+    last = follower.last_index
+    old = next(m for m in c.sent if m.type == MessageType.APPEND and m.to == 2 and m.entries is not None
+               and len(m.entries))
+    follower.step(old)
+    rd = follower.ready()
+    assert rd.truncate_from == 0 and rd.entries is None
+    assert follower.last_index == last
+    ack = rd.persisted_messages[0]
+    assert ack.type == MessageType.APPEND_RESP and not ack.reject and ack.index <= last
+    follower.advance(rd)
+
+
+def test_stale_ack_never_lowers_match() -> None:
+    c = _leader_with_entries(5)
+    leader = c.nodes[1]
+    match = leader.status()["progress"]["2"]["match"]
+    leader.step(Message(MessageType.APPEND_RESP, 1, 2, leader.term, index=1))
+    assert leader.status()["progress"]["2"]["match"] == match
+    leader.step(Message(MessageType.APPEND_RESP, 1, 2, leader.term, index=1, reject=True, hint_index=0))
+    assert leader.status()["progress"]["2"]["match"] == match
+
+
+def test_rejection_hint_skips_a_whole_term() -> None:
+    """diss. 5.3: a follower rejecting AppendEntries names the last index of a term at or below prev_term."""
+    c = _leader_with_entries(5)
+    follower = c.nodes[3]
+    term = follower.term
+    follower.step(Message(MessageType.APPEND, 3, 1, term, log_term=term + 5, index=follower.last_index + 10))
+    rd = follower.ready()
+    rej = rd.persisted_messages[0]
+    assert rej.reject and rej.hint_index == follower.last_index and rej.hint_term == term
+
+
+def test_higher_term_steps_down_and_is_persisted_before_reply() -> None:
+    """§5.1: any higher term makes a leader follow; the reply waits for the new term to be durable."""
+    c = _leader_with_entries(1)
+    leader = c.nodes[1]
+    leader.step(Message(MessageType.APPEND_RESP, 1, 3, leader.term + 3))
+    assert leader.role is Role.FOLLOWER and leader.term == 4
+    rd = leader.ready()
+    assert rd.hard_state is not None and rd.hard_state.term == 4 and rd.must_sync
+    leader.advance(rd)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError):
+        Config(1, (1, 2, 3), election_ticks=(5, 5))
+    with pytest.raises(ValueError):
+        Config(0, (1,))
+    with pytest.raises(ValueError):
+        Config(1, (1,), heartbeat_ticks=20)
