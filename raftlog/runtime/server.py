@@ -90,6 +90,7 @@ class ClientService:
         self.max_append_bytes = max_append_bytes
         self.pending: deque[_Pending] = deque()     # sorted by `last` (see _track)
         self.backlog: deque[_Waiting] = deque()     # refused by the engine's budget, in arrival order
+        self.orphans: list[_Pending] = []           # pending requests overtaken by newer proposals (rare)
         self.conns: set["Connection"] = set()
         self.stopping = False
 
@@ -175,10 +176,12 @@ class ClientService:
     def _track(self, req: _Pending) -> None:
         pend = self.pending
         # A proposal lands at last_index + 1, so anything pending at or above its first
-        # index was truncated from this node's log while it followed another leader: those
-        # entries can never commit (a leader's log holds every committed entry, paper 5.4).
+        # index was truncated from this node's log while it followed another leader. That
+        # is not yet a verdict: a later leader that still holds those entries could commit
+        # them (the figure 8 situation, paper 5.4.2), so they move to `orphans` and are
+        # answered when their last index commits (by its term) or when they time out.
         while pend and pend[-1].last >= req.first:
-            self._fail_replaced(pend.pop())
+            self.orphans.append(pend.pop())
         pend.append(req)
 
     def _fail_replaced(self, req: _Pending) -> None:
@@ -192,14 +195,25 @@ class ClientService:
         hi = first + len(batch) - 1
         pend = self.pending
         while pend and pend[0].last <= hi:
-            req = pend.popleft()
-            if req.last < first:
-                # Not reachable when batches come in order; answer rather than hang.
-                self._error(req.conn, req.request_id, ERR_TIMEOUT, "outcome unknown")
-            elif batch.term(req.last - first) == req.term:
-                self._reply(req.conn, encode_appended(req.request_id, req.first, req.count))
-            else:
-                self._fail_replaced(req)
+            self._settle(pend.popleft(), first, batch)
+        if self.orphans:
+            keep = []
+            for req in self.orphans:
+                if req.last <= hi:
+                    self._settle(req, first, batch)
+                else:
+                    keep.append(req)
+            self.orphans = keep
+
+    def _settle(self, req: _Pending, first: int, batch: RecordBatch) -> None:
+        """Answer `req` now that its last index is committed: same term = appended, else replaced."""
+        if req.last < first:
+            # Not reachable when batches come in order; answer rather than hang.
+            self._error(req.conn, req.request_id, ERR_TIMEOUT, "outcome unknown")
+        elif batch.term(req.last - first) == req.term:
+            self._reply(req.conn, encode_appended(req.request_id, req.first, req.count))
+        else:
+            self._fail_replaced(req)
 
     def after_apply(self) -> None:
         """Retry proposals that waited for budget (after an apply or a fresh write budget); resume reading once none wait."""
@@ -227,6 +241,10 @@ class ClientService:
         while pend and pend[0].deadline < now:
             req = pend.popleft()
             self._error(req.conn, req.request_id, ERR_TIMEOUT, "not committed in time; the outcome is unknown")
+        if self.orphans:
+            for req in [r for r in self.orphans if r.deadline < now]:
+                self._error(req.conn, req.request_id, ERR_TIMEOUT, "not committed in time; the outcome is unknown")
+            self.orphans = [r for r in self.orphans if r.deadline >= now]
         if self.backlog:
             self.after_apply()
 
@@ -262,6 +280,8 @@ class ClientService:
     def shutdown(self) -> None:
         """Answer everything pending with shutting-down and close client connections."""
         self.stopping = True
+        self.pending.extend(self.orphans)
+        self.orphans = []
         while self.pending:
             req = self.pending.popleft()
             self._error(req.conn, req.request_id, ERR_SHUTTING_DOWN, "the node is shutting down; the outcome is unknown")

@@ -1,0 +1,128 @@
+"""ClientService bookkeeping without sockets: one pending record per request, settled by the committed term."""
+from __future__ import annotations
+
+from raftlog.errors import NotLeader
+from raftlog.hot import (
+    ERR_NOT_LEADER,
+    ERR_SHUTTING_DOWN,
+    ERR_TIMEOUT,
+    FRAME_APPENDED,
+    FRAME_ERROR,
+    KIND_DATA,
+    FrameDecoder,
+    RecordBatch,
+)
+from raftlog.runtime.server import ClientService
+
+
+class FakeConn:
+    def __init__(self) -> None:
+        self.closed = False
+        self.write_paused = False
+        self.decoder = FrameDecoder()
+        self.frames: list = []
+        self.on_writable = None
+
+    def send(self, frame: bytes, droppable: bool = False) -> bool:
+        self.frames += self.decoder.feed(frame)
+        return True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeRaw:
+    def __init__(self) -> None:
+        self.next = []          # (first_index, term) to hand out, or an exception
+
+    def propose(self, records):
+        item = self.next.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+
+class FakeNode:
+    def __init__(self) -> None:
+        self.raw = FakeRaw()
+        self.leader_id = 2
+        self.kicks = 0
+
+    def write_budget_left(self) -> bool:
+        return True
+
+    def note_unwritten(self, count: int, nbytes: int) -> None:
+        pass
+
+    def kick(self) -> None:
+        self.kicks += 1
+
+    def address_of(self, node_id: int) -> str:
+        return f"127.0.0.1:{7000 + node_id}"
+
+
+def batch(n: int, term: int = 0) -> RecordBatch:
+    return RecordBatch.encode(term, KIND_DATA, [b"p%d" % i for i in range(n)])
+
+
+def setup():
+    node = FakeNode()
+    svc = ClientService(node, request_timeout=5.0)
+    conn = FakeConn()
+    svc.handler_for(conn)
+    return node, svc, conn
+
+
+def test_requests_are_answered_when_their_last_index_commits_with_their_term():
+    node, svc, conn = setup()
+    node.raw.next = [(10, 3), (13, 3)]
+    svc.append(conn, 1, batch(3))        # 10..12
+    svc.append(conn, 2, batch(2))        # 13..14
+    assert len(svc.pending) == 2 and node.kicks == 2
+    svc.on_committed(9, batch(4, term=3))            # 9..12: settles request 1 only
+    assert conn.frames == [(FRAME_APPENDED, 1, 10, 3)]
+    svc.on_committed(13, batch(2, term=3))
+    assert conn.frames[-1] == (FRAME_APPENDED, 2, 13, 2) and not svc.pending
+
+
+def test_a_different_term_at_the_last_index_means_replaced():
+    node, svc, conn = setup()
+    node.raw.next = [(10, 3)]
+    svc.append(conn, 1, batch(2))
+    svc.on_committed(10, batch(2, term=4))
+    (f,) = conn.frames
+    assert f[0] == FRAME_ERROR and f[2] == ERR_NOT_LEADER and f[4] == "127.0.0.1:7002"
+
+
+def test_overtaken_requests_wait_for_the_commit_verdict():
+    node, svc, conn = setup()
+    node.raw.next = [(10, 3), (8, 5)]
+    svc.append(conn, 1, batch(5))        # 10..14 at term 3
+    svc.append(conn, 2, batch(2))        # 8..9 at term 5: 10..14 were truncated here
+    assert len(svc.orphans) == 1 and len(svc.pending) == 1
+    # A later leader still held 10..14 of term 3 and committed them: the verdict is appended.
+    svc.on_committed(8, RecordBatch.concat([batch(2, term=5), batch(5, term=3)]))
+    assert sorted(f[1] for f in conn.frames if f[0] == FRAME_APPENDED) == [1, 2]
+    assert not svc.orphans
+
+
+def test_not_leader_timeout_and_shutdown():
+    node, svc, conn = setup()
+    node.raw.next = [NotLeader(2), (10, 3), (20, 3)]
+    svc.append(conn, 1, batch(1))
+    assert conn.frames[-1][:3] == (FRAME_ERROR, 1, ERR_NOT_LEADER)
+    svc.append(conn, 2, batch(1))
+    svc.expire(now=svc.pending[0].deadline + 1)
+    assert conn.frames[-1][:3] == (FRAME_ERROR, 2, ERR_TIMEOUT)
+    svc.append(conn, 3, batch(1))
+    svc.shutdown()
+    assert conn.frames[-1][:3] == (FRAME_ERROR, 3, ERR_SHUTTING_DOWN) and conn.closed
+    late = FakeConn()
+    svc.append(late, 4, batch(1))
+    assert late.frames[-1][:3] == (FRAME_ERROR, 4, ERR_SHUTTING_DOWN)
