@@ -139,6 +139,9 @@ def node(node_id: int, data_dir: str, peers: str, cluster_id: str, no_sync: bool
 def cluster(nodes: int, data_dir: str, base_port: int, host: str, cluster_id: str, no_sync: bool) -> None:
     """Run N local node processes and stream their events (who leads, who follows); Ctrl-C stops them all.
 
+    A node killed from outside (kill -9 PID, to watch a failover) is reported and the others
+    keep running; a node that fails on its own (port in use, bad data dir) stops the cluster.
+
     Example, then append from another terminal:
 
     \b
@@ -166,7 +169,7 @@ def cluster(nodes: int, data_dir: str, base_port: int, host: str, cluster_id: st
         exited = sup.wait(lambda: stop["now"])
     finally:
         sup.stop()
-    if exited is not None:
+    if exited:
         raise click.ClickException(f"node {exited} exited (status {sup.procs[exited].returncode}); stopped the others")
     click.echo("all nodes stopped", err=True)
 

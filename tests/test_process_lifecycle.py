@@ -124,6 +124,11 @@ def test_cluster_command_streams_roles_and_ctrl_c_stops_everything(tmp_path):
         with Client(peers) as c:
             assert c.append(b"via cluster") >= 1
         wait_for("two follower lines", lambda: sum("following node" in ln for ln in lines) >= 2)
+        os.kill(kids[0], signal.SIGKILL)           # a node killed from outside: reported, the rest go on
+        wait_for("the kill to be reported", lambda: any("killed by SIGKILL" in ln for ln in lines))
+        with Client(peers) as c:
+            assert c.append(b"still serving") >= 1
+        assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
         assert all(gone(k) for k in kids)

@@ -39,7 +39,7 @@ def node_command(node_id: int, peers: str, data_dir: str, *, cluster_id: str, sy
 
 
 class LocalCluster:
-    """Supervises N node processes; `start()`, `wait()` until one exits or stop() is called, `stop()`."""
+    """Supervises N node processes: `start()`, `wait()`, `stop()`."""
 
     def __init__(self, n: int, base_port: int, data_dir: str, *, host: str = "127.0.0.1", cluster_id: str = "raftlog",
                  sync: bool = True, out: TextIO = sys.stdout, extra: tuple[str, ...] = ()) -> None:
@@ -69,7 +69,9 @@ class LocalCluster:
         assert proc.stdout is not None
         for line in proc.stdout:
             self._print(f"[node {node_id}] {_strip_time(line.rstrip())}")
-        proc.wait()
+        code = proc.wait()
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+        self._print(f"[node {node_id}] process {proc.pid} {how}")
         self._exited.set()
 
     def _print(self, line: str) -> None:
@@ -77,12 +79,21 @@ class LocalCluster:
             print(line, file=self.out, flush=True)
 
     def wait(self, should_stop: Callable[[], bool] = lambda: False) -> Optional[int]:
-        """Block until a node exits (its id) or should_stop() says so (None)."""
+        """Block until should_stop() (None), a node fails on its own (its id), or every node is gone (0).
+
+        A node killed by a signal (e.g. `kill -9` to watch a failover) is reported and the
+        others keep running; a node exiting with an error status (bad port, bad data dir)
+        stops the cluster, since it will not come back by itself.
+        """
         while not should_stop():
             if self._exited.wait(0.2):
-                for i, proc in self.procs.items():
-                    if proc.poll() is not None:
+                self._exited.clear()
+                codes = {i: p.poll() for i, p in self.procs.items()}
+                for i, code in codes.items():
+                    if code is not None and code > 0:
                         return i
+                if all(code is not None for code in codes.values()):
+                    return 0
         return None
 
     def stop(self) -> None:
