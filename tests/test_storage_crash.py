@@ -9,7 +9,6 @@ that the hard state saved in the same transaction matches the last batch.
 """
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
