@@ -121,8 +121,20 @@ def test_cluster_command_streams_roles_and_ctrl_c_stops_everything(tmp_path):
         wait_for("three nodes", lambda: len(children_of(proc.pid)) == 3)
         kids = children_of(proc.pid)
         peers = ",".join(f"127.0.0.1:{base + i}" for i in range(3))
-        with Client(peers) as c:
-            assert c.append(b"via cluster") >= 1
+        follow = subprocess.Popen([sys.executable, "-m", "raftlog", "read", "--peers", peers, "--follow"],
+                                  stdout=subprocess.PIPE, text=True)
+        followed: list[str] = []
+        threading.Thread(target=lambda: followed.extend(iter(follow.stdout.readline, "")), daemon=True).start()
+        try:
+            with Client(peers) as c:
+                index = c.append(b"via cluster")
+                assert index >= 1
+                wait_for("read --follow to print it", lambda: f"{index}\tvia cluster\n" in followed)
+                later = c.append(b"later")
+                wait_for("read --follow to print the next one", lambda: f"{later}\tlater\n" in followed)
+        finally:
+            follow.kill()
+            follow.wait()
         wait_for("two follower lines", lambda: sum("following node" in ln for ln in lines) >= 2)
         os.kill(kids[0], signal.SIGKILL)           # a node killed from outside: reported, the rest go on
         wait_for("the kill to be reported", lambda: any("killed by SIGKILL" in ln for ln in lines))

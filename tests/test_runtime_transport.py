@@ -363,3 +363,38 @@ def test_dialer_refuses_the_wrong_node_at_a_peer_address(caplog):
 
     asyncio.run(main())
     assert any("expected node 2" in m for m in warnings_of(caplog))
+
+
+def test_a_peer_sending_garbage_or_misaddressed_messages_is_cut_off(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+
+    async def main() -> None:
+        addrs = {1: f"127.0.0.1:{free_port()}", 2: f"127.0.0.1:{free_port()}"}
+        node = Node(NodeConfig(node_id=1, peers=addrs, data_dir=str(tmp_path / "n1"), cluster_id=CLUSTER, sync=False))
+        await node.start()
+        try:
+            from raftlog.hot import encode_raft
+            for name, payload in {
+                "garbage": b"\xff" * 64,
+                "misaddressed": encode_raft(MessageType.HEARTBEAT, 3, 2, 1, 0, 0, 0, False, 0, 0),
+                "impersonating": encode_raft(MessageType.HEARTBEAT, 1, 3, 1, 0, 0, 0, False, 0, 0),
+                "client frame": encode_status(5),
+            }.items():
+                before = len(warnings_of(caplog))
+                raw = await Raw.connect(addrs[1])
+                await raw.send(encode_handshake(PROTOCOL_VERSION, ROLE_PEER, 2, CLUSTER))
+                assert (await raw.frame())[0] == FRAME_HANDSHAKE
+                await until(lambda: node.peers.connected(2))
+                await raw.send(payload)
+                reply = await raw.frame()
+                assert reply is not None and reply[0] == FRAME_ERROR, name
+                assert await raw.closed(), name
+                raw.close()
+                await until(lambda: not node.peers.connected(2))
+                assert len(warnings_of(caplog)) == before + 1, (name, warnings_of(caplog)[before:])
+            async with AsyncClient([addrs[1]], cluster_id=CLUSTER) as c:
+                assert (await c.status())["id"] == 1        # still serving
+        finally:
+            await node.stop()
+
+    asyncio.run(main())
