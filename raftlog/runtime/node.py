@@ -45,6 +45,7 @@ MAX_CATCHUP_TICKS = 5         # after a stall (SIGSTOP, GC) replay at most this 
 # AppendEntries in `_deferred` until the next Ready is taken.
 WRITE_BATCH_ENTRIES = 8192
 WRITE_BATCH_BYTES = 4 << 20
+COMMIT_FLUSH_SECONDS = 0.05   # a commit-only hard state waits at most this long for a write to join
 
 
 @dataclass
@@ -112,6 +113,8 @@ class Node:
         self.unwritten_entries = 0            # entries fed to the engine since the last ready()
         self.unwritten_bytes = 0
         self._deferred: deque[Message] = deque()   # AppendEntries held back by the write budget
+        self._lazy_hs: Any = None             # a commit-only hard state not yet written (see _pump)
+        self._lazy_timer: Optional[asyncio.TimerHandle] = None
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -174,6 +177,14 @@ class Node:
                 await asyncio.shield(self._inflight)   # a commit cannot be interrupted halfway: let it end
             except Exception:
                 pass
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+        if self._lazy_hs is not None and self._failure is None:
+            hs, self._lazy_hs = self._lazy_hs, None
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._writer, lambda: self.storage.save(hard_state=hs))
+            except Exception as exc:
+                log.warning("node %d: could not save the last commit index: %r", self.node_id, exc)
         self._writer.shutdown(wait=True)
         if self.storage is not None:
             self.storage.close()
@@ -274,19 +285,50 @@ class Node:
         self._show_role()
         self._send(rd.messages)
         entries = rd.entries
-        if rd.hard_state is not None or rd.truncate_from or (entries is not None and len(entries)):
+        hs = rd.hard_state
+        log_write = bool(rd.truncate_from or (entries is not None and len(entries)))
+        if hs is not None and not log_write and not rd.must_sync:
+            # Only the commit index moved. Raft needs no durable commit index (it is
+            # re-learned from the leader), so this hard state rides along with the next write
+            # or is flushed after COMMIT_FLUSH_SECONDS: a follower then spends no fsync per
+            # commit advance, which would delay the next AppendEntries behind it.
+            self._lazy_hs = hs
+            self._schedule_lazy_flush()
+            self._finish(rd)
+            return
+        if hs is not None or log_write:
             assert self._loop is not None
-            fut = self._loop.run_in_executor(self._writer, self._persist, rd)
+            write_hs = hs if hs is not None else self._lazy_hs
+            self._lazy_hs = None
+            fut = self._loop.run_in_executor(self._writer, self._persist, rd, write_hs)
             self._inflight = fut
             fut.add_done_callback(lambda f: self._persisted(rd, f))
         else:
             self._finish(rd)
 
-    def _persist(self, rd: Any) -> None:
+    def _persist(self, rd: Any, hard_state: Any) -> None:
         """Writer thread: the Ready's whole write in one transaction (durable on return when sync)."""
         entries = rd.entries if rd.entries is not None and len(rd.entries) else None
-        self.storage.save(hard_state=rd.hard_state, truncate_from=rd.truncate_from,
+        self.storage.save(hard_state=hard_state, truncate_from=rd.truncate_from,
                           first_index=rd.entries_index if entries is not None else 0, records=entries)
+
+    def _schedule_lazy_flush(self) -> None:
+        if self._lazy_timer is None and self._loop is not None:
+            self._lazy_timer = self._loop.call_later(COMMIT_FLUSH_SECONDS, self._flush_lazy_hs)
+
+    def _flush_lazy_hs(self) -> None:
+        """Write a deferred commit-only hard state, unless a write is running (then try again later)."""
+        self._lazy_timer = None
+        if self._lazy_hs is None or self._stopping:
+            return
+        if self._inflight is not None:
+            self._schedule_lazy_flush()
+            return
+        hs, self._lazy_hs = self._lazy_hs, None
+        assert self._loop is not None
+        fut = self._loop.run_in_executor(self._writer, lambda: self.storage.save(hard_state=hs))
+        self._inflight = fut
+        fut.add_done_callback(lambda f: self._persisted(None, f))
 
     def _persisted(self, rd: Any, fut: asyncio.Future) -> None:
         self._inflight = None
@@ -302,6 +344,9 @@ class Node:
             return
         self.writes += 1
         if self._stopping:
+            return
+        if rd is None:       # a deferred hard state was written: nothing to acknowledge
+            self.kick()
             return
         self._finish(rd)
 
