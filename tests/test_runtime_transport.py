@@ -398,3 +398,24 @@ def test_a_peer_sending_garbage_or_misaddressed_messages_is_cut_off(tmp_path, ca
             await node.stop()
 
     asyncio.run(main())
+
+
+def test_client_gives_up_on_a_silent_member_and_tries_the_next(tmp_path):
+    async def main() -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(65536)                # takes the handshake, then says nothing, ever
+            writer.write(encode_handshake(PROTOCOL_VERSION, ROLE_PEER, 7, CLUSTER))
+            await asyncio.sleep(3600)
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        stuck = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        nodes = await start_nodes(tmp_path, 1)
+        try:
+            await wait_leader(nodes)
+            async with AsyncClient([stuck, nodes[0].cfg.address], cluster_id=CLUSTER, attempt_timeout=0.3) as c:
+                assert await c.append(b"got through") >= 1
+        finally:
+            server.close()
+            await stop_all(nodes)
+
+    asyncio.run(main())

@@ -57,7 +57,7 @@ REQUEST_COUNT = 16_384        # payloads per Append request
 MAX_IN_FLIGHT = 64            # Append requests in flight per append_many call
 READ_ENTRIES = 10_000
 READ_BYTES = 4 << 20
-ATTEMPT_TIMEOUT = 5.0          # seconds one attempt waits before trying another member
+ATTEMPT_TIMEOUT = 5.0          # seconds of silence from a member before trying another one
 
 
 class RequestRejected(RaftlogError, ValueError):
@@ -102,12 +102,14 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.is_leader = False
         self.retiring = False      # no new requests; close once the last answer is in
+        self.last_heard = time.monotonic()
         self._next_id = 1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.last_heard = time.monotonic()
         try:
             frames = self.decoder.feed(data)
         except Exception as exc:
@@ -173,11 +175,13 @@ class AsyncClient:
     `addresses`: any members' HOST:PORT (a list, or `"1=h:p,2=h:p"` / `"h:p,h:p"`).
     `read_from="leader"` (default) reads from the leader when one is known; `"any"` reads
     from whichever member the client is connected to (useful to look at one node).
+    `attempt_timeout`: seconds of silence after which a member is given up on for another.
     """
 
     def __init__(self, addresses: Addresses, *, cluster_id: str = "raftlog", timeout: float = 10.0,
-                 read_from: str = "leader") -> None:
+                 read_from: str = "leader", attempt_timeout: float = ATTEMPT_TIMEOUT) -> None:
         self.addresses = normalize_addresses(addresses)
+        self.attempt_timeout = attempt_timeout
         if read_from not in ("leader", "any"):
             raise ValueError("read_from must be 'leader' or 'any'")
         self.cluster_id = cluster_id
@@ -263,16 +267,10 @@ class AsyncClient:
             try:
                 conn = await self._connection(deadline)
                 try:
-                    reply = await asyncio.wait_for(asyncio.shield(conn.request(build)),
-                                                   min(remaining, ATTEMPT_TIMEOUT))
+                    reply = await self._await_reply(conn, conn.request(build), deadline)
                 except ConnectionError as exc:
                     self._drop(conn, None)
                     raise _Retry(str(exc)) from None
-                except asyncio.TimeoutError:
-                    # A stopped (not dead) member keeps the socket open: give up on it and
-                    # try another; the deadline check above ends the retries.
-                    self._drop(conn, None)
-                    raise _Retry(f"no answer from {conn.address} in {ATTEMPT_TIMEOUT:.0f}s") from None
                 if reply[0] == FRAME_ERROR:
                     self._error(conn, reply)
                 return handle(conn, reply)
@@ -281,6 +279,27 @@ class AsyncClient:
                 if retry.pause:
                     await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                     pause = min(pause * 2, 0.5)
+
+    async def _await_reply(self, conn: _Connection, fut: asyncio.Future, deadline: float) -> tuple:
+        """The reply to `fut`; the member is given up on if it has sent nothing at all for attempt_timeout.
+
+        A stopped (not dead) member keeps its socket open, so silence is the only sign. A
+        busy member answering other requests is not silent: a slow request alone does not
+        abandon the connection (that would re-send every request in flight on it).
+        """
+        since = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                fut.cancel()
+                raise Timeout(f"no answer from {conn.address} within the deadline")
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), min(deadline - now, self.attempt_timeout / 4))
+            except asyncio.TimeoutError:
+                pass
+            if time.monotonic() - max(conn.last_heard, since) > self.attempt_timeout:
+                self._drop(conn, None)
+                raise _Retry(f"{conn.address} has been silent for {self.attempt_timeout:g}s")
 
     def _error(self, conn: _Connection, reply: tuple) -> None:
         """Turn an error frame into a retry (redirect, shutting down) or an exception."""
