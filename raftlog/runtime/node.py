@@ -43,11 +43,13 @@ log = logging.getLogger("raftlog.node")
 
 TICK_SECONDS = 0.010          # one engine tick (DESIGN.md section 3)
 MAX_CATCHUP_TICKS = 5         # after a stall (SIGSTOP, GC) replay at most this many ticks
-# Entries that one Ready (one transaction) may carry, roughly: py-lmdb's putmulti holds the
-# GIL while it inserts (measured: 9,000 records of 117 B block other threads ~21 ms, 100,000
-# ~280 ms), so an unbounded group commit would freeze the event loop past an election
-# timeout under load. Beyond the budget, proposals wait in the client service and
-# AppendEntries in `_deferred` until the next Ready is taken.
+# Entries that one Ready (one transaction) may carry, roughly. py-lmdb's putmulti holds the
+# GIL while it inserts: with one putmulti per save, 100,000 records of 117 B blocked the event
+# loop ~280 ms and unbounded group commits under load set off elections. LmdbStorage now
+# feeds putmulti in chunks (stalls of a few ms), and the budget still bounds how much one
+# transaction (and the memory waiting for it) holds; 32768 measured no faster than 8192.
+# Beyond the budget, proposals wait in the client service and AppendEntries in `_deferred`
+# until the next Ready is taken.
 WRITE_BATCH_ENTRIES = 8192
 WRITE_BATCH_BYTES = 4 << 20
 COMMIT_FLUSH_SECONDS = 0.05   # a commit-only hard state waits at most this long for a write to join
