@@ -8,6 +8,7 @@ from raftlog.errors import (
     IdentityMismatch,
     LogSafetyError,
     NotLeader,
+    ProposalDropped,
     RaftlogError,
     Timeout,
 )
@@ -19,7 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "IMPLEMENTATION", "__version__",
     "RaftlogError", "FrameError", "LogSafetyError", "CorruptLogError", "IdentityMismatch",
-    "NotLeader", "Timeout", "Closed", "Entry", "Client", "AsyncClient",
+    "NotLeader", "ProposalDropped", "Timeout", "Closed", "Entry", "Client", "AsyncClient",
 ]
 
 
