@@ -1,0 +1,38 @@
+"""`raftlog bench`: a short smoke run over real node processes (CI runs it; no timed assertion)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from raftlog.bench import JSON_KEYS
+
+pytestmark = pytest.mark.process
+
+
+def test_bench_smoke_json_verified(tmp_path):
+    data = tmp_path / "bench"
+    proc = subprocess.run([sys.executable, "-m", "raftlog", "bench", "--duration", "2", "--json", "--data", str(data)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout
+    out = json.loads(lines[0])
+    assert set(out) == set(JSON_KEYS)
+    assert set(out["latency_ms"]) == {"p50", "p90", "p99", "p999", "max"}
+    assert out["nodes"] == 3 and out["payload"] == 100 and out["sync"] is True and out["impl"] == "cython"
+    assert out["verified"] is True
+    assert out["entries"] > 0 and out["entries_per_s"] > 0
+    assert [n["id"] for n in out["per_node"]] == [1, 2, 3]
+    assert all(set(n) == {"id", "cpu_s", "rss_mb"} and n["rss_mb"] > 0 for n in out["per_node"])
+    assert os.listdir(data) == []      # node dirs removed without --keep
+
+
+def test_bench_rejects_a_request_over_the_limit():
+    proc = subprocess.run([sys.executable, "-m", "raftlog", "bench", "--payload", "100000", "--batch", "100",
+                           "--duration", "1"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert "limit" in proc.stderr
