@@ -1,0 +1,337 @@
+"""A client workload that records a history (raftlog.history), and a process-level nemesis.
+
+The workload does not use `raftlog.Client`: that client retries a failed attempt, which
+makes delivery at-least-once and hides the outcome of each attempt. Here every operation is
+exactly one request on one connection, so its outcome is exact: `Appended` is ok,
+`not-leader` is failed (the node refused the proposal, or the entries were replaced by
+another leader's at their index), anything else (timeout, shutting down, a lost
+connection, no reply in time) is unknown. Payloads are unique, so the checker can find
+each one in the final log.
+
+The nemesis runs a randomized schedule (seeded, the seed printed) of SIGKILL + restart,
+SIGSTOP/SIGCONT and SIGTERM + restart against random members and the current leader,
+keeping at most `max_faulty` members down at once, and heals everything at the end.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import signal
+import threading
+import time
+from typing import Callable, Optional
+
+from raftlog.history import History
+from raftlog.hot import (
+    ERR_NOT_LEADER,
+    FRAME_APPENDED,
+    FRAME_ENTRIES,
+    FRAME_ERROR,
+    FRAME_HANDSHAKE,
+    KIND_DATA,
+    PROTOCOL_VERSION,
+    ROLE_CLIENT,
+    FrameDecoder,
+    RecordBatch,
+    encode_append,
+    encode_handshake,
+    encode_read,
+)
+
+REPLY_TIMEOUT = 3.0          # seconds an operation waits for its reply before it is unknown
+
+
+class OneShotConnection:
+    """One client connection to one node: send a request, get the reply frame with its id."""
+
+    def __init__(self, address: str, cluster_id: str) -> None:
+        self.address = address
+        self.cluster_id = cluster_id
+        self.reader: Optional[asyncio.StreamReader] = None
+        self.writer: Optional[asyncio.StreamWriter] = None
+        self.waiters: dict[int, asyncio.Future] = {}
+        self.next_id = 1
+        self.closed = False
+        self._task: Optional[asyncio.Task] = None
+        self._hello: Optional[asyncio.Future] = None
+
+    async def open(self, timeout: float = 1.0) -> None:
+        """Connect and handshake; OSError/TimeoutError/ConnectionError when the node does not take us."""
+        host, port = self.address.rsplit(":", 1)
+        self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+        self._hello = asyncio.get_running_loop().create_future()
+        self._task = asyncio.get_running_loop().create_task(self._read_loop())
+        self.writer.write(encode_handshake(PROTOCOL_VERSION, ROLE_CLIENT, 0, self.cluster_id))
+        frame = await asyncio.wait_for(asyncio.shield(self._hello), timeout)
+        if frame[0] != FRAME_HANDSHAKE:
+            self.close()
+            raise ConnectionError(f"{self.address} refused the connection: {frame}")
+
+    async def _read_loop(self) -> None:
+        dec = FrameDecoder()
+        assert self.reader is not None and self._hello is not None
+        try:
+            while True:
+                data = await self.reader.read(1 << 16)
+                if not data:
+                    break
+                for frame in dec.feed(data):
+                    if not self._hello.done():
+                        self._hello.set_result(frame)
+                        continue
+                    w = self.waiters.pop(frame[1], None)
+                    if w is not None and not w.done():
+                        w.set_result(frame)
+        except (OSError, ValueError, asyncio.CancelledError):
+            pass
+        finally:
+            self.closed = True
+            exc = ConnectionError(f"connection to {self.address} lost")
+            if not self._hello.done():
+                self._hello.set_exception(exc)
+            for w in self.waiters.values():
+                if not w.done():
+                    w.set_exception(exc)
+            self.waiters.clear()
+
+    async def request(self, build: Callable[[int], bytes], timeout: float = REPLY_TIMEOUT) -> tuple:
+        """The reply frame; asyncio.TimeoutError or ConnectionError when none came."""
+        if self.closed or self.writer is None:
+            raise ConnectionError("closed")
+        rid = self.next_id
+        self.next_id += 1
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters[rid] = fut
+        self.writer.write(build(rid))
+        return await asyncio.wait_for(fut, timeout)
+
+    def close(self) -> None:
+        """Close the socket (idempotent)."""
+        self.closed = True
+        if self.writer is not None:
+            self.writer.close()
+        if self._task is not None:
+            self._task.cancel()
+
+
+class Workload:
+    """Appenders and readers against `addresses`, recording into `history` until `stop` is set."""
+
+    def __init__(self, addresses: list[str], cluster_id: str, history: History, *, appenders: int = 4,
+                 readers: int = 2, seed: int = 0, batch_max: int = 3) -> None:
+        self.addresses = addresses
+        self.cluster_id = cluster_id
+        self.history = history
+        self.appenders = appenders
+        self.readers = readers
+        self.rng = random.Random(seed)
+        self.batch_max = batch_max
+        self.leader_guess: Optional[str] = None
+        self.high_index = 1
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        """Run the workload on its own thread (its own event loop)."""
+        self._thread = threading.Thread(target=self._run, name="history-workload", daemon=True)
+        self._thread.start()
+
+    def finish(self, timeout: float = 30.0) -> None:
+        """Stop and wait: every operation in flight gets its outcome (or unknown) first."""
+        self.stop.set()
+        assert self._thread is not None
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the workload did not stop"
+        if self.errors:
+            raise self.errors[0]
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:   # reported by finish()
+            self.errors.append(exc)
+
+    async def _main(self) -> None:
+        tasks = [asyncio.create_task(self._appender(p)) for p in range(self.appenders)]
+        tasks += [asyncio.create_task(self._reader(self.appenders + p)) for p in range(self.readers)]
+        await asyncio.gather(*tasks)
+
+    async def _connect(self, address: str) -> Optional[OneShotConnection]:
+        conn = OneShotConnection(address, self.cluster_id)
+        try:
+            await conn.open()
+            return conn
+        except (OSError, asyncio.TimeoutError, ConnectionError):
+            conn.close()
+            return None
+
+    async def _appender(self, process: int) -> None:
+        conn: Optional[OneShotConnection] = None
+        seq = 0
+        while not self.stop.is_set():
+            if conn is None or conn.closed:
+                target = self.leader_guess or self.rng.choice(self.addresses)
+                conn = await self._connect(target)
+                if conn is None:
+                    self.leader_guess = None
+                    await asyncio.sleep(0.05)
+                    continue
+            n = self.rng.randint(1, self.batch_max)
+            payloads = [b"p%d-%d" % (process, seq + k) for k in range(n)]
+            seq += n
+            records = RecordBatch.encode(0, KIND_DATA, payloads)
+            op = self.history.begin_append(process, payloads, node=conn.address)
+            try:
+                reply = await conn.request(lambda rid: encode_append(rid, records))
+            except (asyncio.TimeoutError, ConnectionError, OSError) as exc:
+                self.history.unknown(op, f"no reply: {type(exc).__name__}")
+                conn.close()
+                conn = None
+                self.leader_guess = None
+                continue
+            if reply[0] == FRAME_APPENDED:
+                self.history.ok_append(op, reply[2])
+                self.leader_guess = conn.address
+                self.high_index = max(self.high_index, reply[2] + n)
+            elif reply[0] == FRAME_ERROR and reply[2] == ERR_NOT_LEADER:
+                self.history.fail(op, reply[5])
+                conn.close()
+                conn = None
+                self.leader_guess = reply[4] or None
+                if not reply[4]:
+                    await asyncio.sleep(0.05)     # an election is running
+            else:
+                self.history.unknown(op, f"reply {reply!r}"[:200])
+                conn.close()
+                conn = None
+                self.leader_guess = None
+                await asyncio.sleep(0.02)
+        if conn is not None:
+            conn.close()
+
+    async def _reader(self, process: int) -> None:
+        while not self.stop.is_set():
+            address = self.rng.choice(self.addresses)
+            conn = await self._connect(address)
+            if conn is None:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                for _ in range(20):
+                    if self.stop.is_set():
+                        break
+                    start = max(1, self.high_index - self.rng.randint(0, 400))
+                    limit = 500
+                    op = self.history.begin_read(process, start, node=address)
+                    try:
+                        reply = await conn.request(lambda rid: encode_read(rid, start, limit, 1 << 20))
+                    except (asyncio.TimeoutError, ConnectionError, OSError):
+                        self.history.fail(op, "no reply")   # a read without a reply tells nothing
+                        break
+                    if reply[0] != FRAME_ENTRIES:
+                        self.history.fail(op, f"reply {reply[0]}")
+                        break
+                    _, _rid, next_index, indexes, records = reply
+                    entries = [(indexes[i], records.payload(i)) for i in range(len(indexes))]
+                    self.history.ok_read(op, next_index, entries, limited=next_index - start >= limit)
+                    await asyncio.sleep(self.rng.uniform(0, 0.02))
+            finally:
+                conn.close()
+
+
+class ProcessNemesis:
+    """A seeded schedule of process faults on a ProcCluster (see tests/test_process_cluster.py)."""
+
+    ACTIONS = ("kill", "kill-leader", "stop", "stop-leader", "term", "kill-two")
+
+    def __init__(self, cluster, seed: int, *, max_faulty: int = 1, say: Callable[[str], None] = print) -> None:  # noqa: ANN001
+        self.cluster = cluster
+        self.rng = random.Random(seed)
+        self.max_faulty = max_faulty
+        self.say = say
+        self.faults: dict[str, int] = {}
+        self.t0 = time.monotonic()
+
+    def _leader(self) -> Optional[int]:
+        try:
+            found = self.cluster.leader()
+        except Exception:
+            return None
+        return found[0] if found else None
+
+    def _note(self, kind: str, what: str) -> None:
+        self.faults[kind] = self.faults.get(kind, 0) + 1
+        self.say(f"  nemesis {time.monotonic() - self.t0:7.2f}s {what}")
+
+    def run(self, duration: float) -> None:
+        """Inject faults for `duration` seconds, then heal every member (all running, none stopped)."""
+        c = self.cluster
+        end = time.monotonic() + duration
+        while time.monotonic() < end:
+            action = self.rng.choice(self.ACTIONS)
+            if action == "kill-two" and self.max_faulty < 2:
+                action = "kill"
+            leader = self._leader() if action.endswith("leader") else None
+            if action.endswith("leader") and leader is None:
+                action = action.split("-")[0]
+            victims = [leader] if leader is not None else self.rng.sample(sorted(c.addresses),
+                                                                          2 if action == "kill-two" else 1)
+            hold = self.rng.uniform(0.2, 2.0)
+            for v in victims:
+                if action.startswith("kill"):
+                    c.kill(v)
+                elif action.startswith("stop"):
+                    c.signal(v, signal.SIGSTOP)
+                else:
+                    c.procs[v].send_signal(signal.SIGTERM)
+                    c.procs[v].wait(20)
+                kind = {"kill": "SIGKILL+restart", "stop": "SIGSTOP/SIGCONT", "term": "SIGTERM+restart"}[
+                    action.split("-")[0]]
+                self._note(kind + (" of the leader" if leader is not None else ""),
+                           f"{action.split('-')[0]} node {v}" + (" (the leader)" if leader is not None else "")
+                           + f" for {hold:.2f}s")
+            time.sleep(hold)
+            for v in victims:
+                if action.startswith("stop"):
+                    c.signal(v, signal.SIGCONT)
+                else:
+                    c.start(v)
+            time.sleep(self.rng.uniform(0.2, 1.5))
+        self.heal()
+
+    def heal(self) -> None:
+        """Every member running and not stopped."""
+        c = self.cluster
+        for i in sorted(c.addresses):
+            if i in c.stopped:
+                c.signal(i, signal.SIGCONT)
+            if c.procs[i].poll() is not None:
+                c.start(i)
+
+    def total(self) -> int:
+        """Faults injected so far."""
+        return sum(self.faults.values())
+
+
+def final_committed_log(cluster, ids: list[int], wait_for: Callable) -> dict[int, bytes]:  # noqa: ANN001
+    """The committed data entries once every node agrees: identical up to a common commit index."""
+    state: dict[str, dict[int, bytes]] = {}
+
+    def settled() -> bool:
+        dumps = {i: cluster.inspect(i) for i in ids}
+        top = max(d["commit"] for d in dumps.values())
+        # Settled: one commit index everywhere and nothing uncommitted left anywhere (the new
+        # leader's no-op commits whatever it kept; followers dropped whatever it did not).
+        if any(d["commit"] != top or d["last_index"] != top for d in dumps.values()):
+            return False
+        logs = {i: [(e["index"], e["term"], e["kind"], e["data_b64"]) for e in d["entries"] if e["index"] <= top]
+                for i, d in dumps.items()}
+        ref = logs[ids[0]]
+        for i in ids[1:]:
+            assert logs[i] == ref, f"node {i} disagrees with node {ids[0]} below commit {top}"
+        state["log"] = {idx: base64.b64decode(data) for idx, _t, kind, data in ref if kind == "data"}
+        return True
+    wait_for("every node to agree up to a common commit index", settled, timeout=60.0)
+    return state["log"]
