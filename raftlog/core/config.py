@@ -13,7 +13,10 @@ class Config:
     drawn from (default 150-300 ms); `lo` is also the leader's check-quorum period and the
     follower's leader lease (dissertation 9.6 / 6.2). `applied` is the index the state
     machine had already applied before a restart: committed entries are handed out from
-    `applied + 1`.
+    `applied + 1`. `addresses` ((id, HOST:PORT) pairs) go into the bootstrap configuration so
+    that membership changes can replicate every member's address. `join` starts a node that
+    knows no configuration at all: it waits, never campaigning, for a leader to add it and
+    send it the log (which carries the configuration).
     """
 
     node_id: int
@@ -29,6 +32,8 @@ class Config:
     max_cache_bytes: int = 64 << 20
     max_committed_bytes: int = 16 << 20
     applied: int = 0
+    addresses: tuple[tuple[int, str], ...] = ()
+    join: bool = False
 
     def __post_init__(self) -> None:
         self.voters = tuple(int(v) for v in self.voters)

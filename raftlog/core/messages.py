@@ -64,19 +64,23 @@ class ConfState:
     voters_outgoing: tuple[int, ...] = ()
     learners_next: tuple[int, ...] = ()
     auto_leave: bool = False
+    # (id, HOST:PORT) of every member whose address is known: replicated with each change so
+    # that a joining node and every transport learn new peers from the log (issue 7).
+    addresses: tuple[tuple[int, str], ...] = ()
 
     def to_dict(self) -> dict:
         """A JSON-ready form."""
         return {"voters": list(self.voters), "learners": list(self.learners),
                 "voters_outgoing": list(self.voters_outgoing), "learners_next": list(self.learners_next),
-                "auto_leave": self.auto_leave}
+                "auto_leave": self.auto_leave, "addresses": {str(i): a for i, a in self.addresses}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ConfState":
         """The inverse of to_dict."""
         return cls(tuple(d.get("voters", ())), tuple(d.get("learners", ())),
                    tuple(d.get("voters_outgoing", ())), tuple(d.get("learners_next", ())),
-                   bool(d.get("auto_leave", False)))
+                   bool(d.get("auto_leave", False)),
+                   tuple(sorted((int(i), str(a)) for i, a in (d.get("addresses") or {}).items())))
 
 
 @dataclass(frozen=True)

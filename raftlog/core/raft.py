@@ -13,13 +13,14 @@ from collections import deque
 from enum import Enum
 from typing import Optional
 
+from raftlog.core import confchange
 from raftlog.core.config import Config
 from raftlog.core.log import RaftLog
 from raftlog.core.messages import ConfState, Message, MessageType
 from raftlog.core.progress import Progress, ProgressState
 from raftlog.core.quorum import VoteResult, vote_result
 from raftlog.errors import NotLeader, ProposalDropped
-from raftlog.hot import KIND_NOOP, RecordBatch, match_append, quorum_commit
+from raftlog.hot import KIND_CONF, KIND_NOOP, RecordBatch, match_append, quorum_commit
 
 log = logging.getLogger("raftlog.core")
 
@@ -38,6 +39,9 @@ TIMEOUT_NOW = MessageType.TIMEOUT_NOW
 AFTER_PERSIST = frozenset({APPEND_RESP, VOTE_RESP, HEARTBEAT_RESP, SNAPSHOT_RESP})
 
 NO_ENTRIES_MAX = 1 << 62
+# Context of a RequestVote sent on a leader's TimeoutNow: voters let it through their leader
+# lease, because the leader itself asked for the election (diss. 3.10).
+TRANSFER_CONTEXT = b"transfer"
 
 
 class Role(str, Enum):
@@ -62,12 +66,13 @@ class Raft:
         self.rng = rng
         conf = storage.conf_state()
         if conf is None:
-            conf = ConfState(voters=tuple(config.voters))
-        if not conf.voters:
+            conf = ConfState(voters=tuple(config.voters),
+                             addresses=tuple(sorted((int(i), a) for i, a in config.addresses)))
+        if not conf.voters and not config.join:
             raise ValueError("no voters: give Config.voters or a storage with a conf_state")
-        self.conf = conf
-        self.voters: tuple[int, ...] = tuple(conf.voters)
-        self.peers: tuple[int, ...] = tuple(v for v in self.voters if v != self.id)
+        self.role: Role = Role.FOLLOWER
+        self.progress: dict[int, Progress] = {}
+        self.use_conf(conf)
         self.log = RaftLog(storage, config.max_cache_bytes)
         hs = storage.hard_state()
         self.term: int = hs.term
@@ -76,21 +81,21 @@ class Raft:
             self.log.committed = min(hs.commit, self.log.last_index)
         # (term, vote) last made durable: a candidate counts its own vote only once it is.
         self.durable_term_vote: tuple[int, int] = (hs.term, hs.vote)
-        self.role: Role = Role.FOLLOWER
         self.leader_id = 0
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_timeout = 0
         self.votes: dict[int, bool] = {}
-        self.progress: dict[int, Progress] = {}
         self.msgs: list[Message] = []
         self.msgs_after_persist: list[Message] = []
         self.uncommitted: deque[tuple[int, int]] = deque()   # (last index, bytes) per proposal
         self.uncommitted_bytes = 0
         self.pending_bcast = False          # new entries to send at the next Ready
         self.pending_bcast_commit = False   # the commit index moved: tell followers
-        self.lead_transferee = 0            # leadership transfer (later issue)
-        self.pending_conf_index = 0         # configuration changes (later issue)
+        self.lead_transferee = 0            # leadership transfer target (diss. 3.10), 0 = none
+        # Index of this leader's last configuration entry (its no-op right after election,
+        # so a new leader commits an entry of its own term before it accepts a change).
+        self.pending_conf_index = 0
         self.elections = 0
         self.become_follower(self.term, 0)
 
@@ -98,8 +103,51 @@ class Raft:
 
     @property
     def promotable(self) -> bool:
-        """True when this node may campaign: it is a voter."""
-        return self.id in self.voters
+        """True when this node may campaign: it is a voter (incoming or outgoing) of its configuration."""
+        return self.id in self.all_voters
+
+    def use_conf(self, conf: ConfState) -> None:
+        """Take `conf` into use at once: the latest configuration in the log rules (diss. 4.1).
+
+        A leader starts replicating to new members; members that left keep their progress
+        (lingering) until the change is committed, so that they learn they were removed.
+        """
+        self.conf = conf
+        self.voters: tuple[int, ...] = tuple(conf.voters)                  # incoming voters
+        self.all_voters: tuple[int, ...] = tuple(sorted(confchange.voters_of(conf)))
+        self.voter_peers: tuple[int, ...] = tuple(v for v in self.all_voters if v != self.id)
+        everyone = confchange.members(conf)
+        self.peers: tuple[int, ...] = tuple(sorted(v for v in everyone if v != self.id))
+        if self.role is Role.LEADER:
+            last = self.log.last_index
+            cfg = self.cfg
+            for p in everyone:
+                if p not in self.progress:
+                    pr = Progress(last + 1, 0, cfg.max_inflight_msgs, cfg.max_inflight_bytes)
+                    pr.recent_active = True     # give a new member one check-quorum period
+                    self.progress[p] = pr
+        log.info("%d uses configuration %s", self.id, confchange.describe(conf))
+
+    def conf_entries_appended(self, first: int, batch: RecordBatch) -> None:
+        """Entries just entered the log at `first`: the last configuration entry among them rules now."""
+        found = confchange.scan(batch, first)
+        if found:
+            conf, _, _ = confchange.decode_entry(found[-1][1])
+            self.use_conf(conf)
+
+    def conf_before_truncate(self, index: int) -> None:
+        """Entries from `index` are about to be removed: restore the configuration in force before them.
+
+        The first configuration entry among the removed ones carries that configuration.
+        """
+        lg = self.log
+        if index > lg.last_index:
+            return
+        found = confchange.scan_log(lg, index, lg.last_index + 1)
+        if found:
+            _, prev, _ = confchange.decode_entry(found[0][1])
+            log.info("%d reverts its configuration: entry %d was truncated", self.id, found[0][0])
+            self.use_conf(prev)
 
     def send(self, m: Message) -> None:
         """Queue m; responses that reveal term, vote or log position wait for persistence."""
@@ -166,18 +214,18 @@ class Raft:
         last = self.log.last_index
         cfg = self.cfg
         self.progress = {v: Progress(last + 1, 0, cfg.max_inflight_msgs, cfg.max_inflight_bytes)
-                         for v in self.voters}
-        me = self.progress.get(self.id)
-        if me is not None:
-            me.match = self.log.stable
-            me.become_replicate()
-            me.recent_active = True
+                         for v in confchange.members(self.conf) | {self.id}}
+        me = self.progress[self.id]
+        me.match = self.log.stable
+        me.become_replicate()
+        me.recent_active = True
         self.uncommitted.clear()
         self.uncommitted_bytes = 0
         noop = RecordBatch.encode(self.term, KIND_NOOP, [b""])
         self.log.append(last + 1, noop, self.term)
-        if me is not None:
-            me.next = last + 2
+        me.next = last + 2
+        # No configuration change until this no-op commits (the single-server change bug fix).
+        self.pending_conf_index = last + 1
         self.pending_bcast = True
         log.info("%d became leader at term %d", self.id, self.term)
 
@@ -207,7 +255,9 @@ class Raft:
                 log.info("%d stepped down at term %d: lost quorum", self.id, self.term)
                 self.become_follower(self.term, 0)
                 return
-            self.lead_transferee = 0
+            if self.lead_transferee:
+                log.info("%d abandoned the leadership transfer to %d at term %d", self.id, self.lead_transferee, self.term)
+                self.lead_transferee = 0
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             self.bcast_heartbeat()
@@ -215,12 +265,13 @@ class Raft:
     def maybe_keep_quorum(self) -> bool:
         """True when a majority (self included) was heard from since the last check; resets the marks."""
         active = {}
-        for v in self.voters:
+        for v in self.all_voters:
             pr = self.progress.get(v)
             active[v] = v == self.id or (pr is not None and pr.recent_active)
-            if pr is not None and v != self.id:
+        for p, pr in self.progress.items():
+            if p != self.id:
                 pr.recent_active = False
-        return vote_result(self.voters, active) is VoteResult.WON
+        return confchange.election_result(self.conf, active) is VoteResult.WON
 
     # -- elections -----------------------------------------------------------------------
 
@@ -237,17 +288,18 @@ class Raft:
         """Pre-vote round at term + 1 (diss. 9.6): nobody changes term unless a majority would elect us."""
         self.become_pre_candidate()
         self.votes[self.id] = True
-        if vote_result(self.voters, self.votes) is VoteResult.WON:
+        if confchange.election_result(self.conf, self.votes) is VoteResult.WON:
             self.campaign()
             return
-        for p in self.peers:
+        for p in self.voter_peers:
             self.send(Message(PRE_VOTE, p, self.id, self.term + 1, self.log.last_term, self.log.last_index))
 
-    def campaign(self) -> None:
+    def campaign(self, transfer: bool = False) -> None:
         """Real election (§5.2). Our own vote counts once (term, vote) is durable: see on_persisted."""
         self.become_candidate()
-        for p in self.peers:
-            self.send(Message(VOTE, p, self.id, self.term, self.log.last_term, self.log.last_index))
+        ctx = TRANSFER_CONTEXT if transfer else b""
+        for p in self.voter_peers:
+            self.send(Message(VOTE, p, self.id, self.term, self.log.last_term, self.log.last_index, context=ctx))
         self.maybe_count_self_vote()
 
     def maybe_count_self_vote(self) -> None:
@@ -259,7 +311,7 @@ class Raft:
 
     def check_votes(self) -> None:
         """Act on the votes counted so far: lead, fall back to follower, or keep waiting."""
-        result = vote_result(self.voters, self.votes)
+        result = confchange.election_result(self.conf, self.votes)
         if result is VoteResult.WON:
             if self.role is Role.PRE_CANDIDATE:
                 self.campaign()
@@ -280,7 +332,8 @@ class Raft:
                 # Leader lease (diss. 4.2.3): a node that heard from a live leader within the
                 # minimum election timeout ignores a disruptive candidate.
                 if self.cfg.check_quorum and self.leader_id != 0 \
-                        and self.election_elapsed < self.cfg.election_ticks[0]:
+                        and self.election_elapsed < self.cfg.election_ticks[0] \
+                        and m.context != TRANSFER_CONTEXT:
                     return
             if mtype == PRE_VOTE:
                 pass                          # a pre-vote never changes our term
@@ -338,7 +391,11 @@ class Raft:
             self.leader_id = m.frm
             self.handle_heartbeat(m)
         elif mtype == TIMEOUT_NOW:
-            log.debug("%d ignored TimeoutNow from %d (not supported yet)", self.id, m.frm)
+            # Leadership transfer (diss. 3.10): our leader asks us to campaign at once, skipping
+            # pre-vote; its own vote and the others' leases let the election through.
+            if self.promotable:
+                log.info("%d campaigns at once: TimeoutNow from %d at term %d", self.id, m.frm, self.term)
+                self.campaign(transfer=True)
 
     def step_candidate(self, m: Message) -> None:
         """Pre-candidate and candidate: count votes; a leader of this term makes us follow (§5.2)."""
@@ -387,8 +444,37 @@ class Raft:
             pr.inflights.free_le(m.index)
         if self.maybe_commit():
             self.pending_bcast_commit = True
+        if m.frm == self.lead_transferee and pr.match == self.log.last_index:
+            self.send_timeout_now(m.frm)
         if was_paused or pr.next <= self.log.last_index:
             self.send_append_all(m.frm, False)
+
+    def send_timeout_now(self, to: int) -> None:
+        """Tell `to` (whose log is complete) to campaign now."""
+        log.info("%d sends TimeoutNow to %d at term %d", self.id, to, self.term)
+        self.send(Message(TIMEOUT_NOW, to, self.id, self.term))
+
+    def transfer_leadership(self, to: int) -> None:
+        """Leader: hand leadership to voter `to` (diss. 3.10).
+
+        Proposals are refused from now on; `to` is brought up to date, then told to campaign
+        (TimeoutNow). The attempt is abandoned after one election timeout (see tick_heartbeat).
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader_id)
+        if to == self.id:
+            return
+        if to not in self.all_voters or to not in self.progress:
+            raise ValueError(f"node {to} is not a voter")
+        if self.lead_transferee == to:
+            return
+        self.lead_transferee = to
+        self.election_elapsed = 0
+        log.info("%d transfers leadership to %d at term %d", self.id, to, self.term)
+        if self.progress[to].match == self.log.last_index:
+            self.send_timeout_now(to)
+        else:
+            self.send_append(to, True)
 
     def handle_append_reject(self, m: Message, pr: Progress) -> None:
         """An AppendEntries rejection: back next off by whole terms using the hint (diss. 5.3)."""
@@ -429,10 +515,13 @@ class Raft:
             ok, truncate_from, keep = match_append(lg.index, prev, prev_term, ents.terms(), committed)
             if truncate_from:
                 log.debug("%d truncated its log from %d", self.id, truncate_from)
+                self.conf_before_truncate(truncate_from)
                 lg.truncate(truncate_from)
                 self.drop_acks_from(truncate_from)
             if keep < n:
-                lg.append(prev + 1 + keep, ents.slice(keep, n) if keep else ents)
+                fresh = ents.slice(keep, n) if keep else ents
+                lg.append(prev + 1 + keep, fresh)
+                self.conf_entries_appended(prev + 1 + keep, fresh)
         last_new = prev + n
         lg.commit_to(min(m.commit, last_new))
         self.send(Message(APPEND_RESP, m.frm, self.id, self.term, index=last_new))
@@ -492,30 +581,107 @@ class Raft:
                 break
 
     def bcast_append(self, send_if_empty: bool) -> None:
-        """Replicate to every peer (called once per Ready, so proposals batch into messages)."""
-        for p in self.peers:
-            self.send_append_all(p, send_if_empty)
+        """Replicate to every member and lingering ex-member (called once per Ready, so proposals batch)."""
+        me = self.id
+        for p in list(self.progress):
+            if p != me:
+                self.send_append_all(p, send_if_empty)
 
     def bcast_heartbeat(self, context: bytes = b"") -> None:
         """Heartbeat every peer; the commit carried is at most the peer's match (it may lack later entries)."""
         committed = self.log.committed
-        for p in self.peers:
-            pr = self.progress[p]
+        me = self.id
+        for p, pr in self.progress.items():
+            if p == me:
+                continue
             self.msgs.append(Message(HEARTBEAT, p, self.id, self.term, commit=min(pr.match, committed),
                                      context=context))
 
     def flush(self) -> None:
         """Send what proposals and commit changes since the last Ready call for."""
+        if self.role is Role.LEADER:
+            self.maybe_finish_conf()
         if self.role is Role.LEADER and (self.pending_bcast or self.pending_bcast_commit):
             self.bcast_append(self.pending_bcast_commit)
         self.pending_bcast = False
         self.pending_bcast_commit = False
 
+    def maybe_finish_conf(self) -> None:
+        """Leader: once its last configuration entry is committed, finish the change.
+
+        C_old,new committed -> append C_new (diss. 4.3); ex-members get one last append (with
+        the commit index, so they learn they are out) and are forgotten; a leader that is no
+        longer a voter steps down (diss. 4.2.2), handing leadership to the most up-to-date voter.
+        """
+        lg = self.log
+        if lg.committed < self.pending_conf_index:
+            return
+        everyone = confchange.members(self.conf)
+        gone = [p for p in self.progress if p not in everyone and p != self.id]
+        for p in gone:
+            self.send_append(p, True)
+            del self.progress[p]
+        if confchange.is_joint(self.conf):
+            if self.conf.auto_leave:
+                self.append_conf(confchange.leave_joint(self.conf), [{"op": confchange.LEAVE_JOINT}])
+            return
+        if self.id not in self.all_voters:
+            self.bcast_append(True)
+            target = self.best_transferee()
+            if target:
+                self.send(Message(TIMEOUT_NOW, target, self.id, self.term))
+            log.info("%d stepped down at term %d: removed from the configuration", self.id, self.term)
+            self.become_follower(self.term, 0)
+
+    def best_transferee(self) -> int:
+        """The voter (not this node) with the highest match that holds the whole log, or 0."""
+        best, best_match = 0, -1
+        last = self.log.last_index
+        for v in self.all_voters:
+            pr = self.progress.get(v)
+            if v != self.id and pr is not None and pr.match > best_match:
+                best, best_match = v, pr.match
+        return best if best_match == last else 0
+
+    def append_conf(self, conf: ConfState, changes: list) -> int:
+        """Leader: append the entry that changes the configuration to `conf`, and use it at once; its index."""
+        payload = confchange.encode_entry(conf, self.conf, changes)
+        index = self.log.last_index + 1
+        batch = RecordBatch.encode(self.term, KIND_CONF, [payload])
+        self.log.append(index, batch, self.term)
+        self.uncommitted.append((index, batch.nbytes))
+        self.uncommitted_bytes += batch.nbytes
+        self.progress[self.id].next = index + 1
+        self.pending_conf_index = index
+        self.pending_bcast = True
+        log.info("%d proposed configuration %s at index %d", self.id, confchange.describe(conf), index)
+        self.use_conf(conf)
+        return index
+
+    def propose_conf_change(self, changes: list) -> tuple[int, int]:
+        """Leader: start a membership change; `(index, term)` of its entry.
+
+        Refused (ProposalDropped) while another change is in flight: the last configuration
+        entry is uncommitted, the configuration is joint, or this leader has not yet
+        committed its own no-op. ConfChangeError when the change does not fit the configuration.
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader_id)
+        if self.lead_transferee:
+            raise ProposalDropped(f"leadership transfer to {self.lead_transferee} in progress")
+        if self.pending_conf_index > self.log.committed or confchange.is_joint(self.conf):
+            raise ProposalDropped("a configuration change is in progress")
+        conf = confchange.apply_changes(self.conf, changes)
+        return self.append_conf(conf, list(changes)), self.term
+
     def maybe_commit(self) -> bool:
         """Advance commit to the majority match if that entry is of the current term (§5.4.2, figure 8)."""
         lg = self.log
         progress = self.progress
-        c = quorum_commit([progress[v].match for v in self.voters])
+        if self.conf.voters_outgoing:
+            c = confchange.committed_index(self.conf, {v: progress[v].match for v in self.all_voters})
+        else:
+            c = quorum_commit([progress[v].match for v in self.voters])
         if c <= lg.committed or lg.term_at(c) != self.term:
             return False
         lg.commit_to(c)

@@ -21,8 +21,9 @@ import random
 from dataclasses import dataclass, field
 from typing import NamedTuple, Optional, Union
 
+from raftlog.core import confchange
 from raftlog.core.config import Config
-from raftlog.core.messages import HardState, Message
+from raftlog.core.messages import ConfState, HardState, Message
 from raftlog.core.raft import Raft, Role
 from raftlog.hot import KIND_DATA, RecordBatch
 
@@ -55,6 +56,9 @@ class Ready:
     - `committed`: `(first_index, records)` runs, in order, each entry handed out exactly once;
       already durable locally and committed. Apply them after the write (they may be applied
       before persisted_messages are sent).
+    - `conf_state`: the configuration now in force (the latest in the log, committed or
+      not), when it changed: saved in the SAME storage.save as the entries, so the stored
+      configuration always matches the stored log.
     - `must_sync`: the write must be fsynced before persisted_messages go (term, vote or
       entries changed); False means only the commit index moved.
     Then call advance(ready).
@@ -68,6 +72,7 @@ class Ready:
     messages: list[Message] = field(default_factory=list)
     persisted_messages: list[Message] = field(default_factory=list)
     committed: list[tuple[int, RecordBatch]] = field(default_factory=list)
+    conf_state: Optional[ConfState] = None
     must_sync: bool = False
     # Bookkeeping for advance(): the last entry written (index, term) and the last entry handed to apply.
     entries_last: tuple[int, int] = (0, 0)
@@ -99,6 +104,7 @@ class RawNode:
         self._prev_hs = storage.hard_state()
         self._prev_soft: Optional[SoftState] = None
         self._outstanding: Optional[Ready] = None
+        self._prev_conf = self.raft.conf
 
     # -- properties ----------------------------------------------------------------------
 
@@ -141,7 +147,8 @@ class RawNode:
         out = {"id": r.id, "role": str(r.role), "term": r.term, "leader": r.leader_id,
                "vote": r.vote, "commit": r.log.committed, "applied": self._applied,
                "last_index": r.log.last_index, "stable_index": r.log.stable,
-               "voters": list(r.voters)}
+               "voters": list(r.voters), "voters_outgoing": list(r.conf.voters_outgoing),
+               "learners": list(r.conf.learners), "lead_transferee": r.lead_transferee}
         if r.role is Role.LEADER:
             out["progress"] = {str(p): pr.to_dict() for p, pr in r.progress.items()}
             out["uncommitted_bytes"] = r.uncommitted_bytes
@@ -180,7 +187,45 @@ class RawNode:
             if not payloads:
                 raise ValueError("empty proposal")
             batch = RecordBatch.encode(r.term, KIND_DATA, payloads)
+        if confchange.scan(batch, 0):
+            raise ValueError("configuration entries go through propose_conf_change")
         return r.propose(batch)
+
+    def propose_conf_change(self, changes: list[dict]) -> tuple[int, int]:
+        """Start a membership change (`confchange.change(...)` dicts); `(index, term)` of its entry.
+
+        NotLeader on a non-leader; ProposalDropped while another change is in flight or a
+        leadership transfer runs; ConfChangeError when the change does not fit. The change is
+        done when the configuration has no outgoing voters and its entry is committed.
+        """
+        return self.raft.propose_conf_change(changes)
+
+    def transfer_leadership(self, to: int) -> None:
+        """Hand leadership to voter `to` (TimeoutNow); NotLeader on a non-leader, ValueError on a non-voter."""
+        self.raft.transfer_leadership(to)
+
+    @property
+    def conf_state(self) -> ConfState:
+        """The configuration in force (the latest in the log)."""
+        return self.raft.conf
+
+    def conf_settled(self) -> bool:
+        """True when no change is in flight: not joint and the last configuration entry is committed."""
+        r = self.raft
+        return not confchange.is_joint(r.conf) and r.pending_conf_index <= r.log.committed
+
+    def members(self) -> list[dict]:
+        """Every member: `{"id", "address", "voter", "match"}` (match known on the leader only, else None)."""
+        r = self.raft
+        conf = r.conf
+        addrs = confchange.address_map(conf)
+        out = []
+        for nid in sorted(confchange.members(conf)):
+            pr = r.progress.get(nid) if r.role is Role.LEADER else None
+            match = pr.match if pr is not None else (r.log.stable if nid == r.id else None)
+            out.append({"id": nid, "address": addrs.get(nid, ""), "voter": nid in r.all_voters,
+                        "match": match})
+        return out
 
     # -- Ready / advance -----------------------------------------------------------------
 
@@ -196,7 +241,7 @@ class RawNode:
         lg = r.log
         if r.msgs or r.msgs_after_persist or lg.has_unstable() or r.pending_bcast or r.pending_bcast_commit:
             return True
-        if self._next_apply <= min(lg.committed, lg.stable):
+        if self._next_apply <= min(lg.committed, lg.stable) or r.conf is not self._prev_conf:
             return True
         hs = self._prev_hs
         if hs.term != r.term or hs.vote != r.vote or hs.commit != lg.committed:
@@ -228,6 +273,10 @@ class RawNode:
                 rd.entries_index = first
                 rd.entries = entries
                 rd.entries_last = (first + len(entries) - 1, last_term)
+            rd.must_sync = True
+        if r.conf is not self._prev_conf:
+            rd.conf_state = r.conf
+            self._prev_conf = r.conf
             rd.must_sync = True
         rd.messages = r.msgs
         r.msgs = []

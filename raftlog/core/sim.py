@@ -271,7 +271,7 @@ class Simulation:
                 self.fail(f"node {node_id} durable commit moved back {node.durable_commit} -> {rd.hard_state.commit}")
             node.durable_commit = rd.hard_state.commit
         st.save(hard_state=rd.hard_state, truncate_from=rd.truncate_from, first_index=rd.entries_index,
-                records=rd.entries)
+                records=rd.entries, conf_state=rd.conf_state)
         if rd.hard_state is not None and rd.hard_state.commit > st.last_index():
             self.fail(f"node {node_id} persisted commit {rd.hard_state.commit} beyond its log {st.last_index()}")
         hs = st.hard_state()
