@@ -31,6 +31,9 @@ class Config:
     max_uncommitted_bytes: int = 64 << 20
     max_cache_bytes: int = 64 << 20
     max_committed_bytes: int = 16 << 20
+    # InstallSnapshot (core/snapshot.py): bytes per chunk, and chunks unacknowledged at once.
+    snapshot_chunk_bytes: int = 1 << 20
+    snapshot_window_chunks: int = 4
     applied: int = 0
     addresses: tuple[tuple[int, str], ...] = ()
     join: bool = False
@@ -54,7 +57,8 @@ class Config:
         if hi <= lo:
             raise ValueError("election_ticks must be a non-empty range [lo, hi)")
         for name in ("max_inflight_msgs", "max_inflight_bytes", "max_msg_bytes",
-                     "max_uncommitted_bytes", "max_cache_bytes", "max_committed_bytes"):
+                     "max_uncommitted_bytes", "max_cache_bytes", "max_committed_bytes",
+                     "snapshot_chunk_bytes", "snapshot_window_chunks"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if self.applied < 0:

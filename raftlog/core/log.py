@@ -203,6 +203,56 @@ class RaftLog:
             if self._cache_bytes > self.max_cache_bytes:
                 self._evict()
 
+    def compact_to(self, index: int) -> None:
+        """Forget entries `[first_index, index]` (they are in a snapshot); later reads start at index + 1.
+
+        PRECONDITION: index <= committed and index <= stable (only applied, durable entries
+        are compacted); an index at or below the current compaction point does nothing.
+        """
+        if index <= self.index.snapshot_index:
+            return
+        if index > self.committed or index > self.stable:
+            raise LogSafetyError(f"compact to {index} beyond commit {self.committed} / stable {self.stable}")
+        self.index.compact_to(index)
+        firsts = self._seg_first
+        segs = self._segs
+        k = 0
+        while k < len(segs) and firsts[k] + len(segs[k]) - 1 <= index:
+            self._cache_bytes -= segs[k].nbytes
+            k += 1
+        del segs[:k]
+        del firsts[:k]
+        if segs and firsts[0] <= index:
+            cut = index + 1 - firsts[0]
+            kept = segs[0].slice(cut, len(segs[0]))
+            self._cache_bytes -= segs[0].nbytes - kept.nbytes
+            segs[0] = kept
+            firsts[0] = index + 1
+        self._cache_first = max(self._cache_first, index + 1)
+
+    def restore(self, index: int, term: int) -> None:
+        """Replace the whole log by a snapshot at (index, term): empty, committed and durable up to index.
+
+        Used when a follower installs a snapshot its log does not contain (figure 13 step 7:
+        discard the entire log). The storage write that makes this durable is the Ready's
+        `snapshot`; nothing before index is ever read again.
+        """
+        if index < self.committed:
+            raise LogSafetyError(f"restore to {index} below commit {self.committed}")
+        self.index.reset(index, term)
+        self._seg_first.clear()
+        self._segs.clear()
+        self._cache_bytes = 0
+        self._cache_first = index + 1
+        self.pending_truncate = 0
+        self.committed = index
+        self.stable = index
+        self.written = index
+
+    def match_term(self, index: int, term: int) -> bool:
+        """True when the log holds entry `index` with `term` (the compaction point counts)."""
+        return self.index.snapshot_index <= index <= self.index.last_index and self.index.term_at(index) == term
+
     def _evict(self) -> None:
         """Drop the oldest cached segments that are durable, until under budget."""
         k = 0

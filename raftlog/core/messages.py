@@ -85,8 +85,14 @@ class ConfState:
 
 @dataclass(frozen=True)
 class SnapshotMeta:
-    """Where a snapshot stands in the log: last included index and term, and the configuration then."""
+    """Where a snapshot stands in the log: last included index and term, and the configuration then.
+
+    `size` and `crc32` describe the snapshot's bytes (the state machine's image): the
+    receiver of an InstallSnapshot transfer checks both before it replaces its state.
+    """
 
     index: int = 0
     term: int = 0
     conf_state: ConfState = field(default_factory=ConfState)
+    size: int = 0
+    crc32: int = 0

@@ -10,7 +10,7 @@ class ProgressState(str, Enum):
 
     PROBE = "probe"            # one AppendEntries at a time until the follower's log position is known
     REPLICATE = "replicate"    # optimistic pipelining, bounded by the inflight window
-    SNAPSHOT = "snapshot"      # reserved: waiting for an InstallSnapshot (later issue)
+    SNAPSHOT = "snapshot"      # the follower needs compacted entries: InstallSnapshot chunks are in flight
 
     def __str__(self) -> str:
         return self.value
@@ -63,7 +63,7 @@ class Progress:
     response never lowers it).
     """
 
-    __slots__ = ("match", "next", "state", "probe_sent", "recent_active", "inflights")
+    __slots__ = ("match", "next", "state", "probe_sent", "recent_active", "inflights", "snap")
 
     def __init__(self, next_index: int, match: int, max_msgs: int, max_bytes: int) -> None:
         self.match = match
@@ -72,10 +72,12 @@ class Progress:
         self.probe_sent = False
         self.recent_active = False
         self.inflights = Inflights(max_msgs, max_bytes)
+        self.snap = None         # SnapshotSend while state is SNAPSHOT (core/snapshot.py)
 
     def become_probe(self) -> None:
         """Fall back to probing from match + 1 (after a rejection or on a new leader)."""
         self.state = ProgressState.PROBE
+        self.snap = None
         self.next = self.match + 1
         self.probe_sent = False
         self.inflights.reset()
@@ -83,7 +85,15 @@ class Progress:
     def become_replicate(self) -> None:
         """Start pipelining from match + 1."""
         self.state = ProgressState.REPLICATE
+        self.snap = None
         self.next = self.match + 1
+        self.probe_sent = False
+        self.inflights.reset()
+
+    def become_snapshot(self, send) -> None:
+        """Stop AppendEntries: the follower needs entries we compacted; `send` tracks the transfer."""
+        self.state = ProgressState.SNAPSHOT
+        self.snap = send
         self.probe_sent = False
         self.inflights.reset()
 

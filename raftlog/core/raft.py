@@ -18,6 +18,7 @@ from raftlog.core.config import Config
 from raftlog.core.log import RaftLog
 from raftlog.core.messages import ConfState, Message, MessageType
 from raftlog.core.progress import Progress, ProgressState
+from raftlog.core import snapshot as snap
 from raftlog.core.quorum import VoteResult, vote_result
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import KIND_CONF, KIND_NOOP, RecordBatch, match_append, quorum_commit
@@ -32,6 +33,7 @@ PRE_VOTE = MessageType.PRE_VOTE
 PRE_VOTE_RESP = MessageType.PRE_VOTE_RESP
 HEARTBEAT = MessageType.HEARTBEAT
 HEARTBEAT_RESP = MessageType.HEARTBEAT_RESP
+SNAPSHOT = MessageType.SNAPSHOT
 SNAPSHOT_RESP = MessageType.SNAPSHOT_RESP
 TIMEOUT_NOW = MessageType.TIMEOUT_NOW
 
@@ -79,6 +81,17 @@ class Raft:
         self.vote: int = hs.vote
         if hs.commit:
             self.log.committed = min(hs.commit, self.log.last_index)
+        # A snapshot holds committed entries only: its index counts as committed even when
+        # the hard state's commit (written lazily by the runtime) lags behind it.
+        snap_index = storage.snapshot_meta().index
+        if snap_index > self.log.committed:
+            self.log.committed = min(snap_index, self.log.last_index)
+        incoming = getattr(storage, "incoming_snapshot", None)
+        partial = incoming() if incoming is not None else None
+        # A partial InstallSnapshot kept by storage: the transfer resumes from its last byte.
+        self.incoming: Optional[snap.Incoming] = snap.Incoming(*partial) if partial is not None else None
+        self.snapshot_chunks: list = []       # (meta, offset, data) the next Ready stores
+        self.pending_install = None           # SnapshotMeta the next Ready installs
         # (term, vote) last made durable: a candidate counts its own vote only once it is.
         self.durable_term_vote: tuple[int, int] = (hs.term, hs.vote)
         self.leader_id = 0
@@ -340,11 +353,11 @@ class Raft:
             elif mtype == PRE_VOTE_RESP and not m.reject:
                 pass                          # granted pre-votes carry the term we asked for
             else:
-                leader = m.frm if mtype in (APPEND, HEARTBEAT) else 0
+                leader = m.frm if mtype in (APPEND, HEARTBEAT, SNAPSHOT) else 0
                 log.debug("%d saw term %d from %d (type %d) at term %d", self.id, m.term, m.frm, mtype, self.term)
                 self.become_follower(m.term, leader)      # §5.1: step down on any higher term
         elif m.term < self.term:
-            if (self.cfg.check_quorum or self.cfg.pre_vote) and mtype in (APPEND, HEARTBEAT):
+            if (self.cfg.check_quorum or self.cfg.pre_vote) and mtype in (APPEND, HEARTBEAT, SNAPSHOT):
                 # A stale leader may be cut off from the new term's traffic: tell it (diss. 9.6).
                 self.send(Message(APPEND_RESP, m.frm, self.id, self.term))
             elif mtype == PRE_VOTE:
@@ -390,6 +403,10 @@ class Raft:
             self.election_elapsed = 0
             self.leader_id = m.frm
             self.handle_heartbeat(m)
+        elif mtype == SNAPSHOT:
+            self.election_elapsed = 0
+            self.leader_id = m.frm
+            snap.handle_snapshot(self, m)
         elif mtype == TIMEOUT_NOW:
             # Leadership transfer (diss. 3.10): our leader asks us to campaign at once, skipping
             # pre-vote; its own vote and the others' leases let the election through.
@@ -406,6 +423,9 @@ class Raft:
         elif mtype == HEARTBEAT:
             self.become_follower(m.term, m.frm)
             self.handle_heartbeat(m)
+        elif mtype == SNAPSHOT:
+            self.become_follower(m.term, m.frm)
+            snap.handle_snapshot(self, m)
         elif (mtype == PRE_VOTE_RESP and self.role is Role.PRE_CANDIDATE) or \
                 (mtype == VOTE_RESP and self.role is Role.CANDIDATE):
             if self.role is Role.PRE_CANDIDATE and m.term != self.term + 1 and not m.reject:
@@ -425,6 +445,12 @@ class Raft:
                 self.handle_append_reject(m, pr)
             else:
                 self.handle_append_ack(m, pr)
+        elif mtype == SNAPSHOT_RESP:
+            pr.recent_active = True
+            snap.handle_snapshot_resp(self, m, pr)
+        elif mtype == HEARTBEAT_RESP and pr.state is ProgressState.SNAPSHOT:
+            pr.recent_active = True
+            snap.on_heartbeat_resp(self, m.frm, pr)
         elif mtype == HEARTBEAT_RESP:
             pr.recent_active = True
             pr.probe_sent = False
@@ -442,6 +468,8 @@ class Raft:
             pr.become_replicate()
         elif pr.state is ProgressState.REPLICATE:
             pr.inflights.free_le(m.index)
+        else:
+            snap.snapshot_installed(pr, self.log.first_index)
         if self.maybe_commit():
             self.pending_bcast_commit = True
         if m.frm == self.lead_transferee and pr.match == self.log.last_index:
@@ -551,6 +579,9 @@ class Raft:
         if pr.is_paused():
             return False
         lg = self.log
+        if pr.next < lg.first_index:
+            # The entries it needs are compacted: send the snapshot instead (paper section 7).
+            return snap.maybe_send_snapshot(self, to, pr)
         prev = pr.next - 1
         last = lg.last_index
         ents = None

@@ -22,12 +22,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import struct
 from array import array
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 from raftlog.core.config import Config
-from raftlog.core.messages import Message, MessageType
+from raftlog.core.messages import Message, MessageType, SnapshotMeta
 from raftlog.core.raft import AFTER_PERSIST, Role
 from raftlog.core.rawnode import RawNode, Ready
 from raftlog.errors import NotLeader, ProposalDropped
@@ -72,6 +73,15 @@ class SimOptions:
     catch_up_bound_ms: int = 5000                # heal -> every node holds every commit within this
     max_msg_bytes: int = 1 << 20
     max_inflight_msgs: int = 64
+    # Snapshots (0 = never): every node snapshots its state machine after this many applied
+    # entries and compacts its log, keeping a random tail of up to snapshot_tail entries.
+    snapshot_every: int = 0
+    snapshot_tail: int = 0
+    snapshot_chunk_bytes: int = 256
+    snapshot_window_chunks: int = 4
+    # True: a crash loses the state machine too; a restart restores it from the snapshot
+    # and replays the log tail (False: the state machine is durable, like the log).
+    volatile_state_machine: bool = False
 
     def has(self, fault: str) -> bool:
         return fault in self.faults
@@ -93,6 +103,8 @@ class SimStats:
     partitions: int = 0
     events: int = 0
     liveness_ms: Optional[int] = None
+    snapshots: int = 0              # snapshots taken (and logs compacted)
+    installs: int = 0               # snapshots installed by followers
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -204,7 +216,8 @@ class Simulation:
         o = self.opts
         return Config(node_id, self.ids, election_ticks=o.election_ticks, heartbeat_ticks=o.heartbeat_ticks,
                       pre_vote=o.pre_vote, check_quorum=o.check_quorum, max_msg_bytes=o.max_msg_bytes,
-                      max_inflight_msgs=o.max_inflight_msgs, applied=applied)
+                      max_inflight_msgs=o.max_inflight_msgs, applied=applied,
+                      snapshot_chunk_bytes=o.snapshot_chunk_bytes, snapshot_window_chunks=o.snapshot_window_chunks)
 
     def start(self, node_id: int) -> None:
         """(Re)start a node from its durable storage."""
@@ -230,6 +243,8 @@ class Simulation:
         node.writing = None
         node.gen += 1
         node.last_soft = None
+        if self.opts.volatile_state_machine:
+            self.restore_state_machine(node, check=False)
         self.stats.crashes += 1
         self.log(f"node {node_id} crashed")
         if down_ms is not None:
@@ -270,8 +285,15 @@ class Simulation:
             if rd.hard_state.commit < node.durable_commit:
                 self.fail(f"node {node_id} durable commit moved back {node.durable_commit} -> {rd.hard_state.commit}")
             node.durable_commit = rd.hard_state.commit
+        for meta, offset, data in rd.snapshot_chunks:
+            st.write_snapshot_chunk(meta, offset, data)
+        if rd.snapshot is not None:
+            st.install_snapshot(rd.snapshot)
+            self.stats.installs += 1
+            self.log(f"node {node_id} installed snapshot {rd.snapshot.index}/{rd.snapshot.term}")
+            self.restore_state_machine(node)
         st.save(hard_state=rd.hard_state, truncate_from=rd.truncate_from, first_index=rd.entries_index,
-                records=rd.entries, conf_state=rd.conf_state)
+                records=rd.entries)
         if rd.hard_state is not None and rd.hard_state.commit > st.last_index():
             self.fail(f"node {node_id} persisted commit {rd.hard_state.commit} beyond its log {st.last_index()}")
         hs = st.hard_state()
@@ -281,8 +303,39 @@ class Simulation:
         for first, batch in rd.committed:
             self.apply(node, first, batch)
         node.raw.advance(rd)
+        self.maybe_snapshot(node)
         self.after_step(node)
         self.pump(node)
+
+    def restore_state_machine(self, node: SimNode, check: bool = True) -> None:
+        """Replace the node's state machine by its storage's snapshot; `check` compares it with the truth."""
+        meta = node.storage.snapshot_meta()
+        items = decode_state(node.storage.snapshot_data())
+        if len(items) != meta.index:
+            self.fail(f"node {node.id} snapshot {meta.index} holds {len(items)} entries")
+        if check and items != self.applied_log[:meta.index]:
+            self.fail(f"node {node.id} installed snapshot {meta.index} whose state differs from the applied log")
+        node.applied = items
+        node.applied_index = meta.index
+
+    def maybe_snapshot(self, node: SimNode) -> None:
+        """Every snapshot_every applied entries: snapshot the state machine, then compact the log (keeping a tail)."""
+        o = self.opts
+        raw = node.raw
+        if not o.snapshot_every or raw is None:
+            return
+        st = node.storage
+        applied = raw.applied_index
+        if applied - st.snapshot_meta().index < o.snapshot_every or applied < raw.first_index - 1:
+            return          # (the second: a received snapshot is about to replace this state)
+        term = raw.raft.log.term_at(applied)
+        st.save_snapshot(SnapshotMeta(applied, term, raw.raft.conf), encode_state(node.applied[:applied]))
+        keep = self.rng.randint(0, o.snapshot_tail) if o.snapshot_tail else 0
+        upto = max(raw.first_index - 1, applied - keep)
+        raw.compact(upto)               # the engine first: it must never read what storage drops
+        st.compact_log(upto)
+        self.stats.snapshots += 1
+        self.log(f"node {node.id} snapshot at {applied}/{term}, log compacted to {upto}")
 
     def check_durable_claim(self, node: SimNode, m: Message, hs) -> None:
         """A reply may only claim what is durable: an ack's entries, a vote's (term, vote)."""
@@ -292,7 +345,7 @@ class Simulation:
                 self.fail(f"node {node.id} acked index {m.index} but only {st.last_index()} is durable")
             leader = self.nodes[m.to]
             if leader.up and leader.raw.role is Role.LEADER and leader.raw.term == m.term \
-                    and m.index >= st.first_index():
+                    and m.index >= st.first_index() and m.index >= leader.raw.first_index:
                 want = leader.raw.raft.log.term_at(m.index)
                 have = st.records(m.index, m.index + 1).term(0)
                 if want != have:
@@ -357,8 +410,18 @@ class Simulation:
 
     def record_commit(self, node: SimNode, old: int, new: int) -> None:
         """Compare a node's newly committed entries with what any node committed there before."""
-        terms = node.raw.raft.log.index.terms(old + 1, new + 1)
+        lg = node.raw.raft.log.index
         known = self.committed_terms
+        if old + 1 < lg.first_index:
+            # Entries (old, first_index) came in a snapshot: a snapshot holds committed entries only.
+            c = lg.snapshot_index
+            if len(known) < c or known[c - 1] != lg.snapshot_term:
+                self.fail(f"node {node.id} holds a snapshot at {c}/{lg.snapshot_term} "
+                          f"that is not committed (committed {len(known)})")
+            old = c
+            if new <= old:
+                return
+        terms = lg.terms(old + 1, new + 1)
         overlap = min(len(known), new) - old
         if overlap > 0 and terms[:overlap] != known[old:old + overlap]:
             self.fail(f"node {node.id} committed terms {list(terms[:overlap])} at {old + 1}, "
@@ -381,23 +444,33 @@ class Simulation:
         n = len(known)
         while n and known[n - 1] >= term:
             n -= 1
-        if lg.last_index < n or lg.terms(1, n + 1) != known[:n]:
+        lo = lg.first_index
+        if lg.last_index < n or (n >= lo and lg.terms(lo, n + 1) != known[lo - 1:n]) \
+                or (0 < lo - 1 <= n and known[lo - 2] != lg.snapshot_term):
             self.fail(f"leader {node.id} at term {term} lacks committed entries (log {lg.last_index}, committed {n})")
 
     def check_log_matching(self) -> None:
-        """If two logs hold an entry with the same index and term, they agree on everything before it (§5.3)."""
+        """If two logs hold an entry with the same index and term, they agree on everything before it (§5.3).
+
+        Compared over the indexes both logs still hold (a compacted prefix is committed, and
+        committed entries are compared by record_commit).
+        """
         logs = [(n.id, n.raw.raft.log.index) for n in self.nodes.values() if n.up]
         for a in range(len(logs)):
             ia, la = logs[a]
-            ta = la.terms(1, la.last_index + 1)
             for b in range(a + 1, len(logs)):
                 ib, lb = logs[b]
-                tb = lb.terms(1, lb.last_index + 1)
-                k = min(len(ta), len(tb))
+                lo = max(la.first_index, lb.first_index)
+                hi = min(la.last_index, lb.last_index)
+                if hi < lo:
+                    continue
+                ta = la.terms(lo, hi + 1)
+                tb = lb.terms(lo, hi + 1)
+                k = len(ta)
                 while k and ta[k - 1] != tb[k - 1]:
                     k -= 1
                 if ta[:k] != tb[:k]:
-                    self.fail(f"log matching broken between {ia} and {ib} below index {k}")
+                    self.fail(f"log matching broken between {ia} and {ib} below index {lo + k - 1}")
 
     # -- network -------------------------------------------------------------------------
 
@@ -644,7 +717,8 @@ class Simulation:
         for n in self.nodes.values():
             if n.applied[:len(truth)] != truth[:len(n.applied)]:
                 self.fail(f"node {n.id} applied a different sequence")
-            stored = n.storage.records(1, target + 1).entries(1)
+            lo = n.storage.first_index()
+            stored = n.storage.records(lo, target + 1).entries(lo) if lo <= target else []
             for index, term, kind, payload in stored:
                 if truth[index - 1] != (term, kind, payload):
                     self.fail(f"node {n.id} holds {(term, kind, payload)} at committed index {index}")
@@ -657,9 +731,48 @@ class Simulation:
         self.stats.proposals_committed = sum(1 for _, k, _ in truth if k == KIND_DATA)
 
 
+_ITEM = struct.Struct(">QBI")
+
+
+def encode_state(items: list[tuple[int, int, bytes]]) -> bytes:
+    """A simulated state machine's snapshot: its applied (term, kind, payload) sequence from index 1."""
+    return b"".join(_ITEM.pack(t, k, len(p)) + p for t, k, p in items)
+
+
+def decode_state(data: bytes) -> list[tuple[int, int, bytes]]:
+    """The inverse of encode_state."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        t, k, n = _ITEM.unpack_from(data, pos)
+        pos += _ITEM.size
+        out.append((t, k, bytes(data[pos:pos + n])))
+        pos += n
+    return out
+
+
+def seed_snapshot_options(seed: int) -> dict:
+    """Snapshot settings a randomized seed runs with: odd seeds snapshot and compact, often and at random.
+
+    Every other seed snapshots every 5-24 applied entries, keeps a random tail of up to 10,
+    sends 128-byte chunks (so transfers take many round trips under drops, duplicates and
+    crashes); one seed in four also loses its state machine on a crash and restarts from
+    the snapshot plus the log tail. Derived from the seed alone, so a replay repeats it.
+    """
+    if seed % 2 == 0:
+        return {}
+    return {"snapshot_every": 5 + seed // 2 % 20, "snapshot_tail": 10, "snapshot_chunk_bytes": 128,
+            "volatile_state_machine": seed % 4 == 3}
+
+
 def run_seed(nodes: int, seed: int, duration_ms: int = 2000, faults: tuple[str, ...] = ALL_FAULTS,
              trace: Optional[Callable[[str], None]] = None, **overrides) -> SimStats:
-    """One randomized run: chaos, heal, liveness, end-state checks. Raises InvariantViolation."""
+    """One randomized run: chaos, heal, liveness, end-state checks. Raises InvariantViolation.
+
+    Snapshot settings come from seed_snapshot_options unless `overrides` name snapshot_every.
+    """
+    if "snapshot_every" not in overrides:
+        overrides = {**seed_snapshot_options(seed), **overrides}
     sim = Simulation(SimOptions(nodes=nodes, seed=seed, faults=tuple(faults), **overrides), trace=trace)
     return sim.run(duration_ms)
 
@@ -696,7 +809,7 @@ def simulate_report(nodes: int, seed: int, duration_ms: int, faults: tuple[str, 
     unknown = set(faults) - set(ALL_FAULTS)
     if unknown:
         raise ValueError(f"unknown faults {sorted(unknown)}; choose from {','.join(ALL_FAULTS)}")
-    opts = SimOptions(nodes=nodes, seed=seed, faults=tuple(faults))
+    opts = SimOptions(nodes=nodes, seed=seed, faults=tuple(faults), **seed_snapshot_options(seed))
     sim = Simulation(opts, trace=echo if trace else None)
     echo(f"simulating {nodes} nodes, seed {seed}, {duration_ms / 1000:g}s of faults "
          f"[{','.join(faults) or 'none'}], then heal (liveness bound {opts.liveness_bound_ms / 1000:g}s)")
@@ -718,5 +831,5 @@ def simulate_report(nodes: int, seed: int, duration_ms: int, faults: tuple[str, 
     echo(f"simulated {sim.now / 1000:.3f}s: {s.elections} elections, {s.commits} entries committed "
          f"({s.proposals_committed} of {s.proposals} proposals), {s.messages} messages "
          f"({s.dropped} dropped, {s.duplicated} duplicated, {s.delayed} long-delayed), "
-         f"{s.crashes} crashes, {s.partitions} partitions")
+         f"{s.crashes} crashes, {s.partitions} partitions, {s.snapshots} snapshots, {s.installs} installed")
     return 1 if broken else 0

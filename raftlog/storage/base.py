@@ -6,6 +6,7 @@ nothing. Ranges are half-open `[lo, hi)`.
 """
 from __future__ import annotations
 
+import zlib
 from typing import Optional, Protocol
 
 from raftlog.core.messages import ConfState, HardState, SnapshotMeta
@@ -79,13 +80,22 @@ def verified(lo: int, buf: bytes) -> RecordBatch:
 
 
 class MemoryStorage:
-    """Storage in process memory: the engine's tests and the simulator use it. Not durable."""
+    """Storage in process memory: the engine's tests and the simulator use it. Not durable.
+
+    The log may start before the snapshot (a retained tail): `_log_start` is the
+    compaction point `(index, term)`, at or below the snapshot's index. The current
+    snapshot's bytes and the previous one's are kept, so a transfer in progress survives
+    one newer snapshot.
+    """
 
     def __init__(self, conf_state: Optional[ConfState] = None) -> None:
         self._hard_state = HardState()
         self._conf_state = conf_state
         self._snapshot = SnapshotMeta()
-        self._records: list[bytes] = []     # records of entries (snapshot.index, last]
+        self._log_start = (0, 0)            # (index, term) of the last compacted entry
+        self._records: list[bytes] = []     # records of entries (log_start, last]
+        self._snap_data: dict[int, bytes] = {}   # snapshot index -> bytes (current and previous)
+        self._incoming: Optional[tuple[SnapshotMeta, bytearray]] = None
 
     def hard_state(self) -> HardState:
         return self._hard_state
@@ -97,13 +107,13 @@ class MemoryStorage:
         return self._snapshot
 
     def first_index(self) -> int:
-        return self._snapshot.index + 1
+        return self._log_start[0] + 1
 
     def last_index(self) -> int:
-        return self._snapshot.index + len(self._records)
+        return self._log_start[0] + len(self._records)
 
     def log_index(self) -> LogIndex:
-        log = LogIndex(self._snapshot.index, self._snapshot.term)
+        log = LogIndex(*self._log_start)
         if self._records:
             log.extend(verified(self.first_index(), b"".join(self._records)).terms())
         return log
@@ -125,7 +135,7 @@ class MemoryStorage:
     def save(self, *, hard_state: Optional[HardState] = None, truncate_from: int = 0,
              first_index: int = 0, records: Optional[RecordBatch] = None,
              conf_state: Optional[ConfState] = None) -> None:
-        check_save_range(self.last_index(), truncate_from, first_index, records, self._snapshot.index)
+        check_save_range(self.last_index(), truncate_from, first_index, records, self._log_start[0])
         if truncate_from:
             del self._records[truncate_from - self.first_index():]
         if records is not None:
@@ -136,11 +146,77 @@ class MemoryStorage:
             self._conf_state = conf_state
 
     def compact(self, snapshot: SnapshotMeta) -> None:
+        """Record `snapshot` (position only) and drop the log up to its index."""
         if snapshot.index <= self._snapshot.index:
             return
-        keep_from = snapshot.index - self._snapshot.index
-        del self._records[:keep_from]
         self._snapshot = snapshot
+        if snapshot.index >= self.last_index():
+            self._records = []
+            self._log_start = (snapshot.index, snapshot.term)
+        else:
+            self.compact_log(snapshot.index)
+
+    # -- snapshots: the bytes, a retained tail, InstallSnapshot on the receiving side ------
+
+    def save_snapshot(self, snapshot: SnapshotMeta, data: bytes) -> SnapshotMeta:
+        """Make `data` the current snapshot at snapshot.index (size and crc32 filled in); the log is untouched."""
+        data = bytes(data)
+        meta = SnapshotMeta(snapshot.index, snapshot.term, snapshot.conf_state, len(data), zlib.crc32(data))
+        if meta.index <= self._snapshot.index:
+            return self._snapshot
+        self._snap_data = {i: d for i, d in self._snap_data.items() if i == self._snapshot.index}
+        self._snap_data[meta.index] = data
+        self._snapshot = meta
+        return meta
+
+    def compact_log(self, index: int) -> None:
+        """Drop entries <= index (at most the snapshot's index); the log then starts at index + 1."""
+        if index <= self._log_start[0]:
+            return
+        if index > self._snapshot.index or index > self.last_index():
+            raise IndexError(f"cannot compact to {index}: snapshot {self._snapshot.index}, last {self.last_index()}")
+        term = RecordBatch(self._records[index - self.first_index()]).term(0)
+        del self._records[:index - self._log_start[0]]
+        self._log_start = (index, term)
+
+    def snapshot_data(self) -> bytes:
+        """The current snapshot's bytes (b"" when there is none)."""
+        return self._snap_data.get(self._snapshot.index, b"")
+
+    def snapshot_chunk(self, index: int, offset: int, size: int) -> bytes:
+        """Bytes `[offset, offset + size)` of the snapshot at `index`; LookupError when it is no longer held."""
+        data = self._snap_data.get(index)
+        if data is None:
+            raise LookupError(f"snapshot {index} is not held")
+        return data[offset:offset + size]
+
+    def incoming_snapshot(self) -> Optional[tuple[SnapshotMeta, int, int]]:
+        """The partial snapshot being received: `(meta, bytes held, their crc32)`, or None."""
+        if self._incoming is None:
+            return None
+        meta, buf = self._incoming
+        return meta, len(buf), zlib.crc32(buf)
+
+    def write_snapshot_chunk(self, meta: SnapshotMeta, offset: int, data: bytes) -> None:
+        """Store one received chunk; offset 0 starts a new partial snapshot. IndexError on a gap."""
+        if offset == 0:
+            self._incoming = (meta, bytearray())
+        if self._incoming is None or self._incoming[0] != meta or len(self._incoming[1]) != offset:
+            raise IndexError(f"snapshot chunk at {offset} does not continue the partial snapshot")
+        self._incoming[1].extend(data)
+
+    def install_snapshot(self, meta: SnapshotMeta) -> None:
+        """Replace the log by the received snapshot `meta` (complete and checked): the log restarts after it."""
+        inc = self._incoming
+        if inc is None or inc[0] != meta or len(inc[1]) != meta.size or zlib.crc32(inc[1]) != meta.crc32:
+            raise CorruptLogError(meta.index, "received snapshot is incomplete or fails its crc32")
+        self._snap_data = {meta.index: bytes(inc[1])}
+        self._snapshot = meta
+        self._incoming = None
+        self._records = []
+        self._log_start = (meta.index, meta.term)
+        if meta.conf_state.voters:
+            self._conf_state = meta.conf_state
 
     def close(self) -> None:
         self._records = []
