@@ -52,6 +52,13 @@ class Storage(Protocol):
     def compact(self, snapshot: SnapshotMeta) -> None:
         """Drop entries <= snapshot.index and record the snapshot's position."""
 
+    # Snapshots (MemoryStorage and LmdbStorage; see raftlog/core/snapshot.py for the transfer):
+    #   save_snapshot(meta, data) -> meta with size/crc32   make data the current snapshot
+    #   compact_log(index)             drop entries <= index (<= snapshot index: a retained tail)
+    #   snapshot_data() / snapshot_chunk(index, offset, size)   read it (LookupError when gone)
+    #   incoming_snapshot() -> (meta, held, crc) | None          a partial received snapshot
+    #   write_snapshot_chunk(meta, offset, data) / install_snapshot(meta)   receive and install
+
     def close(self) -> None:
         """Release resources; the storage is unusable afterwards."""
 

@@ -8,7 +8,16 @@ Layout (format 1), two named databases in `DIR/data.mdb`:
 - `meta`: `format` (layout version, ASCII digits), `identity` (JSON: cluster_id, node_id,
   created_at), `hard_state` (24 bytes: term, vote, commit as u64 big-endian, written on
   nearly every save so it is not JSON), `conf_state` (JSON), `snapshot` (JSON: index,
-  term, conf_state, file).
+  term, conf_state, file, size, crc32), `log_start` (16 bytes: index and term of the
+  last compacted entry; the log may keep a tail below the snapshot, so this is at or
+  below the snapshot's index; absent = the snapshot's).
+
+Snapshots are files in `DIR/snapshots/` named `snap-<index>-<term>.bin`, written under a
+temporary name, fsynced, renamed and the directory fsynced before a transaction records
+them (`save_snapshot`); the current and the previous one are kept. A snapshot being
+received from a leader grows in `incoming.part` (described by `incoming.json`), one
+durable chunk at a time, and `install_snapshot` checks its size and crc32, renames it
+into place and empties the log in one transaction.
 
 Durability: with `sync=True` (the default) `save` returns after LMDB's commit has fsynced
 data and meta pages, so a save that returned survives power loss. With `sync=False` the
@@ -38,6 +47,7 @@ import json
 import os
 import struct
 import threading
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import chain, islice
@@ -66,6 +76,8 @@ _IDENTITY = b"identity"
 _HARD_STATE = b"hard_state"
 _CONF_STATE = b"conf_state"
 _SNAPSHOT = b"snapshot"
+_LOG_START = b"log_start"      # 16 bytes: index, term of the last compacted entry (absent: the snapshot's)
+_START = struct.Struct(">QQ")
 
 # save() hands putmulti its (key, record) pairs in chunks of this many. A whole batch's list
 # would be 2n live GC-tracked objects (tuples, memoryviews): at 4096 entries that set off
@@ -111,18 +123,21 @@ class _State(NamedTuple):
     snapshot: SnapshotMeta
     snapshot_file: Optional[str]
     last_index: int
+    start: tuple[int, int]      # (index, term) of the last compacted entry: the log holds (start, last]
 
 
 def _encode_snapshot(snapshot: SnapshotMeta, file: Optional[str]) -> bytes:
     return json.dumps({"index": snapshot.index, "term": snapshot.term,
-                       "conf_state": snapshot.conf_state.to_dict(), "file": file}).encode()
+                       "conf_state": snapshot.conf_state.to_dict(), "file": file,
+                       "size": snapshot.size, "crc32": snapshot.crc32}).encode()
 
 
 def _decode_snapshot(raw: Optional[bytes]) -> tuple[SnapshotMeta, Optional[str]]:
     if raw is None:
         return SnapshotMeta(), None
     d = json.loads(raw)
-    return SnapshotMeta(int(d["index"]), int(d["term"]), ConfState.from_dict(d.get("conf_state") or {})), d.get("file")
+    return SnapshotMeta(int(d["index"]), int(d["term"]), ConfState.from_dict(d.get("conf_state") or {}),
+                        int(d.get("size", 0)), int(d.get("crc32", 0))), d.get("file")
 
 
 class LmdbStorage:
@@ -200,8 +215,8 @@ class LmdbStorage:
         return self._current().snapshot
 
     def first_index(self) -> int:
-        """The first index held: snapshot index + 1."""
-        return self._current().snapshot.index + 1
+        """The first index held: the compaction point + 1 (at or below snapshot index + 1: a retained tail)."""
+        return self._current().start[0] + 1
 
     def last_index(self) -> int:
         """The last index held (the snapshot index when no entry is held)."""
@@ -218,9 +233,9 @@ class LmdbStorage:
         self._check_open()
         with self._write_lock, self._reading() as txn:
             st = self._load(txn) if self._readonly else self._state
-            log = LogIndex(st.snapshot.index, st.snapshot.term)
-            lo = st.snapshot.index + 1
-            count = st.last_index - st.snapshot.index
+            log = LogIndex(*st.start)
+            lo = st.start[0] + 1
+            count = st.last_index - st.start[0]
             if count == 0:
                 return log
             cur = txn.cursor(self._log_db)
@@ -257,7 +272,7 @@ class LmdbStorage:
         with self._reading() as txn:
             if st is None:
                 st = self._load(txn)
-            first = st.snapshot.index + 1
+            first = st.start[0] + 1
             if lo > hi or lo < first or hi > st.last_index + 1:
                 raise IndexError(f"range [{lo}, {hi}) outside [{first}, {st.last_index + 1})")
             n = hi - lo
@@ -300,14 +315,14 @@ class LmdbStorage:
         self._check_writable()
         with self._write_lock:
             st = self._state
-            new_last = check_save_range(st.last_index, truncate_from, first_index, records, st.snapshot.index)
+            new_last = check_save_range(st.last_index, truncate_from, first_index, records, st.start[0])
             n = len(records) if records is not None else 0
             hs = _HARD.pack(*hard_state) if hard_state is not None else None
             cs = json.dumps(conf_state.to_dict()).encode() if conf_state is not None else None
             drop_from = truncate_from if truncate_from and truncate_from <= st.last_index else 0
             if not (drop_from or n or hs is not None or cs is not None):
                 return
-            whole_log = drop_from == st.snapshot.index + 1
+            whole_log = drop_from == st.start[0] + 1
             while True:
                 try:
                     with self._env.begin(write=True) as txn:
@@ -337,7 +352,7 @@ class LmdbStorage:
                     self._grow(records.nbytes if n else 0)
             self._state = _State(hard_state if hard_state is not None else st.hard_state,
                                  conf_state if conf_state is not None else st.conf_state,
-                                 st.snapshot, st.snapshot_file, new_last)
+                                 st.snapshot, st.snapshot_file, new_last, st.start)
 
     def compact(self, snapshot: SnapshotMeta, file: Optional[str] = None) -> None:
         """Drop entries <= snapshot.index and record the snapshot's position (and its file name) in one txn.
@@ -350,7 +365,7 @@ class LmdbStorage:
             st = self._state
             if snapshot.index <= st.snapshot.index:
                 return
-            drop = min(snapshot.index, st.last_index) - st.snapshot.index
+            drop = max(0, min(snapshot.index, st.last_index) - st.start[0])
             whole_log = snapshot.index >= st.last_index
             meta = _encode_snapshot(snapshot, file)
             while True:
@@ -364,11 +379,198 @@ class LmdbStorage:
                             for _ in range(drop):
                                 cur.delete()
                         txn.put(_SNAPSHOT, meta, db=self._meta_db)
+                        txn.put(_LOG_START, _START.pack(snapshot.index, snapshot.term), db=self._meta_db)
                     break
                 except lmdb.MapFullError:
                     self._grow(0)
             self._state = _State(st.hard_state, st.conf_state, snapshot, file,
-                                 max(st.last_index, snapshot.index))
+                                 max(st.last_index, snapshot.index), (snapshot.index, snapshot.term))
+
+    # ---------------------------------------------------------------- snapshot files
+
+    def save_snapshot(self, snapshot: SnapshotMeta, data: Any) -> SnapshotMeta:
+        """Write a snapshot file and make it the current snapshot; return its meta with size and crc32.
+
+        `data` is bytes, a binary file-like object (read in 1 MiB pieces) or an iterable of
+        bytes. The file is written under a temporary name in `DIR/snapshots/`, fsynced,
+        renamed to `snap-<index>-<term>.bin` and the directory fsynced; only then does one
+        transaction record it. The log is untouched (see compact_log). The previous
+        snapshot's file is kept (a transfer may still be reading it), older ones removed.
+        A snapshot at or below the current one is ignored (the current meta is returned).
+        """
+        self._check_writable()
+        if snapshot.index <= self._state.snapshot.index:
+            return self._state.snapshot
+        name = f"snap-{snapshot.index:016d}-{snapshot.term}.bin"
+        size, crc = _write_file_durably(self.snapshot_dir, name, _pieces(data))
+        meta = SnapshotMeta(snapshot.index, snapshot.term, snapshot.conf_state, size, crc)
+        with self._write_lock:
+            st = self._state
+            if meta.index <= st.snapshot.index:
+                _remove_quietly(os.path.join(self.snapshot_dir, name))
+                return st.snapshot
+            self._put_meta({_SNAPSHOT: _encode_snapshot(meta, name),
+                            _LOG_START: _START.pack(*st.start)})
+            self._state = st._replace(snapshot=meta, snapshot_file=name, last_index=max(st.last_index, meta.index))
+            self._keep_files({name, st.snapshot_file})
+        return meta
+
+    def compact_log(self, index: int, *, batch: int = 16384) -> None:
+        """Drop entries <= index (at most the snapshot's index): the log then starts at index + 1.
+
+        Runs in transactions of at most `batch` deletions (py-lmdb holds the GIL per call,
+        so one huge transaction would stall the event loop), each recording the new
+        compaction point, so a crash leaves a consistent log that merely starts earlier.
+        """
+        self._check_writable()
+        while True:
+            with self._write_lock:
+                st = self._state
+                if index <= st.start[0]:
+                    return
+                if index > st.snapshot.index or index > st.last_index:
+                    raise IndexError(f"cannot compact to {index}: snapshot {st.snapshot.index}, last {st.last_index}")
+                upto = min(index, st.start[0] + batch)
+                term = self.records(upto, upto + 1).term(0)
+                while True:
+                    try:
+                        with self._env.begin(write=True) as txn:
+                            cur = txn.cursor(self._log_db)
+                            cur.first()
+                            for _ in range(upto - st.start[0]):
+                                cur.delete()
+                            txn.put(_LOG_START, _START.pack(upto, term), db=self._meta_db)
+                        break
+                    except lmdb.MapFullError:
+                        self._grow(0)
+                self._state = st._replace(start=(upto, term))
+
+    def snapshot_path(self) -> Optional[str]:
+        """The current snapshot's file (None when there is none)."""
+        name = self._current().snapshot_file
+        return os.path.join(self.snapshot_dir, name) if name else None
+
+    def snapshot_data(self) -> bytes:
+        """The current snapshot's bytes (b"" when there is none)."""
+        path = self.snapshot_path()
+        if path is None:
+            return b""
+        with open(path, "rb") as f:
+            return f.read()
+
+    def snapshot_chunk(self, index: int, offset: int, size: int) -> bytes:
+        """Bytes `[offset, offset + size)` of the snapshot at `index` (current or previous); LookupError if gone."""
+        st = self._current()
+        name = st.snapshot_file if st.snapshot.index == index else None
+        if name is None:
+            prefix = f"snap-{index:016d}-"
+            try:
+                name = next((n for n in os.listdir(self.snapshot_dir) if n.startswith(prefix)), None)
+            except FileNotFoundError:
+                name = None
+        if name is None:
+            raise LookupError(f"snapshot {index} is not held")
+        try:
+            with open(os.path.join(self.snapshot_dir, name), "rb") as f:
+                f.seek(offset)
+                return f.read(size)
+        except FileNotFoundError:
+            raise LookupError(f"snapshot {index} is not held") from None
+
+    def incoming_snapshot(self) -> Optional[tuple[SnapshotMeta, int, int]]:
+        """The partial snapshot being received: `(meta, bytes held, their crc32)`, or None."""
+        meta_path = os.path.join(self.snapshot_dir, _INCOMING_META)
+        try:
+            with open(meta_path, "rb") as f:
+                meta, _ = _decode_snapshot(f.read())
+            size, crc = 0, 0
+            with open(os.path.join(self.snapshot_dir, _INCOMING), "rb") as f:
+                while True:
+                    piece = f.read(1 << 20)
+                    if not piece:
+                        break
+                    size += len(piece)
+                    crc = zlib.crc32(piece, crc)
+        except (FileNotFoundError, ValueError, KeyError):
+            return None
+        if size > meta.size:
+            return None
+        return meta, size, crc
+
+    def write_snapshot_chunk(self, meta: SnapshotMeta, offset: int, data: bytes) -> None:
+        """Append one received chunk to the partial snapshot, durably (offset 0 starts a new one). IndexError on a gap."""
+        self._check_writable()
+        d = self.snapshot_dir
+        os.makedirs(d, exist_ok=True)
+        part = os.path.join(d, _INCOMING)
+        if offset == 0:
+            _write_file_durably(d, _INCOMING_META, [_encode_snapshot(meta, None)], sync=self._sync)
+            mode = "wb"
+        else:
+            held = self.incoming_snapshot()
+            if held is None or held[0] != meta or held[1] != offset:
+                raise IndexError(f"snapshot chunk at {offset} does not continue the partial snapshot")
+            mode = "ab"
+        with open(part, mode) as f:
+            f.write(data)
+            f.flush()
+            if self._sync:
+                os.fsync(f.fileno())
+        if offset == 0 and self._sync:
+            _fsync_dir(d)
+
+    def install_snapshot(self, meta: SnapshotMeta) -> None:
+        """Replace the log by the received snapshot `meta`: verify, fsync, rename, then one transaction.
+
+        CorruptLogError when the partial snapshot is not exactly `meta` (size and crc32).
+        The transaction drops every entry and records the snapshot, the compaction point
+        (meta.index, meta.term) and the snapshot's configuration.
+        """
+        self._check_writable()
+        held = self.incoming_snapshot()
+        if held is None or held[0] != meta or held[1] != meta.size or held[2] != meta.crc32:
+            raise CorruptLogError(meta.index, "received snapshot is incomplete or fails its crc32")
+        d = self.snapshot_dir
+        name = f"snap-{meta.index:016d}-{meta.term}.bin"
+        part = os.path.join(d, _INCOMING)
+        with open(part, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(part, os.path.join(d, name))
+        _fsync_dir(d)
+        with self._write_lock:
+            st = self._state
+            puts = {_SNAPSHOT: _encode_snapshot(meta, name), _LOG_START: _START.pack(meta.index, meta.term)}
+            if meta.conf_state.voters:
+                puts[_CONF_STATE] = json.dumps(meta.conf_state.to_dict()).encode()
+            self._put_meta(puts, drop_log=True)
+            self._state = st._replace(snapshot=meta, snapshot_file=name, last_index=meta.index,
+                                      start=(meta.index, meta.term),
+                                      conf_state=meta.conf_state if meta.conf_state.voters else st.conf_state)
+            self._keep_files({name})
+        _remove_quietly(os.path.join(d, _INCOMING_META))
+
+    def _put_meta(self, puts: dict, drop_log: bool = False) -> None:
+        """One write transaction of meta puts (and optionally emptying the log); the map grows on demand."""
+        while True:
+            try:
+                with self._env.begin(write=True) as txn:
+                    if drop_log:
+                        txn.drop(self._log_db, delete=False)
+                    for k, v in puts.items():
+                        txn.put(k, v, db=self._meta_db)
+                break
+            except lmdb.MapFullError:
+                self._grow(0)
+
+    def _keep_files(self, keep: set) -> None:
+        """Remove snapshot files not in `keep` (the partial incoming snapshot stays)."""
+        try:
+            names = os.listdir(self.snapshot_dir)
+        except FileNotFoundError:
+            return
+        for n in names:
+            if n.startswith("snap-") and n not in keep:
+                _remove_quietly(os.path.join(self.snapshot_dir, n))
 
     def close(self) -> None:
         """Release the environment and the data dir lock; the storage is unusable afterwards. Idempotent."""
@@ -426,7 +628,7 @@ class LmdbStorage:
         return {"path": self._path, "format": FORMAT_VERSION, "cluster_id": self._identity.cluster_id,
                 "node_id": self._identity.node_id, "map_size": info["map_size"],
                 "used_bytes": (info["last_pgno"] + 1) * env_stat["psize"], "entries": log["entries"],
-                "first_index": st.snapshot.index + 1, "last_index": st.last_index,
+                "first_index": st.start[0] + 1, "last_index": st.last_index,
                 "snapshot_index": st.snapshot.index, "sync": self._sync, "readonly": self._readonly}
 
     def __enter__(self) -> "LmdbStorage":
@@ -468,18 +670,20 @@ class LmdbStorage:
         raw = get(_CONF_STATE, db=self._meta_db)
         conf = ConfState.from_dict(json.loads(raw)) if raw is not None else None
         snapshot, file = _decode_snapshot(get(_SNAPSHOT, db=self._meta_db))
+        raw = get(_LOG_START, db=self._meta_db)
+        start = tuple(_START.unpack(raw)) if raw is not None else (snapshot.index, snapshot.term)
         cur = txn.cursor(self._log_db)
-        last = snapshot.index
+        last = max(start[0], snapshot.index)
         if cur.last():
             last = _KEY.unpack(cur.key())[0]
             cur.first()
             first = _KEY.unpack(cur.key())[0]
-            if first != snapshot.index + 1:
-                raise CorruptLogError(snapshot.index + 1, f"log starts at {first}, after snapshot {snapshot.index}")
+            if first != start[0] + 1:
+                raise CorruptLogError(start[0] + 1, f"log starts at {first}, after compaction point {start[0]}")
             entries = txn.stat(self._log_db)["entries"]
             if entries != last - first + 1:
                 raise CorruptLogError(first, f"{entries} entries stored for indexes [{first}, {last}]: a gap")
-        return _State(hard, conf, snapshot, file, last)
+        return _State(hard, conf, snapshot, file, last, start)
 
     def _vanished(self, txn: lmdb.Transaction, lo: int, hi: int) -> Exception:
         """The error for entries of `[lo, hi)` the transaction does not see: IndexError if a concurrent
@@ -588,6 +792,64 @@ def _check_or_init(env: lmdb.Environment, path: str, node_id: Optional[int], clu
     if wrong:
         raise IdentityMismatch(f"data dir {path} belongs to another node: found " + " and ".join(wrong))
     return found
+
+
+_INCOMING = "incoming.part"         # a snapshot being received, as far as it has arrived
+_INCOMING_META = "incoming.json"    # which snapshot that is (meta with size and crc32)
+
+
+def _pieces(data: Any) -> Iterator[bytes]:
+    """bytes, a binary file-like object or an iterable of bytes, as pieces."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        yield bytes(data)
+    elif hasattr(data, "read"):
+        while True:
+            piece = data.read(1 << 20)
+            if not piece:
+                return
+            yield piece
+    else:
+        for piece in data:
+            yield bytes(piece)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file_durably(directory: str, name: str, pieces: Any, sync: bool = True) -> tuple[int, int]:
+    """Write `pieces` to directory/name via a temp file: write, fsync, rename, fsync the dir. Returns (size, crc32)."""
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{threading.get_ident()}-{name}")
+    size = 0
+    crc = 0
+    try:
+        with open(tmp, "wb") as f:
+            for piece in pieces:
+                f.write(piece)
+                size += len(piece)
+                crc = zlib.crc32(piece, crc)
+            f.flush()
+            if sync:
+                os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(directory, name))
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    if sync:
+        _fsync_dir(directory)
+    return size, crc
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def _lock_dir(path: str) -> int:
