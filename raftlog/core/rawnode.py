@@ -13,6 +13,10 @@ The runtime's loop, in this order (the ordering is the contract):
 
 Between ready() and advance() the runtime may keep calling step(), tick() and propose();
 at most one Ready is outstanding (has_ready() is False until it is advanced).
+Meanwhile `take_messages()` hands out what may be sent at once (a leader's AppendEntries
+for new proposals: replication overlaps the leader's own fsync) and `take_committed()`
+the entries that became committed and are durable here (their clients are answered
+without waiting for the outstanding write).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from typing import NamedTuple, Optional, Union
 
 from raftlog.core import confchange
 from raftlog.core.config import Config
-from raftlog.core.messages import HardState, Message, SnapshotMeta
+from raftlog.core.messages import ConfState, HardState, Message
 from raftlog.core.raft import Raft, Role
 from raftlog.hot import KIND_DATA, RecordBatch
 
@@ -61,13 +65,6 @@ class Ready:
       configuration always matches the stored log.
     - `must_sync`: the write must be fsynced before persisted_messages go (term, vote or
       entries changed); False means only the commit index moved.
-    - `snapshot_chunks`: `(meta, offset, data)` pieces of a snapshot being received, in order;
-      store them durably (offset 0 starts a new partial snapshot) BEFORE the rest of the
-      write and before persisted_messages go.
-    - `snapshot`: a received snapshot to install (not None only once all its chunks were
-      handed out and checked): replace the log by it (storage.install_snapshot) BEFORE
-      writing this Ready's entries, and restore the state machine from it BEFORE applying
-      `committed` (which continues at snapshot.index + 1).
     Then call advance(ready).
     """
 
@@ -81,8 +78,6 @@ class Ready:
     committed: list[tuple[int, RecordBatch]] = field(default_factory=list)
     conf_state: Optional[ConfState] = None
     must_sync: bool = False
-    snapshot_chunks: list = field(default_factory=list)
-    snapshot: Optional[SnapshotMeta] = None
     # Bookkeeping for advance(): the last entry written (index, term) and the last entry handed to apply.
     entries_last: tuple[int, int] = (0, 0)
     applied_to: int = 0
@@ -91,7 +86,7 @@ class Ready:
         """True when the Ready asks for nothing."""
         return (self.soft_state is None and self.hard_state is None and not self.truncate_from
                 and self.entries is None and not self.messages and not self.persisted_messages
-                and not self.committed and not self.snapshot_chunks and self.snapshot is None)
+                and not self.committed)
 
 
 class RawNode:
@@ -236,23 +231,6 @@ class RawNode:
                         "match": match})
         return out
 
-    def compact(self, index: int) -> None:
-        """Forget log entries up to `index` in memory: a snapshot at or after `index` is durable in storage.
-
-        PRECONDITION: storage already records a snapshot whose index is >= `index` (a
-        follower that needs compacted entries is sent that snapshot), and `index` <= the
-        applied index. Call it BEFORE storage drops the entries, so the engine never reads
-        what is gone. A retained tail is `compact(snapshot_index - tail)`.
-        """
-        if index > self._applied:
-            raise ValueError(f"compact to {index} beyond the applied index {self._applied}")
-        self.raft.log.compact_to(index)
-
-    @property
-    def first_index(self) -> int:
-        """The first index still held in the log (compaction point + 1)."""
-        return self.raft.log.first_index
-
     # -- Ready / advance -----------------------------------------------------------------
 
     def _soft(self) -> SoftState:
@@ -266,8 +244,6 @@ class RawNode:
         r = self.raft
         lg = r.log
         if r.msgs or r.msgs_after_persist or lg.has_unstable() or r.pending_bcast or r.pending_bcast_commit:
-            return True
-        if r.snapshot_chunks or r.pending_install is not None:
             return True
         if self._next_apply <= min(lg.committed, lg.stable) or r.conf is not self._prev_conf:
             return True
@@ -294,16 +270,6 @@ class RawNode:
             rd.hard_state = hs
             rd.must_sync = hs.term != prev.term or hs.vote != prev.vote
             self._prev_hs = hs
-        if r.snapshot_chunks:
-            rd.snapshot_chunks = r.snapshot_chunks
-            r.snapshot_chunks = []
-            rd.must_sync = True
-        if r.pending_install is not None:
-            rd.snapshot = r.pending_install
-            r.pending_install = None
-            rd.must_sync = True
-            # Entries up to the snapshot reach the state machine through restore, not apply.
-            self._next_apply = max(self._next_apply, rd.snapshot.index + 1)
         if lg.has_unstable():
             truncate_from, first, entries, last_term = lg.take_unstable()
             rd.truncate_from = truncate_from
@@ -329,6 +295,36 @@ class RawNode:
         self._outstanding = rd
         return rd
 
+    def take_messages(self) -> list[Message]:
+        """While a Ready is outstanding: the messages that may go out AT ONCE (see Ready.messages).
+
+        Sends what new proposals and commit changes call for (AppendEntries) without waiting
+        for the outstanding write, so a leader replicates batch k+1 while it fsyncs batch k.
+        Never returns a message that must wait for persistence.
+        """
+        r = self.raft
+        r.flush()
+        msgs = r.msgs
+        if msgs:
+            r.msgs = []
+        return msgs
+
+    def take_committed(self) -> list[tuple[int, RecordBatch]]:
+        """While a Ready is outstanding: committed entries, already durable here, not yet handed out.
+
+        The caller applies them at once; they count as applied. Every entry is handed out
+        exactly once, by this or by a Ready's `committed`, in index order.
+        """
+        lg = self.raft.log
+        hi = min(lg.committed, lg.stable)
+        if self._next_apply > hi:
+            return []
+        segs = lg.segments(self._next_apply, hi + 1, self.raft.cfg.max_committed_bytes)
+        last_first, last_batch = segs[-1]
+        self._next_apply = last_first + len(last_batch)
+        self._applied = self._next_apply - 1
+        return segs
+
     def advance(self, rd: Ready) -> None:
         """Everything `rd` asked to persist is durable now and its committed entries were applied."""
         if rd is not self._outstanding:
@@ -337,9 +333,7 @@ class RawNode:
         r = self.raft
         if rd.entries_last[0]:
             r.log.stable_to(*rd.entries_last)
-        if rd.snapshot is not None:
-            self._applied = max(self._applied, rd.snapshot.index)
-        if rd.applied_to:
+        if rd.applied_to > self._applied:   # take_committed may have applied further meanwhile
             self._applied = rd.applied_to
         tv = (rd.hard_state.term, rd.hard_state.vote) if rd.hard_state is not None else None
         r.on_persisted(tv)
