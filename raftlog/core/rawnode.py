@@ -27,7 +27,7 @@ from typing import NamedTuple, Optional, Union
 
 from raftlog.core import confchange
 from raftlog.core.config import Config
-from raftlog.core.messages import ConfState, HardState, Message
+from raftlog.core.messages import HardState, Message, SnapshotMeta
 from raftlog.core.raft import Raft, Role
 from raftlog.hot import KIND_DATA, RecordBatch
 
@@ -65,6 +65,13 @@ class Ready:
       configuration always matches the stored log.
     - `must_sync`: the write must be fsynced before persisted_messages go (term, vote or
       entries changed); False means only the commit index moved.
+    - `snapshot_chunks`: `(meta, offset, data)` pieces of a snapshot being received, in order;
+      store them durably (offset 0 starts a new partial snapshot) BEFORE the rest of the
+      write and before persisted_messages go.
+    - `snapshot`: a received snapshot to install (not None only once all its chunks were
+      handed out and checked): replace the log by it (storage.install_snapshot) BEFORE
+      writing this Ready's entries, and restore the state machine from it BEFORE applying
+      `committed` (which continues at snapshot.index + 1).
     Then call advance(ready).
     """
 
@@ -78,6 +85,8 @@ class Ready:
     committed: list[tuple[int, RecordBatch]] = field(default_factory=list)
     conf_state: Optional[ConfState] = None
     must_sync: bool = False
+    snapshot_chunks: list = field(default_factory=list)
+    snapshot: Optional[SnapshotMeta] = None
     # Bookkeeping for advance(): the last entry written (index, term) and the last entry handed to apply.
     entries_last: tuple[int, int] = (0, 0)
     applied_to: int = 0
@@ -86,7 +95,7 @@ class Ready:
         """True when the Ready asks for nothing."""
         return (self.soft_state is None and self.hard_state is None and not self.truncate_from
                 and self.entries is None and not self.messages and not self.persisted_messages
-                and not self.committed)
+                and not self.committed and not self.snapshot_chunks and self.snapshot is None)
 
 
 class RawNode:
@@ -231,6 +240,23 @@ class RawNode:
                         "match": match})
         return out
 
+    def compact(self, index: int) -> None:
+        """Forget log entries up to `index` in memory: a snapshot at or after `index` is durable in storage.
+
+        PRECONDITION: storage already records a snapshot whose index is >= `index` (a
+        follower that needs compacted entries is sent that snapshot), and `index` <= the
+        applied index. Call it BEFORE storage drops the entries, so the engine never reads
+        what is gone. A retained tail is `compact(snapshot_index - tail)`.
+        """
+        if index > self._applied:
+            raise ValueError(f"compact to {index} beyond the applied index {self._applied}")
+        self.raft.log.compact_to(index)
+
+    @property
+    def first_index(self) -> int:
+        """The first index still held in the log (compaction point + 1)."""
+        return self.raft.log.first_index
+
     # -- Ready / advance -----------------------------------------------------------------
 
     def _soft(self) -> SoftState:
@@ -244,6 +270,8 @@ class RawNode:
         r = self.raft
         lg = r.log
         if r.msgs or r.msgs_after_persist or lg.has_unstable() or r.pending_bcast or r.pending_bcast_commit:
+            return True
+        if r.snapshot_chunks or r.pending_install is not None:
             return True
         if self._next_apply <= min(lg.committed, lg.stable) or r.conf is not self._prev_conf:
             return True
@@ -270,6 +298,16 @@ class RawNode:
             rd.hard_state = hs
             rd.must_sync = hs.term != prev.term or hs.vote != prev.vote
             self._prev_hs = hs
+        if r.snapshot_chunks:
+            rd.snapshot_chunks = r.snapshot_chunks
+            r.snapshot_chunks = []
+            rd.must_sync = True
+        if r.pending_install is not None:
+            rd.snapshot = r.pending_install
+            r.pending_install = None
+            rd.must_sync = True
+            # Entries up to the snapshot reach the state machine through restore, not apply.
+            self._next_apply = max(self._next_apply, rd.snapshot.index + 1)
         if lg.has_unstable():
             truncate_from, first, entries, last_term = lg.take_unstable()
             rd.truncate_from = truncate_from
@@ -333,6 +371,8 @@ class RawNode:
         r = self.raft
         if rd.entries_last[0]:
             r.log.stable_to(*rd.entries_last)
+        if rd.snapshot is not None:
+            self._applied = max(self._applied, rd.snapshot.index)
         if rd.applied_to > self._applied:   # take_committed may have applied further meanwhile
             self._applied = rd.applied_to
         tv = (rd.hard_state.term, rd.hard_state.vote) if rd.hard_state is not None else None
