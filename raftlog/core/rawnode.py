@@ -27,7 +27,7 @@ from typing import NamedTuple, Optional, Union
 
 from raftlog.core import confchange
 from raftlog.core.config import Config
-from raftlog.core.messages import HardState, Message, SnapshotMeta
+from raftlog.core.messages import ConfState, HardState, Message, SnapshotMeta
 from raftlog.core.raft import Raft, Role
 from raftlog.hot import KIND_DATA, RecordBatch
 

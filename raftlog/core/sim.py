@@ -293,7 +293,7 @@ class Simulation:
             self.log(f"node {node_id} installed snapshot {rd.snapshot.index}/{rd.snapshot.term}")
             self.restore_state_machine(node)
         st.save(hard_state=rd.hard_state, truncate_from=rd.truncate_from, first_index=rd.entries_index,
-                records=rd.entries)
+                records=rd.entries, conf_state=rd.conf_state)
         if rd.hard_state is not None and rd.hard_state.commit > st.last_index():
             self.fail(f"node {node_id} persisted commit {rd.hard_state.commit} beyond its log {st.last_index()}")
         hs = st.hard_state()
