@@ -88,23 +88,47 @@ _PEERS_HELP = "Members as ID=HOST:PORT,... (or HOST:PORT,...)."
 @main.command()
 @click.option("--id", "node_id", type=int, required=True, help="This node's id (a key of --peers).")
 @click.option("--data", "data_dir", required=True, help="Data dir (created if missing).")
-@click.option("--peers", required=True, help="Every member as ID=HOST:PORT,...; the node listens on its own entry.")
+@click.option("--peers", default=None, help="Every member as ID=HOST:PORT,...; the node listens on its own entry.")
+@click.option("--listen", default=None, help="HOST:PORT to listen on (with --join, instead of --peers).")
+@click.option("--join", "join", default=None, help="HOST:PORT of a member: ask the cluster to add this node.")
+@click.option("--no-promote", is_flag=True, help="With --join: stay a learner (never vote).")
+@click.option("--promote-lag", default=64, show_default=True, type=click.IntRange(0),
+              help="With --join: promote to voter once within this many entries of the leader.")
 @click.option("--cluster-id", default="raftlog", show_default=True, help="Name every member and client must present.")
 @click.option("--no-sync", is_flag=True, help="Do not fsync each write (faster; a power loss may lose the last writes).")
 @click.option("--election-timeout", default="150-300", show_default=True, help="Randomized election timeout LO-HI, ms.")
 @click.option("--heartbeat", default=50, show_default=True, type=int, help="Leader heartbeat interval, ms.")
-def node(node_id: int, data_dir: str, peers: str, cluster_id: str, no_sync: bool, election_timeout: str,
-         heartbeat: int) -> None:
+def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, join: str | None, no_promote: bool,
+         promote_lag: int, cluster_id: str, no_sync: bool, election_timeout: str, heartbeat: int) -> None:
     """Run one cluster member in the foreground; SIGTERM or Ctrl-C stops it cleanly.
 
     Example, node 2 of three:
 
     \b
         raftlog node --id 2 --data /var/lib/raftlog/2 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
+
+    A new member joins a running cluster as a learner and is promoted once caught up:
+
+    \b
+        raftlog node --id 4 --data /var/lib/raftlog/4 --listen 127.0.0.1:7004 --join 127.0.0.1:7001
     """
     import asyncio
 
-    members = _members(peers, require_ids=True)
+    if join is not None:
+        from raftlog.runtime.peers import PeerSpecError, format_address, parse_address
+        if listen is None:
+            raise BadArgument("--join needs --listen HOST:PORT (the address the cluster will know this node by)")
+        try:
+            parse_address(join)
+            members = {node_id: format_address(*parse_address(listen))}
+        except PeerSpecError as exc:
+            raise BadArgument(str(exc)) from None
+    elif peers is None:
+        raise BadArgument("give --peers (every member) or --listen with --join")
+    else:
+        members = _members(peers, require_ids=True)
+        if listen is not None:
+            raise BadArgument("--listen goes with --join; with --peers the node listens on its own entry")
     if node_id not in members:
         raise BadArgument(f"--peers does not contain this node's id {node_id}")
     lo, hi = _ms_range(election_timeout)
@@ -117,7 +141,8 @@ def node(node_id: int, data_dir: str, peers: str, cluster_id: str, no_sync: bool
     from raftlog.errors import IdentityMismatch, RaftlogError
     from raftlog.runtime.node import NodeConfig, run_node
     cfg = NodeConfig(node_id=node_id, peers=members, data_dir=data_dir, cluster_id=cluster_id, sync=not no_sync,
-                     election_timeout_ms=(lo, hi), heartbeat_ms=heartbeat)
+                     election_timeout_ms=(lo, hi), heartbeat_ms=heartbeat, join=join, promote=not no_promote,
+                     promote_lag=promote_lag)
     try:
         status = asyncio.run(run_node(cfg))
     except IdentityMismatch as exc:
@@ -424,3 +449,107 @@ def sim(nodes: int, seed: int, duration: str, faults: str, trace: bool) -> None:
 
 if __name__ == "__main__":   # keep last: `python -m raftlog.cli` needs every command defined
     main()
+
+
+# ---------------------------------------------------------------- membership and leadership (issue 7)
+
+MEMBER_FIELDS = ("id", "address", "voter", "match")
+
+
+def _admin(peers: str, cluster_id: str, timeout: float, what: str, call) -> object:
+    """Run one admin call with a client; errors become one line and exit status 1."""
+    from raftlog.errors import RaftlogError
+    with _client(peers, cluster_id, timeout) as client:
+        try:
+            return call(client)
+        except RaftlogError as exc:
+            raise click.ClickException(f"{what}: {exc}") from None
+
+
+def _member_spec(text: str) -> tuple[int, str]:
+    from raftlog.runtime.peers import PeerSpecError, parse_peers
+    try:
+        (ident, address), = parse_peers(text).items()
+    except (PeerSpecError, ValueError) as exc:
+        raise BadArgument(f"{text!r}: expected ID=HOST:PORT ({exc})") from None
+    return ident, address
+
+
+@main.group(invoke_without_command=True)
+@click.option("--peers", required=True, help=_PEERS_HELP)
+@click.option("--cluster-id", default="raftlog", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help='Print a JSON list of {"id", "address", "voter", "match"}.')
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the change to complete.")
+@click.pass_context
+def members(ctx: click.Context, peers: str, cluster_id: str, as_json: bool, timeout: float) -> None:
+    """List the members (as the leader sees them), or change them.
+
+    A change is one configuration entry (voters change through joint consensus); the
+    command returns once it is committed and complete.
+
+    \b
+        raftlog members --peers 127.0.0.1:7001,127.0.0.1:7002
+        raftlog members --peers 127.0.0.1:7001 add 4=127.0.0.1:7004 --learner
+        raftlog members --peers 127.0.0.1:7001 promote 4
+        raftlog members --peers 127.0.0.1:7001 remove 1
+    """
+    ctx.obj = (peers, cluster_id, timeout)
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+    rows = _admin(peers, cluster_id, timeout, "members", lambda c: c.members())
+    rows = [{k: r.get(k) for k in MEMBER_FIELDS} for r in rows]   # type: ignore[union-attr]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    header = ("ID", "ADDRESS", "ROLE", "MATCH")
+    table = [header] + [(str(r["id"]), r["address"] or "-", "voter" if r["voter"] else "learner",
+                         "-" if r["match"] is None else str(r["match"])) for r in rows]
+    widths = [max(len(line[c]) for line in table) for c in range(len(header))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+
+
+@members.command("add")
+@click.argument("member")
+@click.option("--learner", is_flag=True, help="Add a non-voting member (receives the log; promote it later).")
+@click.pass_obj
+def members_add(obj: tuple, member: str, learner: bool) -> None:
+    """Add MEMBER (ID=HOST:PORT) as a voter, or as a learner; prints the configuration entry's index."""
+    ident, address = _member_spec(member)
+    peers, cluster_id, timeout = obj
+    click.echo(_admin(peers, cluster_id, timeout, f"add {ident}",
+                      lambda c: c.add_member(ident, address, learner=learner)))
+
+
+@members.command("remove")
+@click.argument("node_id", type=click.IntRange(1))
+@click.pass_obj
+def members_remove(obj: tuple, node_id: int) -> None:
+    """Remove member NODE_ID (the leader too: it steps down once the change is committed)."""
+    peers, cluster_id, timeout = obj
+    click.echo(_admin(peers, cluster_id, timeout, f"remove {node_id}", lambda c: c.remove_member(node_id)))
+
+
+@members.command("promote")
+@click.argument("node_id", type=click.IntRange(1))
+@click.pass_obj
+def members_promote(obj: tuple, node_id: int) -> None:
+    """Make learner NODE_ID a voter."""
+    peers, cluster_id, timeout = obj
+    click.echo(_admin(peers, cluster_id, timeout, f"promote {node_id}", lambda c: c.promote(node_id)))
+
+
+@main.command()
+@click.option("--peers", required=True, help=_PEERS_HELP)
+@click.option("--to", "to_id", required=True, type=click.IntRange(1), help="The voter that should lead.")
+@click.option("--cluster-id", default="raftlog", show_default=True)
+@click.option("--timeout", default=10.0, show_default=True)
+def transfer(peers: str, to_id: int, cluster_id: str, timeout: float) -> None:
+    """Hand leadership to voter --to (TimeoutNow); returns once it leads.
+
+    \b
+        raftlog transfer --peers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 --to 2
+    """
+    _admin(peers, cluster_id, timeout, f"transfer to {to_id}", lambda c: c.transfer_leadership(to_id))
+    click.echo(f"node {to_id} leads")

@@ -407,6 +407,48 @@ class AsyncClient:
             raise RaftlogError(f"unexpected reply type {reply[0]} to a status request")
         return json.loads(reply[2])
 
+    # -- membership and leadership (issue 7; requests are handled by runtime/membership.py) ----
+    async def _admin(self, body: dict, timeout: Optional[float] = None) -> tuple[int, int]:
+        """Send an admin request to the leader; `(index, count)` of its Appended reply."""
+        from raftlog.runtime.membership import admin_request
+        records = admin_request(body)
+
+        def handle(conn: _Connection, reply: tuple) -> tuple[int, int]:
+            if reply[0] != FRAME_APPENDED:
+                raise RaftlogError(f"unexpected reply type {reply[0]} to an admin request")
+            conn.is_leader = True
+            return reply[2], reply[3]
+        return await self._call(lambda rid: encode_append(rid, records), handle, timeout)
+
+    async def members(self) -> list[dict]:
+        """Every member as `{"id", "address", "voter", "match"}`, as the leader sees it (match: its log position)."""
+        await self._find_leader()
+        return list((await self.status()).get("member_table") or [])
+
+    async def add_member(self, node_id: int, address: str, learner: bool = False) -> int:
+        """Add node `node_id` at `address` (a voter, or a learner that only receives the log).
+
+        Returns once the change is committed and complete: the index of its configuration
+        entry (0 when the node already was a member so). A voter added directly counts in
+        the quorum at once: prefer a learner first, then `promote` once it has caught up.
+        """
+        return (await self._admin({"op": "add", "id": node_id, "address": address, "learner": learner}))[0]
+
+    async def remove_member(self, node_id: int) -> int:
+        """Remove node `node_id` (voter or learner; the leader too: it hands over and steps down)."""
+        return (await self._admin({"op": "remove", "id": node_id}))[0]
+
+    async def promote(self, node_id: int, max_lag: Optional[int] = None) -> int:
+        """Make learner `node_id` a voter (with max_lag: once its log is within that many entries of the leader's)."""
+        body: dict = {"op": "promote", "id": node_id}
+        if max_lag is not None:
+            body["max_lag"] = max_lag
+        return (await self._admin(body))[0]
+
+    async def transfer_leadership(self, to_id: int) -> None:
+        """Make voter `to_id` the leader (TimeoutNow); returns once it leads. Timeout if it did not take over."""
+        await self._admin({"op": "transfer", "to": to_id})
+
     async def status(self) -> dict:
         """The status of the member the client is connected to (see `raftlog status`)."""
         def handle(conn: _Connection, reply: tuple) -> dict:
@@ -473,6 +515,26 @@ class Client:
     def status(self) -> dict:
         """The status of the member the client is connected to."""
         return self._run(self._client.status())
+
+    def members(self) -> list[dict]:
+        """Every member: `{"id", "address", "voter", "match"}` (see AsyncClient.members)."""
+        return self._run(self._client.members())
+
+    def add_member(self, node_id: int, address: str, learner: bool = False) -> int:
+        """Add a member (see AsyncClient.add_member)."""
+        return self._run(self._client.add_member(node_id, address, learner))
+
+    def remove_member(self, node_id: int) -> int:
+        """Remove a member (see AsyncClient.remove_member)."""
+        return self._run(self._client.remove_member(node_id))
+
+    def promote(self, node_id: int, max_lag: Optional[int] = None) -> int:
+        """Make a learner a voter (see AsyncClient.promote)."""
+        return self._run(self._client.promote(node_id, max_lag))
+
+    def transfer_leadership(self, to_id: int) -> None:
+        """Make voter `to_id` the leader (see AsyncClient.transfer_leadership)."""
+        self._run(self._client.transfer_leadership(to_id))
 
     def close(self) -> None:
         """Close the connection and stop the client's thread (idempotent)."""

@@ -32,9 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from raftlog.core import confchange
 from raftlog.core.config import Config
 from raftlog.core.messages import Message
 from raftlog.core.rawnode import RawNode
+from raftlog.runtime.membership import DEFAULT_PROMOTE_LAG, Joiner, Membership
 from raftlog.runtime.peers import parse_address
 from raftlog.runtime.server import ClientService
 from raftlog.runtime.transport import Listener, PeerTransport
@@ -68,6 +70,12 @@ class NodeConfig:
     heartbeat_ms: int = 50
     request_timeout: float = 10.0
     engine_options: dict[str, Any] = field(default_factory=dict)   # extra Config fields
+    # Membership (issue 7): `join` is a member's HOST:PORT to ask for admission (then `peers`
+    # names only this node); the joined learner is promoted once within `promote_lag` entries.
+    join: Optional[str] = None
+    promote: bool = True
+    promote_lag: int = DEFAULT_PROMOTE_LAG
+    transfer_on_stop: bool = True     # a leader hands over leadership before a clean shutdown
 
     @property
     def address(self) -> str:
@@ -81,8 +89,10 @@ class NodeConfig:
         lo_t = max(2, round(lo / tick_ms))
         hi_t = max(lo_t + 1, round(hi / tick_ms))
         hb = max(1, round(self.heartbeat_ms / tick_ms))
-        return Config(node_id=self.node_id, voters=tuple(sorted(self.peers)), election_ticks=(lo_t, hi_t),
-                      heartbeat_ticks=hb, applied=applied, **self.engine_options)
+        voters = () if self.join else tuple(sorted(self.peers))
+        return Config(node_id=self.node_id, voters=voters, election_ticks=(lo_t, hi_t),
+                      heartbeat_ticks=hb, applied=applied, addresses=tuple(sorted(self.peers.items())),
+                      join=bool(self.join), **self.engine_options)
 
 
 def open_storage(cfg: NodeConfig) -> Any:
@@ -104,6 +114,8 @@ class Node:
         self.peers: Optional[PeerTransport] = None
         self.listener: Optional[Listener] = None
         self.service = ClientService(self, request_timeout=cfg.request_timeout)
+        self.membership = Membership(self)
+        self.joiner: Optional[Joiner] = None
         self.applied_index = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftlog-writer-{cfg.node_id}")
         self._inflight: Optional[asyncio.Future] = None
@@ -136,6 +148,11 @@ class Node:
             self.raw = RawNode(self.cfg.engine_config(applied), self.storage, self._rng)
             self.applied_index = self.raw.applied_index
             self._shown = (str(self.raw.role), self.raw.leader_id, self.raw.term)
+            # The stored configuration (replicated with every change) knows the members'
+            # addresses better than the command line does.
+            for nid, addr in self.raw.conf_state.addresses:
+                if nid != self.node_id:
+                    self.cfg.peers[nid] = addr
             self.peers = PeerTransport(self.node_id, self.cfg.cluster_id, self.cfg.peers, self._on_message,
                                        self._on_peer, rng=self._rng)
             self.listener = Listener(self.node_id, self.cfg.cluster_id, self.peers, self.service.handler_for)
@@ -145,7 +162,12 @@ class Node:
             self.storage.close()
             self._writer.shutdown(wait=True)
             raise
+        if self.cfg.join:
+            self.peers.accept_unknown = True    # we learn the members from the log
         self.peers.start()
+        if self.cfg.join:
+            self.joiner = Joiner(self, self.cfg.join, promote=self.cfg.promote, max_lag=self.cfg.promote_lag)
+            self.joiner.start()
         self._tick_origin = time.monotonic()
         self._schedule_tick()
         log.info("node %d listening on %s (cluster %s, term %d, last index %d, commit %d)", self.node_id,
@@ -170,8 +192,12 @@ class Node:
             assert self._stopped is not None
             await self._stopped.wait()
             return
+        if self.cfg.transfer_on_stop and self.raw is not None and self._failure is None:
+            await self._hand_over()
         self._stopping = True
         log.info("node %d shutting down", self.node_id)
+        if self.joiner is not None:
+            await self.joiner.stop()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         self.service.shutdown()
@@ -198,6 +224,32 @@ class Node:
         log.info("node %d stopped", self.node_id)
         assert self._stopped is not None
         self._stopped.set()
+
+    async def _hand_over(self) -> None:
+        """A leader about to stop transfers leadership to its most up-to-date voter first (diss. 3.10).
+
+        Waits at most one election timeout; the cluster then needs no election timeout of
+        its own to notice the leader is gone.
+        """
+        raw = self.raw
+        if str(raw.role) != "leader":
+            return
+        target = raw.raft.best_transferee() or next(
+            (v for v in raw.raft.all_voters if v != self.node_id and self.peers is not None
+             and self.peers.connected(v)), 0)
+        if not target:
+            return
+        try:
+            raw.transfer_leadership(target)
+        except Exception as exc:
+            log.info("node %d: no leadership transfer before shutdown: %s", self.node_id, exc)
+            return
+        self.kick()
+        deadline = time.monotonic() + self.cfg.election_timeout_ms[1] / 1000
+        while time.monotonic() < deadline and str(raw.role) == "leader":
+            await asyncio.sleep(0.01)
+        if str(raw.role) != "leader":
+            log.info("node %d handed leadership to node %d before shutting down", self.node_id, target)
 
     # -- inputs -----------------------------------------------------------------------------
     def _on_message(self, msg: Message) -> None:
@@ -270,6 +322,7 @@ class Node:
         self._ticks += max(elapsed, 0)
         if self._ticks % 10 == 0:
             self.service.expire(now)
+            self.membership.poll()
         self._schedule_tick()
         self.kick()
 
@@ -297,6 +350,8 @@ class Node:
         if not raw.has_ready():
             return
         rd = raw.ready()
+        if rd.conf_state is not None:
+            self.membership.learn(rd.conf_state)
         self._refill()
         self._show_role()
         self._send(rd.messages)
@@ -330,7 +385,8 @@ class Node:
         """Writer thread: the Ready's whole write in one transaction (durable on return when sync)."""
         entries = rd.entries if rd.entries is not None and len(rd.entries) else None
         self.storage.save(hard_state=hard_state, truncate_from=rd.truncate_from,
-                          first_index=rd.entries_index if entries is not None else 0, records=entries)
+                          first_index=rd.entries_index if entries is not None else 0, records=entries,
+                          conf_state=rd.conf_state)
 
     def _schedule_lazy_flush(self) -> None:
         if self._lazy_timer is None and self._loop is not None:
@@ -435,7 +491,9 @@ class Node:
             "leader": leader or None,
             "leader_address": self.address_of(leader) or None,
             "cluster_id": self.cfg.cluster_id,
-            "members": {str(p): addr for p, addr in sorted(self.cfg.peers.items())},
+            "members": {str(p): self.address_of(p) for p in sorted(confchange.members(raw.conf_state))},
+            "member_table": raw.members(),
+            "configuration": confchange.describe(raw.conf_state),
             "connected": sorted(p for p in self.cfg.peers if peers is not None and peers.connected(p)),
             "dropped_messages": {str(p): n for p, n in sorted(peers.dropped.items())} if peers is not None else {},
             "pending_requests": len(self.service.pending),

@@ -34,6 +34,7 @@ from raftlog.hot import (
     FRAME_APPEND,
     FRAME_READ,
     FRAME_STATUS,
+    KIND_CONF,
     KIND_DATA,
     RecordBatch,
     encode_appended,
@@ -147,6 +148,13 @@ class ClientService:
             self._error(conn, request_id, ERR_TOO_LARGE,
                         f"{records.nbytes} bytes in one append; the limit is {self.max_append_bytes}")
             return
+        if records.kind(0) == KIND_CONF:
+            # An admin request (membership, leadership transfer): runtime/membership.py.
+            if len(records) != 1:
+                self._error(conn, request_id, ERR_BAD_REQUEST, "an admin request is one record")
+                return
+            self.node.membership.handle(conn, request_id, records, self.request_timeout)
+            return
         deadline = time.monotonic() + self.request_timeout
         if self.backlog:    # keep arrival order behind requests already waiting for budget
             self.backlog.append(_Waiting(conn, request_id, records, deadline))
@@ -162,6 +170,9 @@ class ClientService:
             first, term = node.raw.propose(records)
         except NotLeader:
             self._error(conn, request_id, ERR_NOT_LEADER, "not the leader")
+            return True
+        except ValueError as exc:    # e.g. configuration records mixed into data
+            self._error(conn, request_id, ERR_BAD_REQUEST, str(exc))
             return True
         except ProposalDropped:
             self.backlog.append(_Waiting(conn, request_id, records, deadline))
@@ -193,6 +204,9 @@ class ClientService:
         PRECONDITION: called for every committed batch, in index order.
         """
         hi = first + len(batch) - 1
+        membership = getattr(self.node, "membership", None)   # absent on test doubles
+        if membership is not None:
+            membership.on_committed(first, batch)
         pend = self.pending
         while pend and pend[0].last <= hi:
             self._settle(pend.popleft(), first, batch)
@@ -234,6 +248,9 @@ class ClientService:
         for c in self.conns:
             if not c.write_paused:
                 c.resume_reading()
+        membership = getattr(self.node, "membership", None)
+        if membership is not None:
+            membership.poll()
 
     def expire(self, now: float) -> None:
         """Answer timeout to pending requests past their deadline (their outcome is unknown)."""

@@ -297,7 +297,7 @@ class Listener:
             peer_id = frame[3]
             if peer_id == self.node_id:
                 problem = ERR_BAD_REQUEST, f"a peer claims this node's own id {peer_id}"
-            elif peer_id not in self.peers.addresses:
+            elif peer_id not in self.peers.addresses and not self.peers.accept_unknown:
                 problem = ERR_BAD_REQUEST, f"node {peer_id} is not a member of this cluster"
         if problem is not None:
             conn.fail(*problem)
@@ -359,13 +359,25 @@ class PeerTransport:
         self.dropped: dict[int, int] = {p: 0 for p in addresses if p != node_id}
         self._dialers: list[asyncio.Task] = []
         self._closing = False
+        self._started = False
+        # A node started with --join knows no members yet: it accepts any peer of its cluster.
+        self.accept_unknown = False
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         """Start dialing every peer with a higher id (the lower id of a pair dials)."""
+        self._started = True
         for peer_id in sorted(self.addresses):
             if peer_id > self.node_id:
                 self._dialers.append(asyncio.get_running_loop().create_task(self._dial_forever(peer_id)))
+
+    def add_peer(self, peer_id: int, address: str) -> None:
+        """A member added by a configuration change: remember its address and dial it if we are the lower id."""
+        known = peer_id in self.addresses
+        self.addresses[peer_id] = address
+        self.dropped.setdefault(peer_id, 0)
+        if not known and self._started and not self._closing and peer_id > self.node_id:
+            self._dialers.append(asyncio.get_running_loop().create_task(self._dial_forever(peer_id)))
 
     async def close(self) -> None:
         """Stop dialing and close every peer connection."""

@@ -1,0 +1,329 @@
+"""Membership and leadership administration for a running node: the runtime side of issue 7.
+
+Requests. An admin request travels as a client Append whose single record has kind
+KIND_CONF and a JSON body (the server never proposes such a record as it is):
+
+    {"op": "add", "id": 4, "address": "127.0.0.1:7004", "learner": true}
+    {"op": "remove", "id": 2}
+    {"op": "promote", "id": 4, "max_lag": 0}      (max_lag: wait until the learner is that close)
+    {"op": "transfer", "to": 3}
+
+It is answered with Appended(request_id, index, count): for a change, the index of its
+configuration entry once the change is complete (committed, joint phase left), count 1, or
+count 0 when the configuration already was so (a retried request); for a transfer, once
+the target leads (index 0). While another change is in flight the request waits here, up to
+the request timeout, instead of failing. Errors: not-leader (with the leader's address),
+bad-request (the change does not fit), timeout.
+
+Peers. Every configuration the engine takes into use carries the members' addresses; the
+node hands new ones to the transport (`learn`), so a member added by address is dialed
+without any restart, and a node started with `--join` learns the whole cluster from the log.
+
+Joining. `Joiner` runs on a node started with `--join ADDR`: it asks the cluster (through
+ADDR, following redirects) to add it as a learner, then asks for its promotion with a lag
+bound: the leader promotes it once its log is within `max_lag` entries of the leader's.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+from raftlog.core import confchange
+from raftlog.core.messages import ConfState
+from raftlog.core.raft import Role
+from raftlog.errors import NotLeader, ProposalDropped
+from raftlog.hot import ERR_BAD_REQUEST, ERR_NOT_LEADER, ERR_TIMEOUT, KIND_CONF, RecordBatch, encode_appended
+
+if TYPE_CHECKING:
+    from raftlog.runtime.node import Node
+    from raftlog.runtime.transport import Connection
+
+log = logging.getLogger("raftlog.membership")
+
+DEFAULT_PROMOTE_LAG = 64      # a learner within this many entries of the leader is promoted (--join)
+
+
+def admin_request(body: dict) -> RecordBatch:
+    """The records of an admin request (what the client sends in an Append)."""
+    return RecordBatch.encode(0, KIND_CONF, [json.dumps(body, separators=(",", ":")).encode()])
+
+
+def changes_for(body: dict) -> list[dict]:
+    """The engine's change list for an admin request body; ValueError when malformed."""
+    op = body.get("op")
+    nid = int(body.get("id", 0))
+    if nid <= 0:
+        raise ValueError("the request needs a node id > 0")
+    if op == "add":
+        address = str(body.get("address", ""))
+        if not address:
+            raise ValueError("adding a member needs its address")
+        kind = confchange.ADD_LEARNER if body.get("learner") else confchange.ADD_VOTER
+        return [confchange.change(kind, nid, address)]
+    if op == "remove":
+        return [confchange.change(confchange.REMOVE, nid)]
+    if op == "promote":
+        return [confchange.change(confchange.PROMOTE, nid)]
+    raise ValueError(f"unknown admin operation {op!r}")
+
+
+def already_done(conf: ConfState, changes: list[dict]) -> bool:
+    """True when `conf` already reflects every change (a retried request must not fail)."""
+    voters = set(conf.voters) | set(conf.voters_outgoing)
+    for ch in changes:
+        op, nid = ch["op"], ch["id"]
+        if op == confchange.ADD_VOTER or op == confchange.PROMOTE:
+            if nid not in conf.voters:
+                return False
+        elif op == confchange.ADD_LEARNER:
+            if nid not in conf.learners and nid not in voters:
+                return False
+        elif op == confchange.REMOVE:
+            if nid in confchange.members(conf):
+                return False
+    return True
+
+
+@dataclass
+class _Op:
+    conn: "Connection"
+    request_id: int
+    deadline: float
+    changes: list = field(default_factory=list)
+    transfer_to: int = 0
+    max_lag: Optional[int] = None
+    index: int = 0            # the configuration entry, once proposed
+    term: int = 0
+    started: bool = False     # transfer asked of the engine
+
+
+class Membership:
+    """Admin requests of one node's client service, and the addresses its transport dials."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.ops: list[_Op] = []
+        self.committed_conf_index = 0     # index of the last configuration entry seen committed
+        self.last_committed_conf: Optional[ConfState] = None
+        self.removed_logged = False
+
+    # -- requests ---------------------------------------------------------------------------
+    def handle(self, conn: "Connection", request_id: int, records: RecordBatch, timeout: float) -> None:
+        """An Append whose records are an admin request."""
+        try:
+            body = json.loads(bytes(records.payload(0)))
+            if not isinstance(body, dict):
+                raise ValueError("the request must be a JSON object")
+            op = _Op(conn, request_id, time.monotonic() + timeout)
+            if body.get("op") == "transfer":
+                op.transfer_to = int(body.get("to", 0))
+                if op.transfer_to <= 0:
+                    raise ValueError("a transfer needs the target's id")
+            else:
+                op.changes = changes_for(body)
+                if body.get("op") == "promote" and body.get("max_lag") is not None:
+                    op.max_lag = int(body["max_lag"])
+        except (ValueError, KeyError, TypeError, confchange.ConfChangeError) as exc:
+            self._error(conn, request_id, ERR_BAD_REQUEST, str(exc))
+            return
+        log.info("node %d: admin request %s", self.node.node_id, body)
+        self.ops.append(op)
+        self.poll()
+
+    def _error(self, conn: "Connection", request_id: int, code: int, message: str) -> None:
+        self.node.service._error(conn, request_id, code, message)
+
+    def _reply(self, op: _Op, index: int, count: int) -> None:
+        self.node.service._reply(op.conn, encode_appended(op.request_id, index, count))
+
+    def poll(self) -> None:
+        """Move every waiting request forward; called after each Ready and from the timer."""
+        if not self.ops:
+            return
+        now = time.monotonic()
+        keep = []
+        for op in self.ops:
+            if op.conn.closed:
+                continue
+            try:
+                done = self._step(op, now)
+            except NotLeader:
+                self._error(op.conn, op.request_id, ERR_NOT_LEADER, "not the leader")
+                done = True
+            except (confchange.ConfChangeError, ValueError) as exc:
+                self._error(op.conn, op.request_id, ERR_BAD_REQUEST, str(exc))
+                done = True
+            if not done and now > op.deadline:
+                self._error(op.conn, op.request_id, ERR_TIMEOUT,
+                            "not completed in time; the outcome is unknown" if op.index or op.started
+                            else "another change kept the configuration busy")
+                done = True
+            if not done:
+                keep.append(op)
+        self.ops = keep
+
+    def _step(self, op: _Op, now: float) -> bool:
+        raw = self.node.raw
+        if op.transfer_to:
+            return self._step_transfer(op)
+        if op.index:
+            # Proposed: complete once committed by its term and the joint phase is over.
+            lg = raw.raft.log
+            if lg.committed >= op.index:
+                if lg.term_at(op.index) != op.term:
+                    self._error(op.conn, op.request_id, ERR_NOT_LEADER, "the change was replaced by another leader; retry")
+                    return True
+                last = self.last_committed_conf
+                if self.committed_conf_index >= op.index and last is not None and not confchange.is_joint(last):
+                    self._reply(op, op.index, 1)
+                    return True
+            if raw.role is not Role.LEADER and lg.committed < op.index:
+                raise NotLeader(raw.leader_id)
+            return False
+        if raw.role is not Role.LEADER:
+            raise NotLeader(raw.leader_id)
+        conf = raw.conf_state
+        if raw.conf_settled() and already_done(conf, op.changes):
+            self._reply(op, raw.commit_index, 0)
+            return True
+        if not raw.conf_settled():
+            return False
+        if op.max_lag is not None:
+            nid = op.changes[0]["id"]
+            pr = raw.raft.progress.get(nid)
+            if pr is None or pr.match + op.max_lag < raw.last_index:
+                return False
+        try:
+            op.index, op.term = raw.propose_conf_change(op.changes)
+        except ProposalDropped:
+            return False
+        self.node.kick()
+        return False
+
+    def _step_transfer(self, op: _Op) -> bool:
+        raw = self.node.raw
+        if op.started:
+            if raw.leader_id == op.transfer_to:
+                self._reply(op, 0, 0)
+                return True
+            if raw.role is Role.LEADER and raw.raft.lead_transferee == 0:
+                self._error(op.conn, op.request_id, ERR_TIMEOUT,
+                            f"node {op.transfer_to} did not take over within an election timeout")
+                return True
+            return False
+        if raw.role is not Role.LEADER:
+            if raw.leader_id == op.transfer_to:
+                self._reply(op, 0, 0)
+                return True
+            raise NotLeader(raw.leader_id)
+        if op.transfer_to == raw.id:
+            self._reply(op, 0, 0)
+            return True
+        raw.transfer_leadership(op.transfer_to)
+        op.started = True
+        self.node.kick()
+        return False
+
+    # -- what the node tells us -------------------------------------------------------------
+    def on_committed(self, first: int, batch: RecordBatch) -> None:
+        """Committed entries: remember the last configuration entry among them."""
+        found = confchange.scan(batch, first)
+        if found:
+            index, payload = found[-1]
+            self.committed_conf_index = index
+            self.last_committed_conf = confchange.decode_entry(payload)[0]
+
+    def learn(self, conf: ConfState) -> None:
+        """The engine took `conf` into use: give the transport every new address; note our own removal."""
+        node = self.node
+        for nid, address in confchange.address_map(conf).items():
+            if nid != node.node_id and node.cfg.peers.get(nid) != address:
+                node.cfg.peers[nid] = address
+                if node.peers is not None:
+                    node.peers.add_peer(nid, address)
+                log.info("node %d learned the address of node %d: %s", node.node_id, nid, address)
+        everyone = confchange.members(conf)
+        if conf.voters and node.node_id not in everyone:
+            if not self.removed_logged:
+                log.info("node %d was removed from the cluster (configuration %s)", node.node_id,
+                         confchange.describe(conf))
+                self.removed_logged = True
+        else:
+            self.removed_logged = False
+
+    def members(self) -> list[dict]:
+        """The member table of status(): id, address, voter, match."""
+        return self.node.raw.members()
+
+
+class Joiner:
+    """Makes a node started with `--join` a member: added as a learner, then promoted once caught up."""
+
+    def __init__(self, node: "Node", join_address: str, *, promote: bool = True,
+                 max_lag: int = DEFAULT_PROMOTE_LAG) -> None:
+        self.node = node
+        self.join_address = join_address
+        self.promote = promote
+        self.max_lag = max_lag
+        self.task: Optional[asyncio.Task] = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    def _role_in_conf(self) -> str:
+        conf = self.node.raw.conf_state
+        nid = self.node.node_id
+        if nid in conf.voters or nid in conf.voters_outgoing:
+            return "voter"
+        if nid in conf.learners:
+            return "learner"
+        return "none"
+
+    async def run(self) -> None:
+        """Retry until this node is a voter (or a learner, when promotion is off)."""
+        from raftlog.runtime.client import AsyncClient
+        node = self.node
+        nid = node.node_id
+        while True:
+            role = self._role_in_conf()
+            if role == "voter" or (role == "learner" and not self.promote):
+                log.info("node %d joined the cluster as a %s", nid, role)
+                return
+            client = AsyncClient([self.join_address, *[a for i, a in node.cfg.peers.items() if i != nid]],
+                                 cluster_id=node.cfg.cluster_id, timeout=30.0)
+            try:
+                if role == "none":
+                    await client.add_member(nid, node.cfg.address, learner=True)
+                    log.info("node %d was added as a learner", nid)
+                elif self.promote:
+                    await client.promote(nid, max_lag=self.max_lag)
+                    log.info("node %d was promoted to voter", nid)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:   # keep trying: the cluster may be electing, or busy with a change
+                log.info("node %d: join step failed, retrying: %s", nid, exc)
+                await asyncio.sleep(0.5)
+            finally:
+                await client.close()
+            # The change is committed; wait until our own log holds it.
+            for _ in range(100):
+                if self._role_in_conf() != role:
+                    break
+                await asyncio.sleep(0.05)
+
+
+def members_from_status(status: dict) -> list[dict[str, Any]]:
+    """The `members` list of a leader's status (what `raftlog members` prints)."""
+    return list(status.get("member_table") or [])

@@ -1,0 +1,161 @@
+"""Real processes: grow a cluster by `--join`, remove originals (the leader too), transfer leadership,
+SIGKILL during a change, graceful leader shutdown hands over. Every process is killed by PID.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_process_cluster import ProcCluster, assert_logs_agree, free_ports, wait_for
+
+pytestmark = pytest.mark.process
+
+
+class MemberCluster(ProcCluster):
+    """ProcCluster plus nodes that join a running cluster by address."""
+
+    def add_address(self, i: int) -> None:
+        self.addresses[i] = f"127.0.0.1:{free_ports(1)[0]}"
+
+    def start_joiner(self, i: int, via: int, *extra: str) -> None:
+        log = open(os.path.join(self.root, f"node{i}.log"), "ab")
+        cmd = [sys.executable, "-m", "raftlog", "-v", "node", "--id", str(i), "--data", self.data_dir(i),
+               "--listen", self.addresses[i], "--join", self.addresses[via], "--cluster-id", "proc-test", *extra]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.procs[i] = proc
+        self.all_procs.append(proc)
+
+    def cli(self, *args: str, via: list[int], timeout: float = 30) -> subprocess.CompletedProcess:
+        peers = ",".join(self.addresses[i] for i in via)
+        return subprocess.run([sys.executable, "-m", "raftlog", *args[:1], "--peers", peers, "--cluster-id",
+                               "proc-test", *args[1:]], capture_output=True, text=True, timeout=timeout)
+
+    def members(self, via: list[int]) -> list[dict]:
+        out = self.cli("members", "--json", via=via)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def voters(self, via: list[int]) -> set[int]:
+        return {m["id"] for m in self.members(via) if m["voter"]}
+
+    def leader_of(self, ids: list[int]):
+        """(leader id, term) when a member of `ids` leads and a majority of `ids` agree."""
+        sts = {i: s for i, s in self.statuses(ids).items() if s is not None}
+        leaders = [(s["term"], i) for i, s in sts.items() if s["role"] == "leader"]
+        if not leaders:
+            return None
+        term, lid = max(leaders)
+        agree = sum(1 for s in sts.values() if s["term"] == term and s["leader"] == lid)
+        return (lid, term) if agree > len(ids) // 2 else None
+
+    def node_log(self, i: int) -> str:
+        with open(os.path.join(self.root, f"node{i}.log"), errors="replace") as f:
+            return f.read()
+
+
+@pytest.fixture
+def make_members(tmp_path):
+    made: list[MemberCluster] = []
+
+    def make(n: int) -> MemberCluster:
+        c = MemberCluster(n, str(tmp_path))
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def test_grow_to_five_by_joining_remove_two_originals_with_the_leader_and_transfer(make_members):
+    c = make_members(3)
+    c.start_all()
+    lid, _ = wait_for("a leader", lambda: c.leader_of([1, 2, 3]))
+    acked: dict[int, bytes] = {}
+    with c.client() as client:
+        for k in range(20):
+            acked[client.append(b"early-%d" % k)] = b"early-%d" % k
+    # Grow 3 -> 5: each new node asks node 1 to add it, catches up as a learner, is promoted.
+    for i in (4, 5):
+        c.add_address(i)
+        c.start_joiner(i, via=1)
+    wait_for("nodes 4 and 5 to be voters", lambda: c.voters([1, 2, 3]) == {1, 2, 3, 4, 5}, timeout=40)
+    assert "joined the cluster as a voter" in c.node_log(4)
+    table = c.cli("members", via=[1, 2, 3])
+    assert table.returncode == 0 and "learner" not in table.stdout and "127.0.0.1" in table.stdout
+    with c.client(list(c.addresses)) as client:
+        for k in range(20):
+            acked[client.append(b"grown-%d" % k)] = b"grown-%d" % k
+    # Remove the leader (an original) and one more original.
+    lid, _ = wait_for("a leader", lambda: c.leader_of([1, 2, 3, 4, 5]))
+    if lid not in (1, 2, 3):
+        assert c.cli("transfer", "--to", "1", via=[1, 2, 3, 4, 5]).returncode == 0
+        lid = 1
+    other = next(i for i in (1, 2, 3) if i != lid)
+    out = c.cli("members", "remove", str(lid), via=[1, 2, 3, 4, 5])
+    assert out.returncode == 0, out.stderr
+    out = c.cli("members", "remove", str(other), via=[i for i in (1, 2, 3, 4, 5) if i != lid])
+    assert out.returncode == 0, out.stderr
+    rest = [i for i in (1, 2, 3, 4, 5) if i not in (lid, other)]
+    wait_for("the remaining three to agree on a leader", lambda: c.leader_of(rest))
+    assert c.voters(rest) == set(rest)
+    # The removed ones stop: they are idle (no leader among them, no campaigning voters).
+    for i in (lid, other):
+        c.kill(i)
+    # Transfer leadership to each remaining voter in turn.
+    for target in rest:
+        out = c.cli("transfer", "--to", str(target), via=rest)
+        assert out.returncode == 0, out.stderr
+        assert wait_for(f"node {target} to lead", lambda: (c.leader_of(rest) or (0,))[0] == target)
+    with c.client(rest) as client:
+        for k in range(10):
+            acked[client.append(b"late-%d" % k)] = b"late-%d" % k
+        got = {e.index: e.data for e in client.read(1)}
+    for index, payload in acked.items():
+        assert got.get(index) == payload
+    assert_logs_agree(c, rest, acked)
+
+
+def test_sigkill_of_the_leader_during_a_membership_change(make_members):
+    c = make_members(3)
+    c.start_all()
+    wait_for("a leader", lambda: c.leader_of([1, 2, 3]))
+    acked: dict[int, bytes] = {}
+    with c.client() as client:
+        for k in range(200):
+            acked[client.append(b"x-%d" % k)] = b"x-%d" % k
+    c.add_address(4)
+    c.start_joiner(4, 2, "--promote-lag", "0")
+    # Kill the leader while node 4 is being added / caught up / promoted.
+    wait_for("node 4 to be added", lambda: 4 in {m["id"] for m in c.members([1, 2, 3])}, timeout=40)
+    lid, _ = wait_for("a leader", lambda: c.leader_of([1, 2, 3]))
+    c.kill(lid)
+    c.start(lid)
+    wait_for("node 4 to become a voter", lambda: c.voters([1, 2, 3]) == {1, 2, 3, 4}, timeout=40)
+    wait_for("every node to use the same configuration",
+             lambda: len({(s or {}).get("configuration") for s in c.statuses([1, 2, 3, 4]).values()}) == 1)
+    with c.client([1, 2, 3, 4]) as client:
+        acked[client.append(b"after")] = b"after"
+    assert_logs_agree(c, [1, 2, 3, 4], acked)
+
+
+def test_graceful_shutdown_of_the_leader_transfers_leadership_first(make_members):
+    c = make_members(3)
+    c.start_all()
+    lid, term = wait_for("a leader", lambda: c.leader_of([1, 2, 3]))
+    with c.client() as client:
+        client.append(b"before")
+    c.signal(lid, signal.SIGTERM)
+    c.procs[lid].wait(15)
+    assert c.procs[lid].returncode == 0
+    assert "handed leadership to node" in c.node_log(lid)
+    rest = [i for i in (1, 2, 3) if i != lid]
+    new, new_term = wait_for("a new leader", lambda: c.leader_of(rest))
+    assert new != lid and new_term == term + 1     # one election: the transfer, no timeout race
