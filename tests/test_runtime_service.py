@@ -19,6 +19,7 @@ class FakeConn:
     def __init__(self) -> None:
         self.closed = False
         self.write_paused = False
+        self.backlog_bytes = 0      # Connection's queued reply bytes (the service pauses a client over a bound)
         self.decoder = FrameDecoder()
         self.frames: list = []
         self.on_writable = None

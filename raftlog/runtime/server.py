@@ -63,6 +63,7 @@ DEFAULT_READ_ENTRIES = 1000
 MAX_READ_ENTRIES = 100_000
 DEFAULT_READ_BYTES = 1 << 20
 MAX_READ_BYTES = 16 << 20
+REPLY_BACKLOG_BYTES = 2 * MAX_READ_BYTES   # replies queued for one client before its requests wait
 
 
 class _Pending(NamedTuple):
@@ -120,8 +121,10 @@ class ClientService:
         if conn.closed:
             return
         conn.send(frame)
-        if conn.write_paused:
-            conn.pause_reading()    # the client is not reading its replies: stop reading its requests
+        if conn.write_paused or conn.backlog_bytes > REPLY_BACKLOG_BYTES:
+            # The client is not reading its replies (or asked for more than it reads in one
+            # go): stop reading its requests until the socket drains (on_writable resumes).
+            conn.pause_reading()
 
     def _maybe_resume(self, conn: "Connection") -> None:
         if not self.backlog:

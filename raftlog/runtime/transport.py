@@ -23,6 +23,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from typing import Callable, Optional, Protocol
 
 from raftlog.core.messages import Message
@@ -31,6 +32,8 @@ from raftlog.hot import (
     DEFAULT_MAX_FRAME,
     ERR_BAD_REQUEST,
     ERR_CLUSTER_MISMATCH,
+    ERR_TIMEOUT,
+    ERR_TOO_LARGE,
     ERR_VERSION,
     FRAME_ERROR,
     FRAME_HANDSHAKE,
@@ -52,6 +55,19 @@ PEER_QUEUE_BYTES = 8 << 20     # per-peer bound on bytes waiting to be written
 BACKOFF_BASE = 0.05            # first reconnect delay, seconds
 BACKOFF_CAP = 2.0              # largest reconnect delay, seconds
 CONNECT_TIMEOUT = 2.0
+# Limits that keep a hostile or broken sender from costing unbounded memory or sockets. The
+# decoder only ever buffers one unfinished frame, so bounding that buffer per role bounds a
+# connection's input memory; peers (members, past the handshake) may send up to max_frame.
+HANDSHAKE_MAX_BYTES = 1 << 17          # unfinished input of a connection that has not said who it is
+CLIENT_MAX_BUFFER = (4 << 20) + (1 << 20)   # a client's unfinished frame: the largest append plus slack
+MAX_CONNECTIONS = 1024                 # client and not-yet-handshaken connections; more are refused at once
+CLIENT_IDLE_TIMEOUT = 600.0            # a client connection with no traffic either way this long is closed
+PARTIAL_FRAME_TIMEOUT = 30.0           # a client frame that takes longer to arrive closes its connection
+SWEEP_SECONDS = 1.0                    # how often the listener looks for idle and slow connections
+# No real cluster reaches a term or index of 2^62 (at a million elections or entries a second
+# that is 146,000 years). A message claiming one is forged or corrupt: accepted, a term of
+# 2^64-1 left every node unable to campaign (term + 1 no longer encodes), found by the fuzzer.
+MAX_RAFT_NUMBER = 1 << 62
 
 
 class Handler(Protocol):
@@ -85,6 +101,11 @@ class Connection(asyncio.Protocol):
         self.role = 0                # ROLE_PEER / ROLE_CLIENT after the handshake
         self.dropped = 0             # droppable frames refused because the queue was full
         self.on_writable = on_writable
+        self.max_buffer = HANDSHAKE_MAX_BYTES   # raised by the role's limit after the handshake
+        self.last_frame = self.last_sent = time.monotonic()
+        self._held: deque[tuple] = deque()       # decoded frames waiting while reading is paused
+        self._read_paused = False
+        self._drain_scheduled = False
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._flush_scheduled = False
@@ -106,8 +127,27 @@ class Connection(asyncio.Protocol):
         except FrameError as exc:
             self.fail(ERR_BAD_REQUEST, f"bad frame: {exc}")
             return
-        for frame in frames:
+        if frames:
+            self.last_frame = time.monotonic()
+            self._dispatch(frames)
+        # Checked after the frames are handled: a handshake among them may raise the limit
+        # (a peer's first AppendEntries often shares a segment with its handshake).
+        if not self.closed and self.decoder.buffered > self.max_buffer:
+            self.fail(ERR_TOO_LARGE, f"{self.decoder.buffered} bytes of one unfinished frame; "
+                                     f"the limit here is {self.max_buffer}")
+
+    def _dispatch(self, frames: list) -> None:
+        if self._held or self._read_paused:
+            self._held.extend(frames)
+            return
+        for k, frame in enumerate(frames):
             if self.closed:
+                return
+            if self._read_paused:
+                # One socket read can hold many pipelined requests; the ones after a pause
+                # wait here, so backpressure is per frame, not per read (a 64 KiB read of
+                # small Read requests could otherwise queue gigabytes of replies).
+                self._held.extend(frames[k:])
                 return
             self.handler.on_frame(self, frame)
 
@@ -166,19 +206,40 @@ class Connection(asyncio.Protocol):
         out = self._out
         self._out = []
         self._out_bytes = 0
+        self.last_sent = time.monotonic()
         # One write per turn: the transport either sends it at once or buffers it whole;
         # joining first keeps small Raft frames from costing one syscall each.
         self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if self._read_paused and not self._write_paused and self.on_writable is not None:
+            # Reading was paused for what sat in `_out`, and the kernel took it without the
+            # transport pausing: no resume_writing will come, so say "writable" now.
+            self.on_writable()
 
     def pause_reading(self) -> None:
-        """Stop reading requests (backpressure towards the sender)."""
+        """Stop reading requests (backpressure towards the sender); frames already read wait in order."""
+        self._read_paused = True
         if self.transport is not None and not self.closed and self.transport.is_reading():
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        """Undo pause_reading."""
-        if self.transport is not None and not self.closed and not self.transport.is_reading():
+        """Undo pause_reading: frames held meanwhile are handled first (in a later turn), then the socket is read."""
+        if self.closed:
+            return
+        self._read_paused = False
+        if self._held:
+            if not self._drain_scheduled:
+                self._drain_scheduled = True
+                asyncio.get_running_loop().call_soon(self._drain_held)
+            return
+        if self.transport is not None and not self.transport.is_reading():
             self.transport.resume_reading()
+
+    def _drain_held(self) -> None:
+        self._drain_scheduled = False
+        while self._held and not self._read_paused and not self.closed:
+            self.handler.on_frame(self, self._held.popleft())
+        if not self._held and not self._read_paused and not self.closed:
+            self.resume_reading()
 
     # -- closing ----------------------------------------------------------------------------
     def fail(self, code: int, message: str, request_id: int = 0, *, level: int = logging.WARNING) -> None:
@@ -257,25 +318,45 @@ class _Acceptor:
     def on_close(self, conn: Connection) -> None:
         if self.timer is not None:
             self.timer.cancel()
+        self.listener.pending.discard(conn)
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the limit: closed as soon as it is made, before reading anything."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        transport.abort()
 
 
 class Listener:
     """The node's one port: accepts connections and hands each, after its handshake, to peers or clients."""
 
     def __init__(self, node_id: int, cluster_id: str, peers: "PeerTransport",
-                 client_handler_factory: Callable[[Connection], Handler], *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+                 client_handler_factory: Callable[[Connection], Handler], *, max_frame: int = DEFAULT_MAX_FRAME,
+                 max_connections: Optional[int] = None, client_max_buffer: Optional[int] = None,
+                 idle_timeout: Optional[float] = None, partial_frame_timeout: Optional[float] = None) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.peers = peers
         self.client_handler_factory = client_handler_factory
         self.max_frame = max_frame
+        # None = the module's default, read now (tests lower them with monkeypatch).
+        self.max_connections = MAX_CONNECTIONS if max_connections is None else max_connections
+        self.client_max_buffer = CLIENT_MAX_BUFFER if client_max_buffer is None else client_max_buffer
+        self.idle_timeout = CLIENT_IDLE_TIMEOUT if idle_timeout is None else idle_timeout
+        self.partial_frame_timeout = PARTIAL_FRAME_TIMEOUT if partial_frame_timeout is None else partial_frame_timeout
         self.server: Optional[asyncio.base_events.Server] = None
         self.clients: set[Connection] = set()
+        self.pending: set[Connection] = set()    # accepted, handshake not yet received
+        self.refused = 0                         # connections refused over max_connections
+        self._refused_logged = 0.0
+        self._sweeper: Optional[asyncio.TimerHandle] = None
 
     async def start(self, host: str, port: int) -> None:
         """Listen on host:port (port 0 picks a free one; see `port`)."""
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(self._new_connection, host, port, reuse_address=True, backlog=512)
+        self._sweeper = loop.call_later(SWEEP_SECONDS, self._sweep)
 
     @property
     def port(self) -> int:
@@ -283,15 +364,26 @@ class Listener:
         assert self.server is not None
         return self.server.sockets[0].getsockname()[1]
 
-    def _new_connection(self) -> Connection:
+    def _new_connection(self) -> asyncio.Protocol:
+        if len(self.clients) + len(self.pending) >= self.max_connections:
+            self.refused += 1
+            now = time.monotonic()
+            if now - self._refused_logged > 10.0:     # one line per 10 s, not one per connection
+                self._refused_logged = now
+                log.warning("node %d refused a connection: %d client connections open, the limit is %d "
+                            "(%d refused so far)", self.node_id, len(self.clients) + len(self.pending),
+                            self.max_connections, self.refused)
+            return _Refused()
         acceptor = _Acceptor(self)
         conn = Connection(acceptor, max_frame=self.max_frame)
+        self.pending.add(conn)
         acceptor.timer = asyncio.get_running_loop().call_later(
             HANDSHAKE_TIMEOUT, lambda: conn.fail(ERR_BAD_REQUEST, "no handshake in time", level=logging.DEBUG))
         return conn
 
     def route(self, conn: Connection, frame: tuple) -> None:
         """Check the handshake `frame` and give the connection to its handler, or refuse it."""
+        self.pending.discard(conn)
         problem = check_handshake(frame, self.cluster_id)
         if problem is None and frame[2] == ROLE_PEER:
             peer_id = frame[3]
@@ -308,14 +400,29 @@ class Listener:
             self.peers.attach(conn, frame[3])
         else:
             self.clients.add(conn)
+            conn.max_buffer = self.client_max_buffer
             handler = self.client_handler_factory(conn)
             conn.handler = _ClientTracker(self, handler)
 
+    def _sweep(self) -> None:
+        """Close client connections that are idle past idle_timeout or trickle a frame (slow loris)."""
+        now = time.monotonic()
+        for conn in list(self.clients):
+            if conn.decoder.buffered and now - conn.last_frame > self.partial_frame_timeout:
+                conn.fail(ERR_TIMEOUT, f"{conn.decoder.buffered} bytes of a frame in "
+                                       f"{now - conn.last_frame:.0f}s without finishing it")
+            elif now - max(conn.last_frame, conn.last_sent) > self.idle_timeout:
+                log.info("client connection from %s idle for %.0fs; closing it", conn.remote, self.idle_timeout)
+                conn.close()
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
+
     async def close(self) -> None:
         """Stop accepting and close every client connection."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self.server is not None:
             self.server.close()
-        for conn in list(self.clients):
+        for conn in list(self.clients) + list(self.pending):
             conn.close()
 
 
@@ -404,7 +511,14 @@ class PeerTransport:
         if conn is None or conn.closed:
             self.dropped[msg.to] = self.dropped.get(msg.to, 0) + 1
             return False
-        if not conn.send(encode_raft(*msg), droppable=True):
+        try:
+            frame = encode_raft(*msg)
+        except (OverflowError, ValueError) as exc:
+            # Must not escape: it would abandon the Ready being processed and stall the node.
+            log.error("node %d: cannot encode %s to %d: %s; dropped", self.node_id, msg.type, msg.to, exc)
+            self.dropped[msg.to] = self.dropped.get(msg.to, 0) + 1
+            return False
+        if not conn.send(frame, droppable=True):
             self.dropped[msg.to] = self.dropped.get(msg.to, 0) + 1
             return False
         return True
@@ -417,6 +531,9 @@ class PeerTransport:
         msg = Message(*frame[1:])
         if msg.frm != conn.peer_id or msg.to != self.node_id:
             conn.fail(ERR_BAD_REQUEST, f"message from {msg.frm} to {msg.to} on the connection of peer {conn.peer_id}")
+            return
+        if max(msg.term, msg.log_term, msg.index, msg.commit, msg.hint_index, msg.hint_term) >= MAX_RAFT_NUMBER:
+            conn.fail(ERR_BAD_REQUEST, f"message {msg.type} with a term or index of 2^62 or more")
             return
         self.on_message(msg)
 
@@ -432,6 +549,7 @@ class PeerTransport:
         conn.peer_id = peer_id
         conn.role = ROLE_PEER
         conn.max_queue_bytes = self.queue_bytes
+        conn.max_buffer = self.max_frame + 5
         old = self.conns.get(peer_id)
         self.conns[peer_id] = conn
         conn.handler = self
