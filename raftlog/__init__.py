@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from raftlog.errors import (
     Closed,
+    Compacted,
     CorruptLogError,
     FrameError,
     IdentityMismatch,
@@ -20,8 +21,11 @@ __version__ = "0.1.0"
 __all__ = [
     "IMPLEMENTATION", "__version__",
     "RaftlogError", "FrameError", "LogSafetyError", "CorruptLogError", "IdentityMismatch",
-    "NotLeader", "ProposalDropped", "Timeout", "Closed", "Entry", "Client", "AsyncClient",
+    "NotLeader", "ProposalDropped", "Timeout", "Closed", "Compacted", "Entry", "Client", "AsyncClient",
+    "open", "open_sync", "RaftLog", "SyncRaftLog", "Appended",
 ]
+
+_EMBED = ("open", "open_sync", "RaftLog", "SyncRaftLog", "Appended")
 
 
 def __getattr__(name: str):
@@ -30,4 +34,7 @@ def __getattr__(name: str):
     if name in ("Client", "AsyncClient"):
         from raftlog.runtime import client
         return getattr(client, name)
+    if name in _EMBED:
+        from raftlog import embed
+        return getattr(embed, name)
     raise AttributeError(f"module 'raftlog' has no attribute {name!r}")

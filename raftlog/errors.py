@@ -57,3 +57,12 @@ class Closed(RaftlogError):
 
 class ProposalDropped(RaftlogError):
     """The leader refused a proposal it could not take now: too many uncommitted bytes, or a leadership transfer."""
+
+
+class Compacted(RaftlogError, IndexError):
+    """Entries before `first_index` were compacted into a snapshot and can no longer be read."""
+
+    def __init__(self, index: int, first_index: int) -> None:
+        super().__init__(f"entry {index} was compacted into a snapshot; the log starts at {first_index}")
+        self.index = index
+        self.first_index = first_index

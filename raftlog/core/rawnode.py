@@ -355,8 +355,8 @@ class RawNode:
         """
         lg = self.raft.log
         hi = min(lg.committed, lg.stable)
-        if self._next_apply > hi:
-            return []
+        if self._next_apply > hi or self.raft.pending_install is not None:
+            return []       # (a received snapshot replaces the log: the next Ready installs it first)
         segs = lg.segments(self._next_apply, hi + 1, self.raft.cfg.max_committed_bytes)
         last_first, last_batch = segs[-1]
         self._next_apply = last_first + len(last_batch)

@@ -39,6 +39,7 @@ from raftlog.core.rawnode import RawNode
 from raftlog.runtime.membership import DEFAULT_PROMOTE_LAG, Joiner, Membership
 from raftlog.runtime.peers import parse_address
 from raftlog.runtime.server import ClientService
+from raftlog.runtime.snapshots import Snapshotter
 from raftlog.runtime.transport import Listener, PeerTransport
 
 log = logging.getLogger("raftlog.node")
@@ -70,6 +71,12 @@ class NodeConfig:
     heartbeat_ms: int = 50
     request_timeout: float = 10.0
     engine_options: dict[str, Any] = field(default_factory=dict)   # extra Config fields
+    # Snapshots (only for a node running an application state machine: raftlog.embed):
+    # every N applied entries or bytes (0 = never), keeping a tail of entries below it.
+    snapshot_every: int = 100_000
+    snapshot_bytes: int = 64 << 20
+    snapshot_tail: int = 10_000
+    listen: bool = True               # False: no port at all (a single embedded node)
     # Membership (issue 7): `join` is a member's HOST:PORT to ask for admission (then `peers`
     # names only this node); the joined learner is promoted once within `promote_lag` entries.
     join: Optional[str] = None
@@ -104,8 +111,12 @@ def open_storage(cfg: NodeConfig) -> Any:
 class Node:
     """One running member: its engine, its storage, its port. `await start()`, then `await stop()`."""
 
-    def __init__(self, cfg: NodeConfig, *, storage: Any = None, rng: Optional[random.Random] = None) -> None:
+    def __init__(self, cfg: NodeConfig, *, storage: Any = None, rng: Optional[random.Random] = None,
+                 app: Any = None) -> None:
         self.cfg = cfg
+        self.app = app                        # an Application (runtime/snapshots.py), or None: the log is the product
+        self.snapshots = Snapshotter(self, every_entries=cfg.snapshot_every, every_bytes=cfg.snapshot_bytes,
+                                     tail_entries=cfg.snapshot_tail)
         self.node_id = cfg.node_id
         self._storage_arg = storage
         self._rng = rng or random.Random(int.from_bytes(os.urandom(8), "big"))
@@ -145,6 +156,12 @@ class Node:
             # The log is the state machine: whatever was durably committed before a restart
             # counts as applied, so the engine does not hand the whole log out again.
             applied = self.storage.hard_state().commit
+            if self.app is not None and getattr(self.app, "stateful", True):
+                # An application's state is not durable by itself: restore its snapshot and
+                # let the engine hand out the log tail after it again.
+                meta = self.storage.snapshot_meta()
+                self.app.restore(meta, self.storage.snapshot_path() if meta.index else None)
+                applied = meta.index
             self.raw = RawNode(self.cfg.engine_config(applied), self.storage, self._rng)
             self.applied_index = self.raw.applied_index
             self._shown = (str(self.raw.role), self.raw.leader_id, self.raw.term)
@@ -156,8 +173,9 @@ class Node:
             self.peers = PeerTransport(self.node_id, self.cfg.cluster_id, self.cfg.peers, self._on_message,
                                        self._on_peer, rng=self._rng)
             self.listener = Listener(self.node_id, self.cfg.cluster_id, self.peers, self.service.handler_for)
-            host, port = parse_address(self.cfg.address)
-            await self.listener.start(host, port)
+            if self.cfg.listen:
+                host, port = parse_address(self.cfg.address)
+                await self.listener.start(host, port)
         except BaseException:
             self.storage.close()
             self._writer.shutdown(wait=True)
@@ -219,6 +237,7 @@ class Node:
             except Exception as exc:
                 log.warning("node %d: could not save the last commit index: %r", self.node_id, exc)
         self._writer.shutdown(wait=True)
+        self.snapshots.close()
         if self.storage is not None:
             self.storage.close()
         log.info("node %d stopped", self.node_id)
@@ -361,7 +380,8 @@ class Node:
             self._apply(rd.committed)
         entries = rd.entries
         hs = rd.hard_state
-        log_write = bool(rd.truncate_from or (entries is not None and len(entries)))
+        log_write = bool(rd.truncate_from or (entries is not None and len(entries))
+                         or rd.snapshot_chunks or rd.snapshot is not None)
         if hs is not None and not log_write and not rd.must_sync:
             # Only the commit index moved. Raft needs no durable commit index (it is
             # re-learned from the leader), so this hard state rides along with the next write
@@ -384,6 +404,11 @@ class Node:
     def _persist(self, rd: Any, hard_state: Any) -> None:
         """Writer thread: the Ready's whole write in one transaction (durable on return when sync)."""
         entries = rd.entries if rd.entries is not None and len(rd.entries) else None
+        storage = self.storage
+        for meta, offset, data in rd.snapshot_chunks:      # InstallSnapshot: chunks first, durably
+            storage.write_snapshot_chunk(meta, offset, data)
+        if rd.snapshot is not None:                        # then replace the log by the snapshot
+            storage.install_snapshot(rd.snapshot)
         self.storage.save(hard_state=hard_state, truncate_from=rd.truncate_from,
                           first_index=rd.entries_index if entries is not None else 0, records=entries,
                           conf_state=rd.conf_state)
@@ -427,6 +452,13 @@ class Node:
         self._finish(rd)
 
     def _finish(self, rd: Any) -> None:
+        if rd.snapshot is not None:
+            # The installed snapshot replaces the state machine before anything after it applies.
+            log.info("node %d installed snapshot %d (term %d, %d bytes)", self.node_id, rd.snapshot.index,
+                     rd.snapshot.term, rd.snapshot.size)
+            if self.app is not None:
+                self.app.restore(rd.snapshot, self.storage.snapshot_path())
+            self.applied_index = max(self.applied_index, rd.snapshot.index)
         self._send(rd.persisted_messages)
         self.raw.advance(rd)
         self._show_role()
@@ -435,12 +467,18 @@ class Node:
     def _apply(self, committed: list) -> None:
         """Hand committed batches to the client service (answers their requests), in index order."""
         service = self.service
+        app = self.app
         for first, batch in committed:
             n = len(batch)
             if n:
+                if app is not None:
+                    app.apply(first, batch)
+                    self.snapshots.note_applied(batch.nbytes)
                 service.on_committed(first, batch)
                 self.applied_index = first + n - 1
         service.after_apply()
+        if app is not None:
+            self.snapshots.maybe_take()
 
     def _send(self, messages: list) -> None:
         peers = self.peers
@@ -498,6 +536,9 @@ class Node:
             "dropped_messages": {str(p): n for p, n in sorted(peers.dropped.items())} if peers is not None else {},
             "pending_requests": len(self.service.pending),
             "writes": self.writes,
+            "first_index": raw.first_index,
+            "snapshot": {"index": self.storage.snapshot_meta().index, "size": self.storage.snapshot_meta().size,
+                         "taken": self.snapshots.taken},
         }
 
 

@@ -1,0 +1,501 @@
+"""RaftLog and SyncRaftLog: raftlog as a library, a durable replicated log inside your program.
+
+    async with raftlog.open("data/log") as log:          # one node, no network
+        index = await log.append(b"hello")                 # committed and durable
+        print(await log.read(1))
+
+    async with raftlog.open("data/1", node_id=1, peers={1: "127.0.0.1:7001", 2: ..., 3: ...},
+                            state_machine=MyMachine()) as log:
+        await log.wait_for_leader(5)
+        ...
+
+Under it is the same runtime as `raftlog node` (runtime/node.py): the engine, LmdbStorage,
+one fsynced transaction per Ready. With peers the node listens on its own entry of
+`peers` and serves `raftlog` clients like `raftlog node`; without, nothing listens.
+
+A state machine is any object with `apply(entry) -> result`, and optionally
+`snapshot() -> bytes | binary file-like` and `restore(file)`. `apply` sees each committed
+data entry exactly once per process lifetime, in index order, on the event loop's thread;
+what it returns is handed to the proposer on the leader, with the index (`Appended`).
+Without `snapshot`/`restore` the log is never compacted; with them a snapshot is taken
+every `snapshot_every` entries or `snapshot_bytes` bytes, the log compacted (keeping
+`snapshot_tail` entries), and after a restart the machine is restored from the last
+snapshot and the log tail after it is applied again.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any, AsyncIterator, Iterable, Iterator, Optional, Union
+
+from raftlog.core.messages import SnapshotMeta
+from raftlog.entry import Entry
+from raftlog.errors import Closed, Compacted, NotLeader, ProposalDropped, Timeout
+from raftlog.hot import KIND_DATA, RecordBatch
+from raftlog.runtime.node import Node, NodeConfig
+from raftlog.runtime.peers import parse_peers
+from raftlog.runtime.snapshots import DEFAULT_EVERY_BYTES, DEFAULT_EVERY_ENTRIES, DEFAULT_TAIL_ENTRIES
+
+__all__ = ["open", "open_sync", "RaftLog", "SyncRaftLog", "Appended"]
+
+log = logging.getLogger("raftlog.embed")
+
+READ_CHUNK = 4096          # entries read from storage per step of read() and entries()
+
+Peers = Union[None, str, dict]
+
+
+class Appended(int):
+    """The index an append committed at (an int), with `.result`: what the state machine's apply returned."""
+
+    result: Any
+
+    def __new__(cls, index: int, result: Any = None) -> "Appended":
+        obj = super().__new__(cls, index)
+        obj.result = result
+        return obj
+
+    @property
+    def index(self) -> int:
+        return int(self)
+
+    def __repr__(self) -> str:
+        return f"Appended({int(self)}, result={self.result!r})"
+
+
+class _Waiter:
+    """A local proposal waiting for its entries `[first, first + count)` to commit in `term`."""
+
+    __slots__ = ("first", "count", "term", "future", "results")
+
+    def __init__(self, first: int, count: int, term: int, future: asyncio.Future) -> None:
+        self.first = first
+        self.count = count
+        self.term = term
+        self.future = future
+        self.results: list = [None] * count
+
+
+class _App:
+    """Adapts a user state machine to the node's Application protocol; answers local proposers."""
+
+    def __init__(self, owner: "RaftLog", machine: Any) -> None:
+        self.owner = owner
+        self.machine = machine
+        self.stateful = machine is not None and hasattr(machine, "snapshot") and hasattr(machine, "restore")
+
+    def apply(self, first: int, batch: RecordBatch) -> None:
+        owner = self.owner
+        waiting = owner._waiting
+        machine = self.machine
+        if machine is not None or waiting:
+            for index, term, kind, payload in batch.entries(first):
+                result = None
+                if machine is not None and kind == KIND_DATA:
+                    result = machine.apply(Entry(index, term, bytes(payload)))
+                w = waiting.pop(index, None)
+                if w is not None:
+                    owner._settle(w, index, term, result)
+        owner._committed_signal()
+
+    def snapshot(self) -> Any:
+        return self.machine.snapshot()
+
+    def restore(self, meta: SnapshotMeta, path: Optional[str]) -> None:
+        if path is None or not self.stateful:
+            return
+        with open_file(path) as f:
+            self.machine.restore(f)
+        log.info("state machine restored from snapshot %d (%d bytes)", meta.index, meta.size)
+
+
+def open_file(path: str):
+    """open() under another name: this module's `open` is raftlog.open."""
+    import builtins
+    return builtins.open(path, "rb")
+
+
+class RaftLog:
+    """A durable, replicated, ordered log. Use `async with raftlog.open(...) as log`; see the module docstring."""
+
+    def __init__(self, path: str, *, node_id: int = 1, peers: Peers = None, state_machine: Any = None,
+                 sync: bool = True, cluster_id: str = "raftlog", snapshot_every: Optional[int] = None,
+                 snapshot_bytes: Optional[int] = None, snapshot_tail: int = DEFAULT_TAIL_ENTRIES,
+                 election_timeout_ms: tuple[int, int] = (150, 300), heartbeat_ms: int = 50,
+                 request_timeout: float = 10.0, engine_options: Optional[dict] = None) -> None:
+        if isinstance(peers, str):
+            peers = parse_peers(peers)
+        members = {int(k): str(v) for k, v in (peers or {}).items()}
+        if members and node_id not in members:
+            raise ValueError(f"peers must name this node ({node_id}) too: {sorted(members)}")
+        self.path = str(path)
+        self.single = not members
+        self._app = _App(self, state_machine)
+        stateful = self._app.stateful
+        self._cfg = NodeConfig(
+            node_id=node_id, peers=members or {node_id: "127.0.0.1:0"}, data_dir=self.path, cluster_id=cluster_id,
+            sync=sync, election_timeout_ms=election_timeout_ms, heartbeat_ms=heartbeat_ms,
+            request_timeout=request_timeout, engine_options=dict(engine_options or {}),
+            snapshot_every=(DEFAULT_EVERY_ENTRIES if snapshot_every is None else snapshot_every) if stateful else 0,
+            snapshot_bytes=(DEFAULT_EVERY_BYTES if snapshot_bytes is None else snapshot_bytes) if stateful else 0,
+            snapshot_tail=snapshot_tail, listen=bool(members), transfer_on_stop=bool(members))
+        self.request_timeout = request_timeout
+        self.state_machine = state_machine
+        self._node: Optional[Node] = None
+        self._waiting: dict[int, _Waiter] = {}      # index of a local proposal's entry -> its waiter
+        self._signal: Optional[asyncio.Future] = None
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> "RaftLog":
+        """Open storage, restore the state machine, start the node (and listen, with peers)."""
+        if self._node is not None:
+            return self
+        node = Node(self._cfg, app=self._app)
+        await node.start()
+        self._node = node
+        if self.single and node.raw.role.value != "leader":
+            node.raw.campaign()         # the only voter: no need to wait for an election timeout
+            node.kick()
+        if self.single:
+            await self.wait_for_leader(10.0)     # its own vote only has to be durable
+        log.info("raftlog %s opened: node %d, %s, last index %d", self.path, node.node_id,
+                 "single node" if self.single else f"{len(self._cfg.peers)} members", node.raw.last_index)
+        return self
+
+    async def close(self) -> None:
+        """Stop the node cleanly (a leader hands over first); pending appends fail with Closed. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        node = self._node
+        if node is not None:
+            await node.stop()
+        for w in list(self._waiting.values()):
+            if not w.future.done():
+                w.future.set_exception(Closed("the log was closed; the outcome is unknown"))
+        self._waiting.clear()
+        self._committed_signal()
+
+    async def __aenter__(self) -> "RaftLog":
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _live(self) -> Node:
+        if self._closed or self._node is None:
+            raise Closed("the log is closed" if self._closed else "the log is not started: use `async with`")
+        return self._node
+
+    @property
+    def node_id(self) -> int:
+        return self._cfg.node_id
+
+    @property
+    def role(self) -> str:
+        """"leader", "follower", "candidate" or "pre-candidate"."""
+        return str(self._live().raw.role)
+
+    @property
+    def term(self) -> int:
+        return self._live().raw.term
+
+    @property
+    def leader_id(self) -> int:
+        """The leader this node knows of (0 when none)."""
+        return self._live().raw.leader_id
+
+    @property
+    def commit_index(self) -> int:
+        return self._live().raw.commit_index
+
+    @property
+    def applied_index(self) -> int:
+        return self._live().applied_index
+
+    @property
+    def first_index(self) -> int:
+        """The first index still in the log (entries before it are in the snapshot)."""
+        return self._live().raw.first_index
+
+    @property
+    def last_index(self) -> int:
+        return self._live().raw.last_index
+
+    def status(self) -> dict:
+        """The node's status (the same fields as `raftlog status --json`, and snapshot details)."""
+        return self._live().status()
+
+    async def wait_for_leader(self, timeout: float = 10.0) -> int:
+        """The leader's id once one is known; Timeout after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            node = self._live()
+            if node.raw.leader_id:
+                return node.raw.leader_id
+            if time.monotonic() >= deadline:
+                raise Timeout(f"no leader within {timeout} s")
+            await asyncio.sleep(0.01)
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def append(self, data: bytes) -> Appended:
+        """Append one entry; return its index (an int, with `.result` from the state machine) once committed and durable.
+
+        NotLeader (with the leader's id and address) on a follower; Timeout when not
+        committed within request_timeout (the outcome is then unknown); Closed.
+        """
+        return (await self.append_many([data]))[0]
+
+    async def append_many(self, items: Iterable[bytes]) -> list[Appended]:
+        """Append entries as one batch (consecutive indexes); return each one's Appended once all are committed."""
+        payloads = [bytes(x) for x in items]
+        if not payloads:
+            return []
+        node = self._live()
+        deadline = time.monotonic() + self.request_timeout
+        while True:
+            try:
+                if not node.write_budget_left():
+                    raise ProposalDropped("the next transaction is full")
+                first, term = node.raw.propose(payloads)
+                break
+            except NotLeader as exc:
+                leader = exc.leader_id or node.raw.leader_id
+                raise NotLeader(leader, node.address_of(leader) or None) from None
+            except ProposalDropped:
+                if time.monotonic() >= deadline:
+                    raise Timeout("the leader kept refusing the proposal (over its budget)") from None
+                await asyncio.sleep(0.002)
+                node = self._live()
+        n = len(payloads)
+        node.note_unwritten(n, sum(len(p) for p in payloads))
+        fut = asyncio.get_running_loop().create_future()
+        w = _Waiter(first, n, term, fut)
+        for i in range(first, first + n):
+            old = self._waiting.pop(i, None)
+            if old is not None and not old.future.done():   # truncated while we followed another leader
+                old.future.set_exception(NotLeader(node.raw.leader_id, None))
+            self._waiting[i] = w
+        node.kick()
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            for i in range(first, first + n):
+                if self._waiting.get(i) is w:
+                    del self._waiting[i]
+            raise Timeout(f"entries at {first}..{first + n - 1} not committed within {self.request_timeout} s; "
+                          "the outcome is unknown") from None
+
+    def _settle(self, w: _Waiter, index: int, term: int, result: Any) -> None:
+        """Entry `index` of waiter `w` committed in `term`: record its result, answer when the last one is in."""
+        if w.future.done():
+            return
+        if term != w.term:
+            # Another leader's entry took this index: ours was truncated (never committed).
+            for i in range(w.first, w.first + w.count):
+                if self._waiting.get(i) is w:
+                    del self._waiting[i]
+            w.future.set_exception(NotLeader(self._node.raw.leader_id if self._node else 0, None))
+            return
+        w.results[index - w.first] = result
+        if index == w.first + w.count - 1:
+            w.future.set_result([Appended(w.first + k, r) for k, r in enumerate(w.results)])
+
+    def _committed_signal(self) -> None:
+        sig = self._signal
+        if sig is not None and not sig.done():
+            sig.set_result(None)
+        self._signal = None
+
+    async def _wait_committed(self, timeout: Optional[float]) -> None:
+        if self._signal is None:
+            self._signal = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._signal), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def read(self, start: int = 1, stop: Optional[int] = None) -> list[Entry]:
+        """Committed (applied) data entries with indexes in `[start, stop)` (stop None: up to the applied index).
+
+        Compacted when `start` is before the log's first index (read the state machine instead).
+        """
+        out: list[Entry] = []
+        pos = max(1, start)
+        node = self._live()
+        hi = node.applied_index if stop is None else min(stop - 1, node.applied_index)
+        while pos <= hi:
+            got, pos = self._read_some(pos, hi)
+            out.extend(got)
+            if pos <= hi:
+                await asyncio.sleep(0)        # let the loop breathe between chunks of a long read
+        return out
+
+    def _read_some(self, pos: int, hi: int) -> tuple[list[Entry], int]:
+        """Data entries of `[pos, min(hi, pos + READ_CHUNK - 1)]` and the next position."""
+        node = self._live()
+        storage = node.storage
+        first = storage.first_index()
+        if pos < first:
+            raise Compacted(pos, first)
+        end = min(hi, pos + READ_CHUNK - 1)
+        try:
+            batch = storage.records(pos, end + 1)
+        except IndexError:
+            raise Compacted(pos, storage.first_index()) from None
+        got = [Entry(i, t, bytes(p)) for i, t, k, p in batch.entries(pos) if k == KIND_DATA]
+        return got, pos + len(batch)
+
+    async def entries(self, start: int = 1, follow: bool = True) -> AsyncIterator[Entry]:
+        """Yield committed data entries from `start` in order; with follow, wait for new ones forever.
+
+        Resume after a stop with `entries(last.index + 1)`. Compacted when `start` is
+        before the log's first index.
+        """
+        pos = max(1, start)
+        while True:
+            node = self._live()
+            hi = node.applied_index
+            if pos > hi:
+                if not follow:
+                    return
+                await self._wait_committed(1.0)
+                continue
+            got, pos = self._read_some(pos, hi)
+            for e in got:
+                yield e
+
+    async def snapshot(self) -> Optional[dict]:
+        """Take a snapshot now (with a state machine that supports it); its {index, size, seconds, compacted_to}."""
+        node = self._live()
+        fut = node.snapshots.take_now()
+        if fut is None:
+            return None
+        return await fut
+
+
+def open(path: str, *, node_id: int = 1, peers: Peers = None, state_machine: Any = None, sync: bool = True,
+         **options: Any) -> RaftLog:
+    """A RaftLog at `path` (created if new); use it with `async with`. See RaftLog for the options.
+
+    `peers`: None for a single-node log (no network), or every member as
+    `{id: "HOST:PORT"}` or "1=HOST:PORT,2=..." (this node listens on its own entry).
+    `sync=False` skips fsync (faster; an OS crash may lose the last commits).
+    """
+    return RaftLog(path, node_id=node_id, peers=peers, state_machine=state_machine, sync=sync, **options)
+
+
+class SyncRaftLog:
+    """RaftLog for code without asyncio: the log runs on its own event loop in a background thread.
+
+    Every method blocks until done and may be called from any thread. The state machine's
+    methods run on that background thread: guard state you also read elsewhere with a lock.
+    """
+
+    def __init__(self, path: str, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="raftlog-embed", daemon=True)
+        self._thread.start()
+        self._log = RaftLog(path, **options)
+        try:
+            self._run(self._log.start())
+        except BaseException:
+            self._stop_loop()
+            raise
+        self._closed = False
+
+    def _run(self, coro: Any, timeout: Optional[float] = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def _get(self, fn: Any) -> Any:
+        async def call() -> Any:
+            return fn()
+        return self._run(call())
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def close(self) -> None:
+        """Stop the log and its thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._run(self._log.close())
+        finally:
+            self._stop_loop()
+
+    def __enter__(self) -> "SyncRaftLog":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _check(self) -> None:
+        if self._closed:
+            raise Closed("the log is closed")
+
+    def append(self, data: bytes) -> Appended:
+        self._check()
+        return self._run(self._log.append(data))
+
+    def append_many(self, items: Iterable[bytes]) -> list[Appended]:
+        self._check()
+        return self._run(self._log.append_many(list(items)))
+
+    def read(self, start: int = 1, stop: Optional[int] = None) -> list[Entry]:
+        self._check()
+        return self._run(self._log.read(start, stop))
+
+    def entries(self, start: int = 1, follow: bool = True) -> Iterator[Entry]:
+        """Like RaftLog.entries, as a blocking generator."""
+        self._check()
+        it = self._log.entries(start, follow)
+        try:
+            while True:
+                try:
+                    yield self._run(it.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._closed:
+                self._run(it.aclose())
+
+    def wait_for_leader(self, timeout: float = 10.0) -> int:
+        self._check()
+        return self._run(self._log.wait_for_leader(timeout))
+
+    def snapshot(self) -> Optional[dict]:
+        self._check()
+        return self._run(self._log.snapshot())
+
+    def status(self) -> dict:
+        return self._get(self._log.status)
+
+    @property
+    def state_machine(self) -> Any:
+        return self._log.state_machine
+
+    role = property(lambda self: self._get(lambda: self._log.role))
+    term = property(lambda self: self._get(lambda: self._log.term))
+    leader_id = property(lambda self: self._get(lambda: self._log.leader_id))
+    commit_index = property(lambda self: self._get(lambda: self._log.commit_index))
+    applied_index = property(lambda self: self._get(lambda: self._log.applied_index))
+    first_index = property(lambda self: self._get(lambda: self._log.first_index))
+    last_index = property(lambda self: self._get(lambda: self._log.last_index))
+
+
+def open_sync(path: str, **options: Any) -> SyncRaftLog:
+    """A started SyncRaftLog (the same options as open); use it with `with` or call close()."""
+    return SyncRaftLog(path, **options)

@@ -1,0 +1,136 @@
+"""Automatic snapshots and compaction for a node that runs an application state machine.
+
+The node hands committed entries to an `Application` (raftlog.embed adapts the user's
+state machine to it). Every `every_entries` applied entries, or `every_bytes` applied
+bytes, the Snapshotter:
+
+1. asks the application for its state at the applied index (`snapshot()`, on the event
+   loop, between two applies, so the state is exactly that index's; it may return bytes,
+   a binary file-like object or an iterable of bytes, which are consumed off the loop);
+2. writes it as the storage's current snapshot on a dedicated thread (temp file, fsync,
+   rename, directory fsync, then one transaction: LmdbStorage.save_snapshot), so the Ready
+   pipeline's writer thread never waits behind a large file;
+3. compacts the engine's in-memory log (RawNode.compact) and then the storage's log
+   (LmdbStorage.compact_log, in bounded transactions) up to the snapshot index minus a
+   retained tail of `tail_entries`, so a follower a little behind still gets entries,
+   not a whole snapshot.
+
+One snapshot is in progress at a time; a failure is logged and the next one retried later.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Optional, Protocol
+
+from raftlog.core.messages import SnapshotMeta
+from raftlog.hot import RecordBatch
+
+if TYPE_CHECKING:
+    from raftlog.runtime.node import Node
+
+log = logging.getLogger("raftlog.snapshots")
+
+DEFAULT_EVERY_ENTRIES = 100_000
+DEFAULT_EVERY_BYTES = 64 << 20
+DEFAULT_TAIL_ENTRIES = 10_000
+
+
+class Application(Protocol):
+    """What a node drives when it runs a state machine (raftlog.embed implements it)."""
+
+    def apply(self, first: int, batch: RecordBatch) -> None:
+        """Apply committed entries `[first, first + len(batch))` in order (every kind; skip internal ones)."""
+
+    def snapshot(self) -> Any:
+        """The state after the last applied entry: bytes, a binary file-like object or an iterable of bytes."""
+
+    def restore(self, meta: SnapshotMeta, path: Optional[str]) -> None:
+        """Replace the state by the snapshot `meta` stored at `path` (None: no snapshot, start empty)."""
+
+
+class Snapshotter:
+    """Takes snapshots of a node's application and compacts its log; see the module docstring."""
+
+    def __init__(self, node: "Node", *, every_entries: int = DEFAULT_EVERY_ENTRIES,
+                 every_bytes: int = DEFAULT_EVERY_BYTES, tail_entries: int = DEFAULT_TAIL_ENTRIES) -> None:
+        self.node = node
+        self.every_entries = every_entries
+        self.every_bytes = every_bytes
+        self.tail_entries = tail_entries
+        self.busy = False
+        self.bytes_since = 0           # applied bytes since the last snapshot
+        self.taken = 0                 # snapshots completed (status, tests)
+        self.last: Optional[dict] = None   # {index, size, seconds, compacted_to} of the last one
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftlog-snap-{node.cfg.node_id}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.node.app is not None and (self.every_entries > 0 or self.every_bytes > 0)
+
+    def note_applied(self, nbytes: int) -> None:
+        """Count applied bytes toward the byte trigger."""
+        self.bytes_since += nbytes
+
+    def maybe_take(self) -> None:
+        """Start a snapshot if one is due and none is running (called after entries were applied)."""
+        node = self.node
+        if self.busy or not self.enabled or node.raw is None:
+            return
+        applied = node.applied_index
+        since = applied - node.storage.snapshot_meta().index
+        due = (self.every_entries > 0 and since >= self.every_entries) or \
+              (self.every_bytes > 0 and self.bytes_since >= self.every_bytes and since > 0)
+        if not due or applied < node.raw.first_index - 1:
+            return      # (the second: a received snapshot is about to replace the state)
+        self.take_now()
+
+    def take_now(self) -> Optional[asyncio.Future]:
+        """Snapshot the application at its applied index now (unless one is running); the future ends with it."""
+        node = self.node
+        if self.busy or node.app is None or node.raw is None:
+            return None
+        applied = node.applied_index
+        if applied <= node.storage.snapshot_meta().index or applied < node.raw.first_index - 1:
+            return None
+        self.busy = True
+        self.bytes_since = 0
+        started = time.monotonic()
+        meta = SnapshotMeta(applied, node.raw.raft.log.term_at(applied), node.raw.conf_state)
+        data = node.app.snapshot()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
+
+        async def run() -> None:
+            try:
+                saved = await loop.run_in_executor(self._thread, node.storage.save_snapshot, meta, data)
+                raw = node.raw
+                upto = min(saved.index - self.tail_entries, raw.applied_index)
+                compacted = raw.first_index - 1
+                if upto > compacted and not node._stopping:
+                    raw.compact(upto)          # the engine first: it must never read what storage drops
+                    await loop.run_in_executor(self._thread, node.storage.compact_log, upto)
+                    compacted = upto
+                self.taken += 1
+                seconds = time.monotonic() - started
+                self.last = {"index": saved.index, "size": saved.size, "seconds": round(seconds, 3),
+                             "compacted_to": compacted}
+                log.info("node %d snapshot at %d (term %d, %d bytes, %.3f s), log compacted to %d",
+                         node.node_id, saved.index, saved.term, saved.size, seconds, compacted)
+            except Exception as exc:
+                log.warning("node %d: snapshot at %d failed: %r", node.node_id, meta.index, exc)
+            finally:
+                self.busy = False
+                if not done.done():
+                    done.set_result(self.last)
+            if not node._stopping:
+                self.maybe_take()      # more may have been applied meanwhile
+
+        loop.create_task(run())
+        return done
+
+    def close(self) -> None:
+        """Wait for a snapshot write in progress, then stop the thread."""
+        self._thread.shutdown(wait=True)
