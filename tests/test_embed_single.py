@@ -1,0 +1,221 @@
+"""The embedding API on one node and on three nodes in one event loop: append, read, entries, state machines, snapshots, open_sync."""
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+
+import pytest
+
+import raftlog
+from raftlog import Compacted, Entry, NotLeader
+
+
+class KV:
+    """A tiny key-value state machine: `key=value` sets, `-key` deletes; apply returns the previous value."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+        self.applied: list[int] = []
+        self.restored_from: list[int] = []
+
+    def apply(self, entry: Entry):
+        self.applied.append(entry.index)
+        text = entry.data.decode()
+        if text.startswith("-"):
+            return self.data.pop(text[1:], None)
+        key, value = text.split("=", 1)
+        old = self.data.get(key)
+        self.data[key] = value
+        return old
+
+    def snapshot(self) -> bytes:
+        return json.dumps(self.data, sort_keys=True).encode()
+
+    def restore(self, f) -> None:
+        self.data = json.loads(f.read())
+        self.restored_from.append(len(self.data))
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_append_read_close_reopen_everything_intact(tmp_path) -> None:
+    path = str(tmp_path / "log")
+
+    async def first() -> list[int]:
+        async with raftlog.open(path) as log:
+            assert log.role == "leader" and log.leader_id == 1
+            a = await log.append(b"one")
+            many = await log.append_many([b"two", b"three", b"four"])
+            assert [int(x) for x in many] == [a + 1, a + 2, a + 3]
+            assert log.commit_index >= a + 3 and log.applied_index >= a + 3
+            got = await log.read(a)
+            assert [(e.index, e.data) for e in got] == [(a, b"one"), (a + 1, b"two"), (a + 2, b"three"),
+                                                      (a + 3, b"four")]
+            assert [e.data for e in await log.read(a + 1, a + 3)] == [b"two", b"three"]    # [start, stop)
+            return [int(a)] + [int(x) for x in many]
+
+    indexes = run(first())
+
+    async def second() -> None:
+        async with raftlog.open(path) as log:
+            got = await log.read(1)
+            assert [(e.index, e.data) for e in got] == list(zip(indexes, [b"one", b"two", b"three", b"four"]))
+            again = await log.append(b"five")
+            assert again > indexes[-1]
+            assert all(isinstance(e, Entry) and e.term >= 1 for e in got)
+
+    run(second())
+
+
+def test_state_machine_results_go_to_the_proposer(tmp_path) -> None:
+    async def main() -> None:
+        kv = KV()
+        async with raftlog.open(str(tmp_path / "kv"), state_machine=kv) as log:
+            r1 = await log.append(b"a=1")
+            r2 = await log.append(b"a=2")
+            r3 = await log.append(b"-a")
+            assert (r1.result, r2.result, r3.result) == (None, "1", "2")
+            assert r2.index == int(r2) == r1 + 1
+            assert kv.data == {} and kv.applied == [r1, r2, r3]      # data entries only, in order, once
+
+    run(main())
+
+
+def test_entries_follow_yields_new_commits_and_resumes(tmp_path) -> None:
+    async def main() -> None:
+        async with raftlog.open(str(tmp_path / "q")) as log:
+            first = await log.append(b"job-0")
+            seen: list[Entry] = []
+
+            async def consume() -> None:
+                async for e in log.entries(first):
+                    seen.append(e)
+                    if len(seen) == 5:
+                        return
+
+            task = asyncio.create_task(consume())
+            await asyncio.sleep(0.05)
+            for k in range(1, 5):
+                await log.append(b"job-%d" % k)
+            await asyncio.wait_for(task, 5)
+            assert [e.data for e in seen] == [b"job-%d" % k for k in range(5)]
+            rest = [e.data async for e in log.entries(seen[2].index + 1, follow=False)]
+            assert rest == [b"job-3", b"job-4"]
+
+    run(main())
+
+
+def test_snapshots_compact_the_log_and_reopen_restores_snapshot_plus_tail(tmp_path) -> None:
+    path = str(tmp_path / "snap")
+
+    async def first() -> tuple[dict, int, int]:
+        kv = KV()
+        async with raftlog.open(path, state_machine=kv, snapshot_every=100, snapshot_tail=20) as log:
+            for k in range(5):
+                await log.append_many([b"k%d=%d" % (i, k) for i in range(60)])
+            for _ in range(100):
+                if log.status()["snapshot"]["taken"] >= 2 and not log._node.snapshots.busy:
+                    break
+                await asyncio.sleep(0.02)
+            st = log.status()
+            snap_index = st["snapshot"]["index"]
+            assert snap_index >= 200
+            assert log.first_index == snap_index - 20 + 1     # the retained tail
+            await log.append_many([b"tail%d=%d" % (i, i) for i in range(10)])   # not in the snapshot
+            tail = [e.index for e in await log.read(snap_index + 1)]
+            assert len(tail) >= 10
+            with pytest.raises(Compacted):
+                await log.read(1)
+            return dict(kv.data), snap_index, log.applied_index, tail
+
+    data, snap_index, applied, tail = run(first())
+
+    async def second() -> None:
+        kv = KV()
+        async with raftlog.open(path, state_machine=kv, snapshot_every=100, snapshot_tail=20) as log:
+            for _ in range(200):
+                if log.applied_index >= applied:
+                    break
+                await asyncio.sleep(0.01)
+            assert kv.restored_from                      # restored from the snapshot...
+            assert kv.applied == tail                    # ...then exactly the entries after it, once
+            assert kv.data == data                       # snapshot + replayed tail = the state before
+            assert await log.append(b"k0=new")
+
+    run(second())
+
+
+def test_open_sync_from_plain_threads(tmp_path) -> None:
+    kv = KV()
+    with raftlog.open_sync(str(tmp_path / "sync"), state_machine=kv) as log:
+        assert log.role == "leader"
+        out: dict[int, list] = {}
+
+        def writer(t: int) -> None:
+            out[t] = [log.append(b"t%d-%d=%d" % (t, i, i)) for i in range(20)]
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        indexes = sorted(int(i) for v in out.values() for i in v)
+        assert len(set(indexes)) == 80
+        got = log.read(indexes[0])
+        assert len(got) == 80 and [e.index for e in got] == indexes
+        assert len(kv.data) == 80
+        stream = log.entries(indexes[0], follow=False)
+        assert sum(1 for _ in stream) == 80
+        assert log.append_many([b"x=1", b"y=2"])[1].result is None
+    with pytest.raises(raftlog.Closed):
+        log.append(b"late")
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_three_members_in_one_loop_follower_refuses_and_a_restarted_member_catches_up_by_snapshot(tmp_path) -> None:
+    async def main() -> None:
+        peers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+        opts = dict(peers=peers, snapshot_every=200, snapshot_tail=50, engine_options={"snapshot_chunk_bytes": 1024})
+        logs = {i: raftlog.open(str(tmp_path / str(i)), node_id=i, state_machine=KV(), **opts) for i in (1, 2, 3)}
+        for lg in logs.values():
+            await lg.start()
+        try:
+            leader = await logs[1].wait_for_leader(5)
+            follower = next(i for i in logs if i != leader)
+            with pytest.raises(NotLeader) as err:
+                await logs[follower].append(b"x=1")
+            assert err.value.leader_id == leader and err.value.leader_address == peers[leader]
+            await logs[follower].close()
+            for k in range(6):
+                await logs[leader].append_many([b"k%d=%d" % (i, k) for i in range(100)])
+            for _ in range(200):
+                if logs[leader].first_index > 100 and not logs[leader]._node.snapshots.busy:
+                    break
+                await asyncio.sleep(0.02)
+            assert logs[leader].first_index > 100            # compacted past what the follower had
+            logs[follower] = raftlog.open(str(tmp_path / str(follower)), node_id=follower, state_machine=KV(), **opts)
+            await logs[follower].start()
+            target = logs[leader].applied_index
+            for _ in range(500):
+                if logs[follower].applied_index >= target:
+                    break
+                await asyncio.sleep(0.01)
+            assert logs[follower].applied_index >= target
+            assert logs[follower].status()["snapshot"]["index"] > 0          # installed a snapshot
+            assert logs[follower].state_machine.data == logs[leader].state_machine.data
+        finally:
+            for lg in logs.values():
+                await lg.close()
+
+    run(main())
