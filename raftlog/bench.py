@@ -751,8 +751,11 @@ def format_summary(r: dict[str, Any]) -> str:
         f"p99.9 {lat['p999']:.3f} ms  max {lat['max']:.3f} ms (per request, until committed)",
         f"elections:  {r['elections']} during the run" + (f"; {r['errors']} requests refused" if r.get("errors") else ""),
     ]
+    flat = r.get("rss_flat", {})
     for n in r["per_node"]:
-        lines.append(f"node {n['id']}:     {n['cpu_s']:.2f} CPU s, peak RSS {n['rss_mb']:.1f} MiB")
+        mid, end = flat.get(n["id"], (0.0, 0.0))
+        lines.append(f"node {n['id']}:     {n['cpu_s']:.2f} CPU s, peak RSS {n['rss_mb']:.1f} MiB "
+                     f"(RSS {mid:.1f} MiB a third of the way in, {end:.1f} MiB at the end)")
     lines.append(f"verified:   {'yes' if r['verified'] else 'NO'}: {r.get('detail', '')}")
     return "\n".join(lines)
 
