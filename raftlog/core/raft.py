@@ -20,6 +20,7 @@ from raftlog.core.messages import ConfState, Message, MessageType
 from raftlog.core.progress import Progress, ProgressState
 from raftlog.core import snapshot as snap
 from raftlog.core.quorum import VoteResult, vote_result
+from raftlog.core.readonly import ReadOnly, ReadState, decode_round
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import KIND_CONF, KIND_NOOP, RecordBatch, match_append, quorum_commit
 
@@ -36,6 +37,8 @@ HEARTBEAT_RESP = MessageType.HEARTBEAT_RESP
 SNAPSHOT = MessageType.SNAPSHOT
 SNAPSHOT_RESP = MessageType.SNAPSHOT_RESP
 TIMEOUT_NOW = MessageType.TIMEOUT_NOW
+READ_INDEX = MessageType.READ_INDEX
+READ_INDEX_RESP = MessageType.READ_INDEX_RESP
 
 # Responses whose content (term, vote, log position) must be durable before anyone hears it.
 AFTER_PERSIST = frozenset({APPEND_RESP, VOTE_RESP, HEARTBEAT_RESP, SNAPSHOT_RESP})
@@ -74,6 +77,10 @@ class Raft:
             raise ValueError("no voters: give Config.voters or a storage with a conf_state")
         self.role: Role = Role.FOLLOWER
         self.progress: dict[int, Progress] = {}
+        # The latest configuration entry in the log (0 = none known) and the voters before it:
+        # a voter being removed by a change not yet known committed may still campaign.
+        self.conf_index = 0
+        self.conf_prev_voters: frozenset[int] = frozenset()
         self.use_conf(conf)
         self.log = RaftLog(storage, config.max_cache_bytes)
         hs = storage.hard_state()
@@ -94,6 +101,10 @@ class Raft:
         self.pending_install = None           # SnapshotMeta the next Ready installs
         # (term, vote) last made durable: a candidate counts its own vote only once it is.
         self.durable_term_vote: tuple[int, int] = (hs.term, hs.vote)
+        found = confchange.scan_log(self.log, self.log.committed + 1, self.log.last_index + 1)
+        if found:
+            self.conf_index = found[-1][0]
+            self.conf_prev_voters = confchange.voters_of(confchange.decode_entry(found[-1][1])[1])
         self.leader_id = 0
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -106,6 +117,10 @@ class Raft:
         self.pending_bcast = False          # new entries to send at the next Ready
         self.pending_bcast_commit = False   # the commit index moved: tell followers
         self.lead_transferee = 0            # leadership transfer target (diss. 3.10), 0 = none
+        self.readonly = ReadOnly()          # ReadIndex / lease reads (core/readonly.py)
+        self.read_states: list[ReadState] = []   # released local reads, for the next Ready
+        self.pending_read_round = False     # a read waits for a heartbeat round: send one at flush
+        self.ticks = 0                      # ticks since start (the lease's clock)
         # Index of this leader's last configuration entry (its no-op right after election,
         # so a new leader commits an entry of its own term before it accepts a change).
         self.pending_conf_index = 0
@@ -116,8 +131,19 @@ class Raft:
 
     @property
     def promotable(self) -> bool:
-        """True when this node may campaign: it is a voter (incoming or outgoing) of its configuration."""
-        return self.id in self.all_voters
+        """True when this node may campaign: it is a voter (incoming or outgoing) of its configuration.
+
+        Also while it was a voter before the latest configuration entry and that entry is not
+        known to be committed. Otherwise a leader that appended C_new without itself and
+        then failed leaves a deadlock (found by the simulator, seed 116 of 3+3 nodes): the
+        other C_old servers hold C_new too, so they do not campaign, and they refuse their
+        votes to the C_new voters whose logs lack C_new. Votes are counted in the
+        candidate's latest configuration, where its own does not count: this is safe, and
+        the winner commits C_new and steps down (maybe_finish_conf).
+        """
+        if self.id in self.all_voters:
+            return True
+        return self.id in self.conf_prev_voters and self.conf_index > self.log.committed
 
     def use_conf(self, conf: ConfState) -> None:
         """Take `conf` into use at once: the latest configuration in the log rules (diss. 4.1).
@@ -145,7 +171,9 @@ class Raft:
         """Entries just entered the log at `first`: the last configuration entry among them rules now."""
         found = confchange.scan(batch, first)
         if found:
-            conf, _, _ = confchange.decode_entry(found[-1][1])
+            conf, prev, _ = confchange.decode_entry(found[-1][1])
+            self.conf_index = found[-1][0]
+            self.conf_prev_voters = confchange.voters_of(prev)
             self.use_conf(conf)
 
     def conf_before_truncate(self, index: int) -> None:
@@ -160,6 +188,8 @@ class Raft:
         if found:
             _, prev, _ = confchange.decode_entry(found[0][1])
             log.info("%d reverts its configuration: entry %d was truncated", self.id, found[0][0])
+            self.conf_index = 0
+            self.conf_prev_voters = frozenset()
             self.use_conf(prev)
 
     def send(self, m: Message) -> None:
@@ -181,6 +211,8 @@ class Raft:
         self.randomized_timeout = self.rng.randrange(lo, hi)
         self.votes = {}
         self.lead_transferee = 0
+        self.readonly.reset()
+        self.pending_read_round = False
         self.pending_bcast = False
         self.pending_bcast_commit = False
 
@@ -246,6 +278,7 @@ class Raft:
 
     def tick(self) -> None:
         """Advance logical time by one tick."""
+        self.ticks += 1
         if self.role is Role.LEADER:
             self.tick_heartbeat()
         else:
@@ -407,6 +440,8 @@ class Raft:
             self.election_elapsed = 0
             self.leader_id = m.frm
             snap.handle_snapshot(self, m)
+        elif mtype == READ_INDEX_RESP:
+            self.read_states.append(ReadState(m.index, m.context))
         elif mtype == TIMEOUT_NOW:
             # Leadership transfer (diss. 3.10): our leader asks us to campaign at once, skipping
             # pre-vote; its own vote and the others' leases let the election through.
@@ -436,6 +471,9 @@ class Raft:
     def step_leader(self, m: Message) -> None:
         """Leader: replication responses and heartbeats."""
         mtype = m.type
+        if mtype == READ_INDEX:
+            self.read_index(m.context, m.frm, lease=False)
+            return
         pr = self.progress.get(m.frm)
         if pr is None:
             return
@@ -454,6 +492,10 @@ class Raft:
         elif mtype == HEARTBEAT_RESP:
             pr.recent_active = True
             pr.probe_sent = False
+            rnd = decode_round(m.context)
+            if rnd > self.readonly.acked.get(m.frm, 0):
+                self.readonly.acked[m.frm] = rnd
+                self.update_read_quorum()
             if pr.state is ProgressState.REPLICATE and pr.inflights.full():
                 pr.inflights.free_first_one()
             if pr.match < self.log.last_index:
@@ -622,16 +664,70 @@ class Raft:
         """Heartbeat every peer; the commit carried is at most the peer's match (it may lack later entries)."""
         committed = self.log.committed
         me = self.id
+        # Every broadcast is a numbered round (readonly.py): the echoes confirm leadership for reads.
+        context = self.readonly.next_round(self.ticks)
+        self.update_read_quorum()
         for p, pr in self.progress.items():
             if p == me:
                 continue
             self.msgs.append(Message(HEARTBEAT, p, self.id, self.term, commit=min(pr.match, committed),
                                      context=context))
 
+    # -- reads (diss. 6.4; core/readonly.py) ---------------------------------------------
+
+    def read_index(self, ctx: bytes, frm: int = 0, lease: bool = False) -> None:
+        """Ask for a linearizable read tagged `ctx`; its ReadState (index, ctx) appears in a later Ready.
+
+        On the leader it waits for a quorum heartbeat round sent after now (or, with `lease`,
+        is answered at once while the leader lease holds); a follower forwards it to the
+        leader. NotLeader when no leader is known. A read may be lost (leader change, a
+        dropped message): the caller times out and retries.
+        """
+        frm = frm or self.id
+        if self.role is Role.LEADER:
+            lg = self.log
+            own_term = lg.term_at(lg.committed) == self.term
+            if lease and own_term and self.cfg.check_quorum:
+                lo = self.cfg.election_ticks[0]
+                if self.ticks < self.readonly.lease_until(lo, max(1, lo // 10)):
+                    self.emit_read(frm, ctx, lg.committed)
+                    return
+            self.readonly.add(ctx, lg.committed if own_term else 0, frm)
+            self.pending_read_round = True
+            return
+        if self.leader_id == 0 or frm != self.id:
+            raise NotLeader(self.leader_id)
+        self.send(Message(READ_INDEX, self.leader_id, self.id, self.term, context=ctx))
+
+    def emit_read(self, frm: int, ctx: bytes, index: int) -> None:
+        """A read is released at `index`: locally as a ReadState, or back to the follower that asked."""
+        if frm == self.id:
+            self.read_states.append(ReadState(index, ctx))
+        else:
+            self.send(Message(READ_INDEX_RESP, frm, self.id, self.term, index=index, context=ctx))
+
+    def update_read_quorum(self) -> None:
+        """Recompute the highest heartbeat round a quorum acknowledged (we ack our own), release reads."""
+        ro = self.readonly
+        acked = {v: (ro.round if v == self.id else ro.acked.get(v, 0)) for v in self.all_voters}
+        q = confchange.committed_index(self.conf, acked)
+        if q > ro.quorum_round:
+            ro.quorum_round = q
+            self.release_reads()
+
+    def release_reads(self) -> None:
+        """Emit every pending read whose round a quorum acknowledged, once this term has a commit."""
+        lg = self.log
+        for p in self.readonly.release(lg.term_at(lg.committed) == self.term):
+            self.emit_read(p.frm, p.ctx, p.index or lg.committed)
+
     def flush(self) -> None:
         """Send what proposals and commit changes since the last Ready call for."""
         if self.role is Role.LEADER:
             self.maybe_finish_conf()
+        if self.role is Role.LEADER and self.pending_read_round:
+            self.bcast_heartbeat()
+        self.pending_read_round = False
         if self.role is Role.LEADER and (self.pending_bcast or self.pending_bcast_commit):
             self.bcast_append(self.pending_bcast_commit)
         self.pending_bcast = False
@@ -686,6 +782,8 @@ class Raft:
         self.pending_conf_index = index
         self.pending_bcast = True
         log.info("%d proposed configuration %s at index %d", self.id, confchange.describe(conf), index)
+        self.conf_index = index
+        self.conf_prev_voters = confchange.voters_of(self.conf)
         self.use_conf(conf)
         return index
 
@@ -719,6 +817,8 @@ class Raft:
         q = self.uncommitted
         while q and q[0][0] <= c:
             self.uncommitted_bytes -= q.popleft()[1]
+        if self.readonly.pending:
+            self.release_reads()      # the term's first commit may be what they waited for
         return True
 
     # -- proposals and persistence -------------------------------------------------------

@@ -60,6 +60,8 @@ class Ready:
     - `committed`: `(first_index, records)` runs, in order, each entry handed out exactly once;
       already durable locally and committed. Apply them after the write (they may be applied
       before persisted_messages are sent).
+    - `read_states`: linearizable reads released since the last Ready (core/readonly.py):
+      serve each once this node has applied up to its index.
     - `conf_state`: the configuration now in force (the latest in the log, committed or
       not), when it changed: saved in the SAME storage.save as the entries, so the stored
       configuration always matches the stored log.
@@ -84,6 +86,7 @@ class Ready:
     persisted_messages: list[Message] = field(default_factory=list)
     committed: list[tuple[int, RecordBatch]] = field(default_factory=list)
     conf_state: Optional[ConfState] = None
+    read_states: list = field(default_factory=list)
     must_sync: bool = False
     snapshot_chunks: list = field(default_factory=list)
     snapshot: Optional[SnapshotMeta] = None
@@ -95,7 +98,8 @@ class Ready:
         """True when the Ready asks for nothing."""
         return (self.soft_state is None and self.hard_state is None and not self.truncate_from
                 and self.entries is None and not self.messages and not self.persisted_messages
-                and not self.committed and not self.snapshot_chunks and self.snapshot is None)
+                and not self.committed and not self.snapshot_chunks and self.snapshot is None
+                and not self.read_states)
 
 
 class RawNode:
@@ -213,6 +217,14 @@ class RawNode:
         """
         return self.raft.propose_conf_change(changes)
 
+    def read_index(self, ctx: bytes, lease: bool = False) -> None:
+        """Request a linearizable read tagged `ctx` (diss. 6.4): a later Ready's `read_states` holds
+        `(index, ctx)`; serve the read once applied >= index. `lease`: the leader may answer from
+        its lease without a heartbeat round. NotLeader when no leader is known; a read may be
+        lost (a leader change): time out and retry.
+        """
+        self.raft.read_index(ctx, lease=lease)
+
     def transfer_leadership(self, to: int) -> None:
         """Hand leadership to voter `to` (TimeoutNow); NotLeader on a non-leader, ValueError on a non-voter."""
         self.raft.transfer_leadership(to)
@@ -273,7 +285,8 @@ class RawNode:
             return True
         if r.snapshot_chunks or r.pending_install is not None:
             return True
-        if self._next_apply <= min(lg.committed, lg.stable) or r.conf is not self._prev_conf:
+        if self._next_apply <= min(lg.committed, lg.stable) or r.conf is not self._prev_conf \
+                or r.read_states or r.pending_read_round:
             return True
         hs = self._prev_hs
         if hs.term != r.term or hs.vote != r.vote or hs.commit != lg.committed:
@@ -316,6 +329,9 @@ class RawNode:
                 rd.entries = entries
                 rd.entries_last = (first + len(entries) - 1, last_term)
             rd.must_sync = True
+        if r.read_states:
+            rd.read_states = r.read_states
+            r.read_states = []
         if r.conf is not self._prev_conf:
             rd.conf_state = r.conf
             self._prev_conf = r.conf

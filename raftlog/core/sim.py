@@ -260,6 +260,8 @@ class Simulation:
         if node.writing is not None or not raw.has_ready():
             return
         rd = raw.ready()
+        if rd.read_states:
+            self.on_read_states(node, rd.read_states)
         if rd.soft_state is not None:
             self.on_soft_state(node, rd.soft_state)
         for m in rd.messages:
@@ -374,6 +376,9 @@ class Simulation:
                     self.committed_payloads[payload] = index
             node.applied.append(item)
         node.applied_index = first + len(batch) - 1
+
+    def on_read_states(self, node: SimNode, states: list) -> None:
+        """Linearizable reads released by a Ready (subclasses serve and check them)."""
 
     def on_soft_state(self, node: SimNode, soft) -> None:
         prev = node.last_soft

@@ -14,7 +14,10 @@ old and new configurations alike):
 - the engine refuses a second change while one is in flight;
 - every node uses the configuration of the last configuration entry in its log;
 - after healing, the change in flight completes (no joint configuration remains), every
-  member of the final configuration catches up, and a leader is among them.
+  member of the final configuration catches up, and a leader is among them;
+- reads (ReadIndex, and lease reads) issued at random nodes: a read is served once its node
+  has applied its read index, and that index covers every entry committed anywhere in the
+  cluster before the read was issued (a linearizable read never misses an acknowledged append).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import KIND_CONF
 
 _CHANGE = 100
+_READ = 101
 
 
 @dataclass
@@ -39,6 +43,8 @@ class ConfSimOptions(SimOptions):
     voters: int = 3
     change_every_ms: int = 250
     transfer_p: float = 0.15          # chance that a change event is a leadership transfer instead
+    read_every_ms: int = 20           # mean gap between reads (0 = no read workload)
+    lease_p: float = 0.3              # share of reads that may use the leader lease
 
 
 @dataclass
@@ -50,6 +56,9 @@ class ConfSimStats(SimStats):
     changes_refused: int = 0
     leader_removed: int = 0
     transfers: int = 0
+    reads_issued: int = 0
+    reads_served: int = 0
+    lease_reads_served: int = 0
 
 
 class ConfSimulation(Simulation):
@@ -63,6 +72,11 @@ class ConfSimulation(Simulation):
         self.used: set[int] = set(self.initial)
         self.committed_conf = ConfState(voters=self.initial)
         self.changes = True                   # random change events enabled
+        self.reads: dict[bytes, tuple[int, int, int, bool]] = {}   # ctx -> (node, issued at, floor, lease)
+        self.waiting_reads: dict[int, list[tuple[int, bytes]]] = {}  # node -> released (index, ctx), not applied yet
+        self.served: list[tuple[bytes, int, int]] = []           # (ctx, node, index served)
+        self._read_seq = 0
+        self.issued_reads: set[bytes] = set()
         super().__init__(opts, trace)
         self.stats = ConfSimStats()
 
@@ -82,7 +96,7 @@ class ConfSimulation(Simulation):
 
     # -- invariants ----------------------------------------------------------------------
 
-    def apply(self, node: SimNode, first: int, batch) -> None:
+    def _apply_conf_checked(self, node: SimNode, first: int, batch) -> None:
         before = len(self.applied_log)
         super().apply(node, first, batch)
         # Newly committed configuration entries must chain (one change at a time).
@@ -124,11 +138,79 @@ class ConfSimulation(Simulation):
                 self.fail(f"node {node_id} stored {confchange.describe(st)} but uses "
                           f"{confchange.describe(node.raw.conf_state)}")
 
+    # -- reads ---------------------------------------------------------------------------
+
+    def read(self, node_id: int, lease: bool = False) -> Optional[bytes]:
+        """Issue a read at node_id; its ctx, or None when the node refuses (down, no leader known)."""
+        node = self.nodes[node_id]
+        if not node.up:
+            return None
+        self._read_seq += 1
+        ctx = b"read-%d" % self._read_seq
+        try:
+            node.raw.read_index(ctx, lease=lease)
+        except NotLeader:
+            return None
+        self.reads[ctx] = (node_id, self.now, len(self.committed_terms), lease)
+        self.issued_reads.add(ctx)
+        self.stats.reads_issued += 1
+        self.pump(node)
+        return ctx
+
+    def on_read_states(self, node: SimNode, states: list) -> None:
+        for index, ctx in states:
+            if ctx not in self.reads:
+                if ctx in self.issued_reads:
+                    continue      # a duplicated request or reply released it twice: served once
+                self.fail(f"node {node.id} released an unknown read {ctx!r}")
+            if self.reads[ctx][0] != node.id:
+                self.fail(f"node {node.id} released read {ctx!r} issued at node {self.reads[ctx][0]}")
+            self.waiting_reads.setdefault(node.id, []).append((index, ctx))
+        self.serve_reads(node)
+
+    def serve_reads(self, node: SimNode) -> None:
+        """Serve released reads whose index the node has applied; check they miss no earlier commit."""
+        waiting = self.waiting_reads.get(node.id)
+        if not waiting:
+            return
+        keep = []
+        for index, ctx in waiting:
+            if node.applied_index < index:
+                keep.append((index, ctx))
+                continue
+            if ctx not in self.reads:
+                continue          # released twice (duplicates) and already served
+            _, issued, floor, lease = self.reads.pop(ctx)
+            if index < floor:
+                self.fail(f"read {ctx!r} at node {node.id} (issued at {issued / 1000:.3f}s) served index {index}, "
+                          f"but {floor} entries were committed before it began")
+            self.served.append((ctx, node.id, node.applied_index))
+            self.stats.reads_served += 1
+            if lease:
+                self.stats.lease_reads_served += 1
+        self.waiting_reads[node.id] = keep
+
+    def apply(self, node: SimNode, first: int, batch) -> None:
+        self._apply_conf_checked(node, first, batch)
+        self.serve_reads(node)
+
+    def random_read(self) -> None:
+        o = self.opts
+        rng = self.rng
+        if not self.changes:
+            return
+        self._push(self.now + 1 + int(rng.expovariate(1 / o.read_every_ms)), _READ)
+        lid = self.leader()
+        target = lid if lid is not None and rng.random() < 0.6 else rng.choice(self.ids)
+        self.read(target, lease=rng.random() < o.lease_p)
+
     # -- the change workload -------------------------------------------------------------
 
     def _dispatch(self, kind: int, args: tuple) -> None:
         if kind == _CHANGE:
             self.random_change()
+        elif kind == _READ:
+            self.random_read()
         else:
             super()._dispatch(kind, args)
 
@@ -244,6 +326,8 @@ class ConfSimulation(Simulation):
     def run(self, duration_ms: int) -> SimStats:
         """Chaos with membership changes for duration_ms, then heal; checks as in the base, over the final members."""
         self._push(1 + int(self.rng.expovariate(1 / self.opts.change_every_ms)), _CHANGE)
+        if self.opts.read_every_ms:
+            self._push(1 + int(self.rng.expovariate(1 / self.opts.read_every_ms)), _READ)
         self.run_until(0)
         result = super().run(duration_ms)
         return result
