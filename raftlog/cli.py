@@ -85,6 +85,46 @@ def _info_logging() -> None:
 _PEERS_HELP = "Members as ID=HOST:PORT,... (or HOST:PORT,...)."
 
 
+def _secured(f):  # noqa: ANN001, ANN201 - a click command callback
+    """Add --tls-cert/--tls-key/--tls-ca/--secret-file to a command (issue 8); `_security()` returns them.
+
+    Checked before anything starts: a partial TLS set, an unreadable or unloadable
+    certificate, or a secret under 16 bytes is one error line and exit status 2.
+    """
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args: object, tls_cert: str | None = None, tls_key: str | None = None, tls_ca: str | None = None,
+                secret_file: str | None = None, **kwargs: object) -> object:
+        import ssl
+
+        from raftlog.runtime.auth import load_secret
+        from raftlog.runtime.tls import tls_files
+        try:
+            tls = tls_files(tls_cert, tls_key, tls_ca)
+            if tls is not None:
+                tls.server_context()          # loads every file: fail here, not at the first connection
+            secret = load_secret(secret_file) if secret_file else None
+        except (ValueError, OSError, ssl.SSLError) as exc:
+            raise BadArgument(f"TLS/secret: {exc}") from None
+        click.get_current_context().meta["raftlog.security"] = {"tls": tls, "secret": secret}
+        return f(*args, **kwargs)
+
+    for opt in (click.option("--tls-cert", default=None, help="PEM certificate (chain) of this node or client."),
+                click.option("--tls-key", default=None, help="PEM private key for --tls-cert."),
+                click.option("--tls-ca", default=None, help="PEM CA that signs every member's and client's certificate."),
+                click.option("--secret-file", default=None,
+                             help="File holding the cluster's shared secret (HMAC challenge in the handshake).")):
+        wrapper = opt(wrapper)
+    return wrapper
+
+
+def _security() -> dict:
+    """{"tls": TlsFiles or None, "secret": bytes or None} given to the current command (empty if none)."""
+    ctx = click.get_current_context(silent=True)
+    return dict(ctx.meta.get("raftlog.security", {})) if ctx is not None else {}
+
+
 @main.command()
 @click.option("--id", "node_id", type=int, required=True, help="This node's id (a key of --peers).")
 @click.option("--data", "data_dir", required=True, help="Data dir (created if missing).")
@@ -98,6 +138,7 @@ _PEERS_HELP = "Members as ID=HOST:PORT,... (or HOST:PORT,...)."
 @click.option("--no-sync", is_flag=True, help="Do not fsync each write (faster; a power loss may lose the last writes).")
 @click.option("--election-timeout", default="150-300", show_default=True, help="Randomized election timeout LO-HI, ms.")
 @click.option("--heartbeat", default=50, show_default=True, type=int, help="Leader heartbeat interval, ms.")
+@_secured
 def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, join: str | None, no_promote: bool,
          promote_lag: int, cluster_id: str, no_sync: bool, election_timeout: str, heartbeat: int) -> None:
     """Run one cluster member in the foreground; SIGTERM or Ctrl-C stops it cleanly.
@@ -142,7 +183,7 @@ def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, joi
     from raftlog.runtime.node import NodeConfig, run_node
     cfg = NodeConfig(node_id=node_id, peers=members, data_dir=data_dir, cluster_id=cluster_id, sync=not no_sync,
                      election_timeout_ms=(lo, hi), heartbeat_ms=heartbeat, join=join, promote=not no_promote,
-                     promote_lag=promote_lag)
+                     promote_lag=promote_lag, **_security())
     try:
         status = asyncio.run(run_node(cfg))
     except IdentityMismatch as exc:
@@ -201,7 +242,8 @@ def cluster(nodes: int, data_dir: str, base_port: int, host: str, cluster_id: st
 
 def _client(peers: str, cluster_id: str, timeout: float, **kw: object) -> "raftlog.Client":
     from raftlog.runtime.client import Client
-    return Client(list(_members(peers, require_ids=False).values()), cluster_id=cluster_id, timeout=timeout, **kw)
+    return Client(list(_members(peers, require_ids=False).values()), cluster_id=cluster_id, timeout=timeout,
+                  **{**_security(), **kw})
 
 
 @main.command()
@@ -209,6 +251,7 @@ def _client(peers: str, cluster_id: str, timeout: float, **kw: object) -> "raftl
 @click.option("--cluster-id", default="raftlog", show_default=True)
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each commit.")
 @click.argument("data", nargs=-1)
+@_secured
 def append(peers: str, cluster_id: str, timeout: float, data: tuple[str, ...]) -> None:
     """Append each DATA argument (or each line of stdin) and print its committed index.
 
@@ -245,6 +288,7 @@ def append(peers: str, cluster_id: str, timeout: float, data: tuple[str, ...]) -
 @click.option("--limit", default=None, type=click.IntRange(1), help="At most this many entries.")
 @click.option("--follow", is_flag=True, help="Keep printing new entries as they commit (Ctrl-C stops).")
 @click.option("--timeout", default=10.0, show_default=True)
+@_secured
 def read(peers: str, cluster_id: str, start: int, limit: int | None, follow: bool, timeout: float) -> None:
     """Print committed data entries as INDEX<TAB>DATA, one a line.
 
@@ -289,6 +333,7 @@ STATUS_FIELDS = ("id", "address", "role", "term", "last_index", "commit", "appli
 @click.option("--cluster-id", default="raftlog", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, address, role, term, ...}.")
 @click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for each member.")
+@_secured
 def status(peers: str, cluster_id: str, as_json: bool, timeout: float) -> None:
     """Ask every member for its state; one that does not answer is `unreachable`.
 
@@ -304,7 +349,7 @@ def status(peers: str, cluster_id: str, as_json: bool, timeout: float) -> None:
     members = _members(peers, require_ids=False)
 
     async def ask_all() -> list:
-        return await asyncio.gather(*(query_status(a, cluster_id=cluster_id, timeout=timeout)
+        return await asyncio.gather(*(query_status(a, cluster_id=cluster_id, timeout=timeout, **_security())
                                       for a in members.values()))
 
     rows = []
@@ -481,6 +526,7 @@ def _member_spec(text: str) -> tuple[int, str]:
 @click.option("--json", "as_json", is_flag=True, help='Print a JSON list of {"id", "address", "voter", "match"}.')
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the change to complete.")
 @click.pass_context
+@_secured
 def members(ctx: click.Context, peers: str, cluster_id: str, as_json: bool, timeout: float) -> None:
     """List the members (as the leader sees them), or change them.
 
@@ -545,6 +591,7 @@ def members_promote(obj: tuple, node_id: int) -> None:
 @click.option("--to", "to_id", required=True, type=click.IntRange(1), help="The voter that should lead.")
 @click.option("--cluster-id", default="raftlog", show_default=True)
 @click.option("--timeout", default=10.0, show_default=True)
+@_secured
 def transfer(peers: str, to_id: int, cluster_id: str, timeout: float) -> None:
     """Hand leadership to voter --to (TimeoutNow); returns once it leads.
 

@@ -45,6 +45,7 @@ from raftlog.hot import (
     encode_read,
     encode_status,
 )
+from raftlog.runtime.auth import ConnectorAuth
 from raftlog.runtime.peers import parse_address, parse_peers
 
 __all__ = ["AsyncClient", "Client", "RequestRejected", "Addresses"]
@@ -134,7 +135,8 @@ class _Connection(asyncio.Protocol):
                 self.close()
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
-        self._lose(ConnectionError(f"connection to {self.address} lost"))
+        # With TLS the reason (e.g. the node refused our certificate) is worth showing.
+        self._lose(ConnectionError(f"connection to {self.address} lost" + (f": {exc}" if exc else "")))
 
     def _lose(self, exc: Exception) -> None:
         self.closed = True
@@ -179,8 +181,13 @@ class AsyncClient:
     """
 
     def __init__(self, addresses: Addresses, *, cluster_id: str = "raftlog", timeout: float = 10.0,
-                 read_from: str = "leader", attempt_timeout: float = ATTEMPT_TIMEOUT) -> None:
+                 read_from: str = "leader", attempt_timeout: float = ATTEMPT_TIMEOUT, tls: Any = None,
+                 secret: Optional[bytes] = None) -> None:
         self.addresses = normalize_addresses(addresses)
+        # Issue 8: `tls` is a raftlog.runtime.tls.TlsFiles (mutual TLS), `secret` the cluster's
+        # shared secret (HMAC challenge-response, runtime/auth.py); both must match the nodes'.
+        self._ssl = tls.client_context() if tls is not None else None
+        self._secret = secret
         self.attempt_timeout = attempt_timeout
         if read_from not in ("leader", "any"):
             raise ValueError("read_from must be 'leader' or 'any'")
@@ -220,8 +227,11 @@ class AsyncClient:
             budget = max(0.05, min(2.0, deadline - time.monotonic()))
             try:
                 _, conn = await asyncio.wait_for(
-                    asyncio.get_running_loop().create_connection(lambda: _Connection(address), host, port), budget)
-                conn.transport.write(encode_handshake(PROTOCOL_VERSION, ROLE_CLIENT, 0, self.cluster_id))
+                    asyncio.get_running_loop().create_connection(lambda: _Connection(address), host, port,
+                                                                 ssl=self._ssl), budget)
+                auth = ConnectorAuth(self._secret, self.cluster_id, ROLE_CLIENT, 0) if self._secret else None
+                conn.transport.write(encode_handshake(PROTOCOL_VERSION, ROLE_CLIENT, 0, self.cluster_id,
+                                                      auth.hello() if auth is not None else b""))
                 hello = await asyncio.wait_for(asyncio.shield(conn.handshake), budget)
             except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
                 self._next += 1
@@ -232,6 +242,13 @@ class AsyncClient:
                     raise RequestRejected(code, f"{address}: {message}")
                 self._next += 1
                 raise _Retry(f"{address} refused the connection: {message}")
+            if auth is not None:
+                proof, ok = auth.answer(hello[5], hello[3])
+                conn.transport.write(encode_handshake(PROTOCOL_VERSION, ROLE_CLIENT, 0, self.cluster_id, proof))
+                if not ok:
+                    conn.close()
+                    raise RequestRejected(ERR_CLUSTER_MISMATCH, f"{address} did not prove the shared secret "
+                                                                f"(wrong secret, or the node has none)")
             self._conn = conn
             return conn
 
@@ -360,29 +377,39 @@ class AsyncClient:
         conn.is_leader = True
         return reply[2]
 
-    async def read(self, start: int = 1, limit: Optional[int] = None) -> list[Entry]:
-        """Committed data entries from index `start` (at most `limit`; None = all committed so far)."""
+    async def read(self, start: int = 1, limit: Optional[int] = None,
+                   consistency: str = "linearizable") -> list[Entry]:
+        """Committed data entries from index `start` (at most `limit`; None = all committed so far).
+
+        `consistency`: "linearizable" (default) sees every append acknowledged before the read
+        began (ReadIndex: the serving node confirms with a quorum first, dissertation 6.4);
+        "lease" lets a leader skip that round while its lease holds (clock-drift bound);
+        "stale" answers from the connected node's applied log at once.
+        """
         if start < 1:
             raise ValueError("indexes start at 1")
+        from raftlog.runtime.reads import with_consistency
+        first_bytes = with_consistency(READ_BYTES, consistency)
         if self.read_from == "leader":
             await self._find_leader()
         out: list[Entry] = []
         while limit is None or len(out) < limit:
             want = READ_ENTRIES if limit is None else min(READ_ENTRIES, limit - len(out))
-            next_index, entries = await self._read_once(start, want)
+            next_index, entries = await self._read_once(start, want, first_bytes)
+            first_bytes = READ_BYTES      # later chunks continue from the state the first one confirmed
             out.extend(entries)
             if next_index <= start:
                 break
             start = next_index
         return out if limit is None else out[:limit]
 
-    async def _read_once(self, start: int, max_entries: int) -> tuple[int, list[Entry]]:
+    async def _read_once(self, start: int, max_entries: int, max_bytes: int = READ_BYTES) -> tuple[int, list[Entry]]:
         def handle(conn: _Connection, reply: tuple) -> tuple[int, list[Entry]]:
             if reply[0] != FRAME_ENTRIES:
                 raise RaftlogError(f"unexpected reply type {reply[0]} to a read")
             _, _rid, next_index, indexes, records = reply
             return next_index, [Entry(indexes[i], records.term(i), records.payload(i)) for i in range(len(indexes))]
-        return await self._call(lambda rid: encode_read(rid, start, max_entries, READ_BYTES), handle)
+        return await self._call(lambda rid: encode_read(rid, start, max_entries, max_bytes), handle)
 
     async def _find_leader(self) -> None:
         """Move the connection to the leader if the connected member knows one (best effort)."""
@@ -458,9 +485,10 @@ class AsyncClient:
         return await self._call(encode_status, handle)
 
 
-async def query_status(address: str, *, cluster_id: str = "raftlog", timeout: float = 2.0) -> Optional[dict]:
+async def query_status(address: str, *, cluster_id: str = "raftlog", timeout: float = 2.0, tls: Any = None,
+                       secret: Optional[bytes] = None) -> Optional[dict]:
     """One member's status, or None if it does not answer within `timeout` (no retries, no redirects)."""
-    client = AsyncClient([address], cluster_id=cluster_id, timeout=timeout, read_from="any")
+    client = AsyncClient([address], cluster_id=cluster_id, timeout=timeout, read_from="any", tls=tls, secret=secret)
     try:
         deadline = time.monotonic() + timeout
         conn = await client._connection(deadline)
@@ -508,9 +536,9 @@ class Client:
         """Append payloads (pipelined); their indexes, in order."""
         return self._run(self._client.append_many(list(items)))
 
-    def read(self, start: int = 1, limit: Optional[int] = None) -> list[Entry]:
-        """Committed data entries from index `start` (at most `limit`)."""
-        return self._run(self._client.read(start, limit))
+    def read(self, start: int = 1, limit: Optional[int] = None, consistency: str = "linearizable") -> list[Entry]:
+        """Committed data entries from index `start` (at most `limit`); see AsyncClient.read for `consistency`."""
+        return self._run(self._client.read(start, limit, consistency))
 
     def status(self) -> dict:
         """The status of the member the client is connected to."""

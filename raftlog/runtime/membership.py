@@ -302,7 +302,8 @@ class Joiner:
                 log.info("node %d joined the cluster as a %s", nid, role)
                 return
             client = AsyncClient([self.join_address, *[a for i, a in node.cfg.peers.items() if i != nid]],
-                                 cluster_id=node.cfg.cluster_id, timeout=30.0)
+                                 cluster_id=node.cfg.cluster_id, timeout=30.0,
+                                 tls=getattr(node.cfg, "tls", None), secret=getattr(node.cfg, "secret", None))
             try:
                 if role == "none":
                     await client.add_member(nid, node.cfg.address, learner=True)

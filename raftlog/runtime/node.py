@@ -38,6 +38,7 @@ from raftlog.core.messages import Message
 from raftlog.core.rawnode import RawNode
 from raftlog.runtime.membership import DEFAULT_PROMOTE_LAG, Joiner, Membership
 from raftlog.runtime.peers import parse_address
+from raftlog.runtime.reads import Reads
 from raftlog.runtime.server import ClientService
 from raftlog.runtime.snapshots import Snapshotter
 from raftlog.runtime.transport import Listener, PeerTransport
@@ -83,6 +84,10 @@ class NodeConfig:
     promote: bool = True
     promote_lag: int = DEFAULT_PROMOTE_LAG
     transfer_on_stop: bool = True     # a leader hands over leadership before a clean shutdown
+    # Issue 8: mutual TLS on every connection (runtime/tls.py) and/or a shared secret proved
+    # by HMAC challenge-response in the handshake (runtime/auth.py).
+    tls: Any = None                   # a raftlog.runtime.tls.TlsFiles, or None
+    secret: Optional[bytes] = None
 
     @property
     def address(self) -> str:
@@ -126,6 +131,7 @@ class Node:
         self.listener: Optional[Listener] = None
         self.service = ClientService(self, request_timeout=cfg.request_timeout)
         self.membership = Membership(self)
+        self.reads = Reads(self, cfg.request_timeout)
         self.joiner: Optional[Joiner] = None
         self.applied_index = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftlog-writer-{cfg.node_id}")
@@ -171,8 +177,9 @@ class Node:
                 if nid != self.node_id:
                     self.cfg.peers[nid] = addr
             self.peers = PeerTransport(self.node_id, self.cfg.cluster_id, self.cfg.peers, self._on_message,
-                                       self._on_peer, rng=self._rng)
-            self.listener = Listener(self.node_id, self.cfg.cluster_id, self.peers, self.service.handler_for)
+                                       self._on_peer, rng=self._rng, tls=self.cfg.tls, secret=self.cfg.secret)
+            self.listener = Listener(self.node_id, self.cfg.cluster_id, self.peers, self.service.handler_for,
+                                     tls=self.cfg.tls, secret=self.cfg.secret)
             if self.cfg.listen:
                 host, port = parse_address(self.cfg.address)
                 await self.listener.start(host, port)
@@ -342,6 +349,7 @@ class Node:
         if self._ticks % 10 == 0:
             self.service.expire(now)
             self.membership.poll()
+            self.reads.expire(now)
         self._schedule_tick()
         self.kick()
 
@@ -371,6 +379,8 @@ class Node:
         rd = raw.ready()
         if rd.conf_state is not None:
             self.membership.learn(rd.conf_state)
+        if rd.read_states:
+            self.reads.on_read_states(rd.read_states)
         self._refill()
         self._show_role()
         self._send(rd.messages)

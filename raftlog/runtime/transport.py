@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections import deque
 from typing import Callable, Optional, Protocol
@@ -46,7 +47,9 @@ from raftlog.hot import (
     encode_handshake,
     encode_raft,
 )
+from raftlog.runtime.auth import AcceptorAuth, AuthError, ConnectorAuth
 from raftlog.runtime.peers import parse_address
+from raftlog.runtime.tls import TlsFiles, describe
 
 log = logging.getLogger("raftlog.transport")
 
@@ -321,6 +324,69 @@ class _Acceptor:
         self.listener.pending.discard(conn)
 
 
+class _TlsAccept(asyncio.Protocol):
+    """An accepted TCP connection that must complete a TLS handshake before its Connection sees a byte."""
+
+    def __init__(self, listener: "Listener", conn: Connection) -> None:
+        self.listener = listener
+        self.conn = conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        transport.pause_reading()      # nothing is read before start_tls takes the socket over
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.conn.remote = f"{peer[0]}:{peer[1]}"
+        asyncio.get_running_loop().create_task(self._upgrade(transport))
+
+    async def _upgrade(self, transport: asyncio.BaseTransport) -> None:
+        listener = self.listener
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                transport, self.conn, listener.ssl_server, server_side=True,  # type: ignore[arg-type]
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        except (ssl.SSLError, OSError, ConnectionError, asyncio.TimeoutError) as exc:
+            log.warning("node %d refused a TLS connection from %s: %s", listener.node_id, self.conn.remote,
+                        describe(exc))
+            transport.abort()
+            self.conn.connection_lost(exc if isinstance(exc, Exception) else None)
+            return
+        if tls is None:                # closed during the handshake
+            self.conn.connection_lost(None)
+            return
+        self.conn.connection_made(tls)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        pass                           # start_tls owns the socket from connection_made on
+
+
+class _ProofWait:
+    """Handler of an accepted connection between our shared-secret reply and the connector's proof."""
+
+    def __init__(self, listener: "Listener", hello: tuple, auth: AcceptorAuth) -> None:
+        self.listener = listener
+        self.hello = hello
+        self.auth = auth
+        self.timer: Optional[asyncio.TimerHandle] = None
+
+    def on_frame(self, conn: Connection, frame: tuple) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if frame[0] != FRAME_HANDSHAKE:
+            conn.fail(ERR_CLUSTER_MISMATCH, "authentication failed: expected the shared-secret proof")
+            return
+        try:
+            self.auth.verify(frame[5])
+        except AuthError as exc:
+            conn.fail(ERR_CLUSTER_MISMATCH, f"authentication failed: {exc}")
+            return
+        self.listener.admit(conn, self.hello)
+
+    def on_close(self, conn: Connection) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.listener.pending.discard(conn)
+
+
 class _Refused(asyncio.Protocol):
     """A connection over the limit: closed as soon as it is made, before reading anything."""
 
@@ -334,8 +400,11 @@ class Listener:
     def __init__(self, node_id: int, cluster_id: str, peers: "PeerTransport",
                  client_handler_factory: Callable[[Connection], Handler], *, max_frame: int = DEFAULT_MAX_FRAME,
                  max_connections: Optional[int] = None, client_max_buffer: Optional[int] = None,
-                 idle_timeout: Optional[float] = None, partial_frame_timeout: Optional[float] = None) -> None:
+                 idle_timeout: Optional[float] = None, partial_frame_timeout: Optional[float] = None,
+                 tls: Optional[TlsFiles] = None, secret: Optional[bytes] = None) -> None:
         self.node_id = node_id
+        self.ssl_server = tls.server_context() if tls is not None else None
+        self.secret = secret
         self.cluster_id = cluster_id
         self.peers = peers
         self.client_handler_factory = client_handler_factory
@@ -379,6 +448,8 @@ class Listener:
         self.pending.add(conn)
         acceptor.timer = asyncio.get_running_loop().call_later(
             HANDSHAKE_TIMEOUT, lambda: conn.fail(ERR_BAD_REQUEST, "no handshake in time", level=logging.DEBUG))
+        if self.ssl_server is not None:
+            return _TlsAccept(self, conn)
         return conn
 
     def route(self, conn: Connection, frame: tuple) -> None:
@@ -394,8 +465,27 @@ class Listener:
         if problem is not None:
             conn.fail(*problem)
             return
-        conn.role = frame[2]
+        if self.secret is not None:
+            auth = AcceptorAuth(self.secret, self.cluster_id, self.node_id)
+            try:
+                reply = auth.reply(frame[5], frame[2], frame[3])
+            except AuthError as exc:
+                conn.fail(ERR_CLUSTER_MISMATCH, f"authentication failed: {exc}")
+                return
+            conn.send(encode_handshake(PROTOCOL_VERSION, ROLE_PEER, self.node_id, self.cluster_id, reply))
+            wait = _ProofWait(self, frame, auth)
+            conn.handler = wait
+            self.pending.add(conn)                   # still counts against the limit
+            wait.timer = asyncio.get_running_loop().call_later(
+                HANDSHAKE_TIMEOUT, lambda: conn.fail(ERR_CLUSTER_MISMATCH, "authentication failed: no proof in time"))
+            return
         conn.send(encode_handshake(PROTOCOL_VERSION, ROLE_PEER, self.node_id, self.cluster_id))
+        self.admit(conn, frame)
+
+    def admit(self, conn: Connection, frame: tuple) -> None:
+        """Hand a handshaken (and, with a secret, authenticated) connection to the peers or the client service."""
+        self.pending.discard(conn)
+        conn.role = frame[2]
         if conn.role == ROLE_PEER:
             self.peers.attach(conn, frame[3])
         else:
@@ -453,9 +543,13 @@ class PeerTransport:
     def __init__(self, node_id: int, cluster_id: str, addresses: dict[int, str],
                  on_message: Callable[[Message], None], on_peer: Callable[[int, bool], None] = lambda p, up: None,
                  *, max_frame: int = DEFAULT_MAX_FRAME, queue_bytes: int = PEER_QUEUE_BYTES,
-                 rng: Optional[random.Random] = None) -> None:
+                 rng: Optional[random.Random] = None, tls: Optional[TlsFiles] = None,
+                 secret: Optional[bytes] = None) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
+        self.ssl_client = tls.client_context() if tls is not None else None
+        self.secret = secret
+        self.auth_warned: set[int] = set()     # peers whose failed authentication was logged
         self.addresses = dict(addresses)
         self.on_message = on_message
         self.on_peer = on_peer
@@ -566,19 +660,22 @@ class PeerTransport:
         host, port = parse_address(self.addresses[peer_id])
         loop = asyncio.get_running_loop()
         failures = 0
+        tls_reported: Optional[str] = None
         while not self._closing:
             conn: Optional[Connection] = None
             try:
                 dialer = _Dialer(self, peer_id)
                 _, conn = await asyncio.wait_for(
-                    loop.create_connection(lambda: Connection(dialer, max_frame=self.max_frame), host, port),
-                    CONNECT_TIMEOUT)
+                    loop.create_connection(lambda: Connection(dialer, max_frame=self.max_frame), host, port,
+                                           ssl=self.ssl_client), CONNECT_TIMEOUT)
                 conn.role = ROLE_PEER
                 conn.peer_id = peer_id
-                conn.send(encode_handshake(PROTOCOL_VERSION, ROLE_PEER, self.node_id, self.cluster_id))
+                hello = dialer.auth.hello() if dialer.auth is not None else b""
+                conn.send(encode_handshake(PROTOCOL_VERSION, ROLE_PEER, self.node_id, self.cluster_id, hello))
                 ok = await asyncio.wait_for(dialer.done, HANDSHAKE_TIMEOUT)
                 if ok:
                     failures = 0
+                    tls_reported = None
                     up_since = time.monotonic()
                     await conn.wait_closed()
                     if time.monotonic() - up_since < 1.0:
@@ -589,6 +686,15 @@ class PeerTransport:
                 if conn is not None:
                     conn.abort()
                 raise
+            except ssl.SSLError as exc:
+                if conn is not None:
+                    conn.abort()
+                reason = describe(exc)
+                if reason != tls_reported:      # once per reason, not once per attempt
+                    tls_reported = reason
+                    log.warning("node %d: TLS handshake with peer %d at %s failed: %s", self.node_id, peer_id,
+                                self.addresses[peer_id], reason)
+                failures += 1
             except (OSError, asyncio.TimeoutError) as exc:
                 if conn is not None:
                     conn.abort()
@@ -611,6 +717,8 @@ class _Dialer:
         self.transport = transport
         self.peer_id = peer_id
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.auth = (ConnectorAuth(transport.secret, transport.cluster_id, ROLE_PEER, transport.node_id)
+                     if transport.secret is not None else None)
 
     def on_frame(self, conn: Connection, frame: tuple) -> None:
         if frame[0] == FRAME_HANDSHAKE:
@@ -621,6 +729,19 @@ class _Dialer:
                 conn.fail(*problem)
                 self._finish(False)
                 return
+            if self.auth is not None:
+                proof, ok = self.auth.answer(frame[5], frame[3])
+                conn.send(encode_handshake(PROTOCOL_VERSION, ROLE_PEER, self.transport.node_id,
+                                           self.transport.cluster_id, proof))
+                if not ok:
+                    if self.peer_id not in self.transport.auth_warned:    # once until it succeeds
+                        self.transport.auth_warned.add(self.peer_id)
+                        log.warning("node %d: peer %d at %s did not prove the shared secret (wrong secret?); "
+                                    "closing it", self.transport.node_id, self.peer_id, conn.remote)
+                    conn.close()
+                    self._finish(False)
+                    return
+                self.transport.auth_warned.discard(self.peer_id)
             self.transport.attach(conn, self.peer_id)
             self._finish(True)
         elif frame[0] == FRAME_ERROR:  # the peer refused us
