@@ -289,7 +289,11 @@ def append(peers: str, cluster_id: str, timeout: float, data: tuple[str, ...]) -
 @click.option("--follow", is_flag=True, help="Keep printing new entries as they commit (Ctrl-C stops).")
 @click.option("--timeout", default=10.0, show_default=True)
 @_secured
-def read(peers: str, cluster_id: str, start: int, limit: int | None, follow: bool, timeout: float) -> None:
+@click.option("--consistency", type=click.Choice(["linearizable", "lease", "stale"]), default="linearizable",
+              show_default=True, help="linearizable: sees every append acknowledged before it (ReadIndex); "
+                                      "lease: the leader may skip the quorum round; stale: the node's state at once.")
+def read(peers: str, cluster_id: str, start: int, limit: int | None, follow: bool, timeout: float,
+         consistency: str) -> None:
     """Print committed data entries as INDEX<TAB>DATA, one a line.
 
     Example, everything from index 1, then keep watching:
@@ -310,7 +314,7 @@ def read(peers: str, cluster_id: str, start: int, limit: int | None, follow: boo
             printed = 0
             while True:
                 want = None if limit is None else limit - printed
-                entries = client.read(start, want)
+                entries = client.read(start, want, consistency)
                 show(entries)
                 printed += len(entries)
                 if entries:

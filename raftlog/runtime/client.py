@@ -377,29 +377,39 @@ class AsyncClient:
         conn.is_leader = True
         return reply[2]
 
-    async def read(self, start: int = 1, limit: Optional[int] = None) -> list[Entry]:
-        """Committed data entries from index `start` (at most `limit`; None = all committed so far)."""
+    async def read(self, start: int = 1, limit: Optional[int] = None,
+                   consistency: str = "linearizable") -> list[Entry]:
+        """Committed data entries from index `start` (at most `limit`; None = all committed so far).
+
+        `consistency`: "linearizable" (default) sees every append acknowledged before the read
+        began (ReadIndex: the serving node confirms with a quorum first, dissertation 6.4);
+        "lease" lets a leader skip that round while its lease holds (clock-drift bound);
+        "stale" answers from the connected node's applied log at once.
+        """
         if start < 1:
             raise ValueError("indexes start at 1")
+        from raftlog.runtime.reads import with_consistency
+        first_bytes = with_consistency(READ_BYTES, consistency)
         if self.read_from == "leader":
             await self._find_leader()
         out: list[Entry] = []
         while limit is None or len(out) < limit:
             want = READ_ENTRIES if limit is None else min(READ_ENTRIES, limit - len(out))
-            next_index, entries = await self._read_once(start, want)
+            next_index, entries = await self._read_once(start, want, first_bytes)
+            first_bytes = READ_BYTES      # later chunks continue from the state the first one confirmed
             out.extend(entries)
             if next_index <= start:
                 break
             start = next_index
         return out if limit is None else out[:limit]
 
-    async def _read_once(self, start: int, max_entries: int) -> tuple[int, list[Entry]]:
+    async def _read_once(self, start: int, max_entries: int, max_bytes: int = READ_BYTES) -> tuple[int, list[Entry]]:
         def handle(conn: _Connection, reply: tuple) -> tuple[int, list[Entry]]:
             if reply[0] != FRAME_ENTRIES:
                 raise RaftlogError(f"unexpected reply type {reply[0]} to a read")
             _, _rid, next_index, indexes, records = reply
             return next_index, [Entry(indexes[i], records.term(i), records.payload(i)) for i in range(len(indexes))]
-        return await self._call(lambda rid: encode_read(rid, start, max_entries, READ_BYTES), handle)
+        return await self._call(lambda rid: encode_read(rid, start, max_entries, max_bytes), handle)
 
     async def _find_leader(self) -> None:
         """Move the connection to the leader if the connected member knows one (best effort)."""
@@ -526,9 +536,9 @@ class Client:
         """Append payloads (pipelined); their indexes, in order."""
         return self._run(self._client.append_many(list(items)))
 
-    def read(self, start: int = 1, limit: Optional[int] = None) -> list[Entry]:
-        """Committed data entries from index `start` (at most `limit`)."""
-        return self._run(self._client.read(start, limit))
+    def read(self, start: int = 1, limit: Optional[int] = None, consistency: str = "linearizable") -> list[Entry]:
+        """Committed data entries from index `start` (at most `limit`); see AsyncClient.read for `consistency`."""
+        return self._run(self._client.read(start, limit, consistency))
 
     def status(self) -> dict:
         """The status of the member the client is connected to."""

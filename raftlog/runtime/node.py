@@ -38,6 +38,7 @@ from raftlog.core.messages import Message
 from raftlog.core.rawnode import RawNode
 from raftlog.runtime.membership import DEFAULT_PROMOTE_LAG, Joiner, Membership
 from raftlog.runtime.peers import parse_address
+from raftlog.runtime.reads import Reads
 from raftlog.runtime.server import ClientService
 from raftlog.runtime.snapshots import Snapshotter
 from raftlog.runtime.transport import Listener, PeerTransport
@@ -130,6 +131,7 @@ class Node:
         self.listener: Optional[Listener] = None
         self.service = ClientService(self, request_timeout=cfg.request_timeout)
         self.membership = Membership(self)
+        self.reads = Reads(self, cfg.request_timeout)
         self.joiner: Optional[Joiner] = None
         self.applied_index = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftlog-writer-{cfg.node_id}")
@@ -347,6 +349,7 @@ class Node:
         if self._ticks % 10 == 0:
             self.service.expire(now)
             self.membership.poll()
+            self.reads.expire(now)
         self._schedule_tick()
         self.kick()
 
@@ -376,6 +379,8 @@ class Node:
         rd = raw.ready()
         if rd.conf_state is not None:
             self.membership.learn(rd.conf_state)
+        if rd.read_states:
+            self.reads.on_read_states(rd.read_states)
         self._refill()
         self._show_role()
         self._send(rd.messages)

@@ -254,6 +254,9 @@ class ClientService:
         membership = getattr(self.node, "membership", None)
         if membership is not None:
             membership.poll()
+        reads = getattr(self.node, "reads", None)
+        if reads is not None:
+            reads.serve()
 
     def expire(self, now: float) -> None:
         """Answer timeout to pending requests past their deadline (their outcome is unknown)."""
@@ -270,7 +273,17 @@ class ClientService:
 
     # -- read -------------------------------------------------------------------------------
     def read(self, conn: "Connection", request_id: int, start: int, max_entries: int, max_bytes: int) -> None:
-        """Committed data entries from `start`: up to max_entries (0 = default) and max_bytes (0 = default)."""
+        """Committed data entries from `start`: up to max_entries (0 = default) and max_bytes (0 = default).
+
+        The top bits of max_bytes ask for a linearizable or lease read (runtime/reads.py):
+        such a read is answered here later, once its read index is confirmed and applied.
+        """
+        consistency = max_bytes >> 30
+        reads = getattr(self.node, "reads", None)
+        if consistency and reads is not None:
+            reads.request(conn, request_id, start, max_entries, max_bytes & ((1 << 30) - 1), consistency)
+            return
+        max_bytes &= (1 << 30) - 1
         max_entries = min(max_entries or DEFAULT_READ_ENTRIES, MAX_READ_ENTRIES)
         max_bytes = min(max_bytes or DEFAULT_READ_BYTES, MAX_READ_BYTES)
         storage = self.node.storage
