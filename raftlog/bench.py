@@ -83,6 +83,12 @@ class BenchConfig:
     data: Optional[str] = None
     keep: bool = False
     warmup: float = 1.0             # seconds of load before measuring (duration mode)
+    tls: bool = False               # mutual TLS on every connection (a throw-away CA made for the run)
+
+
+# During a --tls run: the client side's TLS settings, for status queries and load connections.
+_SECURITY: dict = {}
+_SSL_CONTEXT: list = [None]
 
 
 @dataclass
@@ -184,6 +190,12 @@ class Cluster:
             data_dir = os.path.join(self.root, f"node{i}")
             log_path = os.path.join(self.root, f"node{i}.log")
             cmd = node_command(i, self.peers, data_dir, cluster_id=CLUSTER_ID, sync=self.cfg.sync)
+            if self.cfg.tls:
+                if not _SECURITY:
+                    from raftlog.runtime.tls import make_dev_pki
+                    self.tls_node, _SECURITY["tls"] = make_dev_pki(os.path.join(self.root, "pki"))
+                    _SSL_CONTEXT[0] = _SECURITY["tls"].client_context()
+                cmd += ["--tls-cert", self.tls_node.cert, "--tls-key", self.tls_node.key, "--tls-ca", self.tls_node.ca]
             with open(log_path, "wb") as logf:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                         env=env, start_new_session=True, preexec_fn=_die_with_parent)
@@ -377,7 +389,8 @@ class LoadDriver:
     async def connect(self, client: int) -> LoadConnection:
         assert self._loop is not None
         host, port = self.leader_address.rsplit(":", 1)
-        _, conn = await self._loop.create_connection(lambda: LoadConnection(self, client), host, int(port))
+        _, conn = await self._loop.create_connection(lambda: LoadConnection(self, client), host, int(port),
+                                                     ssl=_SSL_CONTEXT[0])
         await asyncio.wait_for(conn.ready, 5.0)
         self.conns[client] = conn
         return conn
@@ -415,7 +428,7 @@ class LoadDriver:
                 except (OSError, asyncio.TimeoutError, ConnectionError):
                     await asyncio.sleep(0.05)
                     for address in self.addresses.values():
-                        st = await query_status(address, cluster_id=CLUSTER_ID, timeout=0.5)
+                        st = await query_status(address, cluster_id=CLUSTER_ID, timeout=0.5, **_SECURITY)
                         if st and st.get("leader_address"):
                             self.leader_address = st["leader_address"]
                             break
@@ -526,7 +539,8 @@ class LoadDriver:
 async def statuses(addresses: dict[int, str]) -> dict[int, Optional[dict]]:
     """Every member's status (None for one that does not answer)."""
     from raftlog.runtime.client import query_status
-    got = await asyncio.gather(*(query_status(a, cluster_id=CLUSTER_ID, timeout=1.0) for a in addresses.values()))
+    got = await asyncio.gather(*(query_status(a, cluster_id=CLUSTER_ID, timeout=1.0, **_SECURITY)
+                                 for a in addresses.values()))
     return dict(zip(addresses, got))
 
 
@@ -651,6 +665,8 @@ def run_bench(cfg: BenchConfig, *, progress: Optional[Callable[[int, int], None]
         return result
     finally:
         cluster.stop()
+        _SECURITY.clear()
+        _SSL_CONTEXT[0] = None
         if created and not cfg.keep:
             shutil.rmtree(root, ignore_errors=True)
         elif not cfg.keep:

@@ -418,8 +418,10 @@ def inspect(data_dir: str, as_json: bool, start: int | None, stop: int | None) -
 @click.option("--data", "data_dir", default=None, help="Put the nodes' data dirs here (empty or new) instead of a temp dir.")
 @click.option("--keep", is_flag=True, help="Keep the data dirs and node logs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
+@click.option("--tls", is_flag=True, help="Mutual TLS on every connection (certificates made for the run; needs openssl).")
 def bench(nodes: int, payload: int, duration: float, count: int | None, clients: int, inflight: int, batch: int,
-          rate: float | None, sync: bool, impl: str, data_dir: str | None, keep: bool, as_json: bool) -> None:
+          rate: float | None, sync: bool, impl: str, data_dir: str | None, keep: bool, as_json: bool,
+          tls: bool) -> None:
     """Benchmark a local cluster of real node processes: throughput, latency, verification.
 
     With no options: 3 nodes on loopback in a temp dir, fsync on, 100-byte payloads, a
@@ -436,7 +438,8 @@ def bench(nodes: int, payload: int, duration: float, count: int | None, clients:
     if data_dir is not None:
         _check_data_dir(data_dir)
     cfg = BenchConfig(nodes=nodes, payload=payload, duration=duration, count=count, clients=clients,
-                      inflight=inflight, batch=batch, rate=rate, sync=sync, impl=impl, data=data_dir, keep=keep)
+                      inflight=inflight, batch=batch, rate=rate, sync=sync, impl=impl, data=data_dir, keep=keep,
+                      tls=tls)
 
     def note(text: str) -> None:
         if not as_json:

@@ -63,3 +63,32 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
         return exc.reason or str(exc)
     return str(exc) or type(exc).__name__
+
+
+def make_dev_pki(root: str, days: int = 2) -> tuple[TlsFiles, TlsFiles]:
+    """A throw-away CA plus one node and one client certificate in `root` (for `raftlog bench --tls` and tests).
+
+    Uses the `openssl` command (RuntimeError if it is missing or fails): EC P-256 keys,
+    certificates valid for `days`. Not for production: the CA key sits beside the certificates.
+    """
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        raise RuntimeError("the openssl command is needed to make certificates")
+    os.makedirs(root, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        done = subprocess.run(["openssl", *args], cwd=root, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"openssl {args[0]} failed: {done.stderr.strip()[-500:]}")
+
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=raftlog dev CA", "-days", str(days))
+    for name in ("node", "client"):
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=raftlog {name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", str(days))
+    p = lambda n: os.path.join(root, n)  # noqa: E731
+    return (TlsFiles(p("node.pem"), p("node.key"), p("ca.pem")), TlsFiles(p("client.pem"), p("client.key"), p("ca.pem")))
