@@ -219,3 +219,58 @@ def test_three_members_in_one_loop_follower_refuses_and_a_restarted_member_catch
                 await lg.close()
 
     run(main())
+
+
+class Blob(KV):
+    """A KV whose snapshot is large (padding), so that a transfer takes many chunks."""
+
+    def snapshot(self) -> bytes:
+        return json.dumps({"data": self.data, "pad": "x" * (1 << 20)}).encode()
+
+    def restore(self, f) -> None:
+        self.data = json.loads(f.read())["data"]
+        self.restored_from.append(len(self.data))
+
+
+def test_a_member_restarted_mid_transfer_resumes_the_snapshot_from_its_stored_bytes(tmp_path) -> None:
+    async def main() -> None:
+        peers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+        opts = dict(peers=peers, snapshot_every=100, snapshot_tail=10, engine_options={"snapshot_chunk_bytes": 16384})
+        logs = {i: raftlog.open(str(tmp_path / str(i)), node_id=i, state_machine=Blob(), **opts) for i in (1, 2, 3)}
+        for lg in logs.values():
+            await lg.start()
+        try:
+            leader = await logs[1].wait_for_leader(5)
+            f = next(i for i in logs if i != leader)
+            await logs[f].close()
+            await logs[leader].append_many([b"k%d=%d" % (i, i) for i in range(300)])
+            for _ in range(200):
+                if logs[leader].first_index > 100 and not logs[leader]._node.snapshots.busy:
+                    break
+                await asyncio.sleep(0.02)
+            logs[f] = raftlog.open(str(tmp_path / str(f)), node_id=f, state_machine=Blob(), **opts)
+            await logs[f].start()
+            storage = logs[f]._node.storage
+            for _ in range(5000):
+                held = storage.incoming_snapshot()
+                if held is not None and 0 < held[1] < held[0].size // 2:
+                    break
+                await asyncio.sleep(0.001)
+            assert held is not None and held[1] < held[0].size
+            await logs[f].close()                      # cut off mid-transfer
+            logs[f] = raftlog.open(str(tmp_path / str(f)), node_id=f, state_machine=Blob(), **opts)
+            await logs[f].start()
+            resumed = logs[f]._node.raw.raft.incoming
+            assert resumed is not None and resumed.received >= held[1] > 0     # kept what it had
+            target = logs[leader].applied_index
+            for _ in range(1000):
+                if logs[f].applied_index >= target:
+                    break
+                await asyncio.sleep(0.01)
+            assert logs[f].applied_index >= target
+            assert logs[f].state_machine.data == logs[leader].state_machine.data
+        finally:
+            for lg in logs.values():
+                await lg.close()
+
+    run(main())
