@@ -39,6 +39,11 @@ from raftlog.hot import (
     encode_read,
 )
 
+try:  # ReadIndex reads (issue 7); without them every read is a stale read
+    from raftlog.runtime.reads import with_consistency
+except ImportError:  # pragma: no cover
+    with_consistency = None  # type: ignore[assignment]
+
 REPLY_TIMEOUT = 3.0          # seconds an operation waits for its reply before it is unknown
 
 
@@ -132,6 +137,7 @@ class Workload:
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
         self._thread: Optional[threading.Thread] = None
+        self.read_modes = ("linearizable", "lease", "stale") if with_consistency else ("stale",)
 
     def start(self) -> None:
         """Run the workload on its own thread (its own event loop)."""
@@ -224,9 +230,15 @@ class Workload:
                         break
                     start = max(1, self.high_index - self.rng.randint(0, 400))
                     limit = 500
-                    op = self.history.begin_read(process, start, node=address)
+                    # ReadIndex reads (linearizable, and lease: linearizable while clocks
+                    # behave) are checked as linearizable; stale reads only for what they
+                    # promise (committed, no holes, nothing later lost).
+                    mode = self.rng.choice(self.read_modes)
+                    max_bytes = with_consistency(1 << 20, mode) if with_consistency else 1 << 20
+                    op = self.history.begin_read(process, start, node=address, linearizable=mode != "stale")
+                    op.note = mode
                     try:
-                        reply = await conn.request(lambda rid: encode_read(rid, start, limit, 1 << 20))
+                        reply = await conn.request(lambda rid: encode_read(rid, start, limit, max_bytes))
                     except (asyncio.TimeoutError, ConnectionError, OSError):
                         self.history.fail(op, "no reply")   # a read without a reply tells nothing
                         break
