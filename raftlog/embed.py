@@ -162,6 +162,10 @@ class RaftLog:
             node.kick()
         if self.single:
             await self.wait_for_leader(10.0)     # its own vote only has to be durable
+            # What was acknowledged before a crash may sit above the stored commit index (it
+            # is persisted lazily); the new term's no-op commits it. Wait for that, so a read
+            # right after open sees every acknowledged append.
+            await self._wait_applied(node.raw.last_index, 10.0)
         log.info("raftlog %s opened: node %d, %s, last index %d", self.path, node.node_id,
                  "single node" if self.single else f"{len(self._cfg.peers)} members", node.raw.last_index)
         return self
@@ -321,6 +325,15 @@ class RaftLog:
             await asyncio.wait_for(asyncio.shield(self._signal), timeout)
         except asyncio.TimeoutError:
             pass
+
+    async def _wait_applied(self, index: int, timeout: float) -> None:
+        """Return once `index` is applied; Timeout after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self._live().applied_index < index:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout(f"index {index} not applied within {timeout} s")
+            await self._wait_committed(min(left, 0.05))
 
     # -- reading --------------------------------------------------------------------------
 

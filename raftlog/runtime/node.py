@@ -22,6 +22,7 @@ append_many of 100-byte payloads, 1.7 ms for one append (leader write + follower
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import random
@@ -56,6 +57,12 @@ MAX_CATCHUP_TICKS = 5         # after a stall (SIGSTOP, GC) replay at most this 
 # until the next Ready is taken.
 WRITE_BATCH_ENTRIES = 8192
 WRITE_BATCH_BYTES = 4 << 20
+# Disk full (issue 8): a write that fails for lack of space is retried every DISK_RETRY_SECONDS
+# instead of stopping the node; nothing it carried is acknowledged meanwhile. An lmdb.Error
+# counts as "no space" when the data dir's filesystem has less than DISK_LOW_BYTES free
+# (LMDB reports ENOSPC on a full tmpfs as EIO; any other failure still stops the node).
+DISK_RETRY_SECONDS = 0.5
+DISK_LOW_BYTES = 16 << 20
 COMMIT_FLUSH_SECONDS = 0.05   # a commit-only hard state waits at most this long for a write to join
 
 
@@ -146,6 +153,10 @@ class Node:
         self._shown: tuple = ("follower", 0, 0)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self.writes = 0                       # transactions committed (for tests and status)
+        self.storage_error: Optional[str] = None   # set while writes fail for lack of space
+        self._full_since = 0.0
+        self._retry_handle: Optional[asyncio.TimerHandle] = None
+        self._placeholder: Optional[asyncio.Future] = None   # stands in for the write while it waits to retry
         self.unwritten_entries = 0            # entries fed to the engine since the last ready()
         self.unwritten_bytes = 0
         self._deferred: deque[Message] = deque()   # AppendEntries held back by the write budget
@@ -230,6 +241,11 @@ class Node:
             await self.listener.close()
         if self.peers is not None:
             await self.peers.close()
+        if self._retry_handle is not None:           # disk full: give up the retry, nothing was written
+            self._retry_handle.cancel()
+            self._retry_handle = None
+        if self._placeholder is not None and not self._placeholder.done():
+            self._placeholder.set_result(None)
         if self._inflight is not None:
             try:
                 await asyncio.shield(self._inflight)   # a commit cannot be interrupted halfway: let it end
@@ -405,9 +421,7 @@ class Node:
             assert self._loop is not None
             write_hs = hs if hs is not None else self._lazy_hs
             self._lazy_hs = None
-            fut = self._loop.run_in_executor(self._writer, self._persist, rd, write_hs)
-            self._inflight = fut
-            fut.add_done_callback(lambda f: self._persisted(rd, f))
+            self._write(rd, lambda: self._persist(rd, write_hs))
         else:
             self._finish(rd)
 
@@ -437,15 +451,59 @@ class Node:
             return
         hs, self._lazy_hs = self._lazy_hs, None
         assert self._loop is not None
-        fut = self._loop.run_in_executor(self._writer, lambda: self.storage.save(hard_state=hs))
-        self._inflight = fut
-        fut.add_done_callback(lambda f: self._persisted(None, f))
+        self._write(None, lambda: self.storage.save(hard_state=hs))
 
-    def _persisted(self, rd: Any, fut: asyncio.Future) -> None:
+    def _write(self, rd: Any, write: Any) -> None:
+        """Run `write` on the writer thread as the in-flight transaction; `_persisted` takes its outcome."""
+        assert self._loop is not None
+        fut = self._loop.run_in_executor(self._writer, write)
+        self._inflight = fut
+        fut.add_done_callback(lambda f: self._persisted(rd, f, write))
+
+    def _out_of_space(self, exc: BaseException) -> bool:
+        """True when a failed write failed for lack of space (see DISK_LOW_BYTES)."""
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        import lmdb
+        if not isinstance(exc, lmdb.Error) or isinstance(exc, lmdb.MapFullError):
+            return False
+        try:
+            st = os.statvfs(self.cfg.data_dir)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < DISK_LOW_BYTES
+
+    def _disk_full(self, rd: Any, write: Any, exc: BaseException) -> None:
+        """Hold the failed write and retry it later; the loop keeps sending what needs no durability."""
+        assert self._loop is not None
+        if self.storage_error is None:
+            self._full_since = time.monotonic()
+            log.error("node %d: disk full: cannot write to %s (%s); acknowledging nothing until a write "
+                      "succeeds, retrying every %.1fs", self.node_id, self.cfg.data_dir, exc, DISK_RETRY_SECONDS)
+        self.storage_error = f"disk full: {exc}"
+        placeholder = self._loop.create_future()
+        self._placeholder = self._inflight = placeholder
+
+        def retry() -> None:
+            self._retry_handle = None
+            if not placeholder.done():
+                placeholder.set_result(None)
+            if not self._stopping:
+                self._write(rd, write)
+        self._retry_handle = self._loop.call_later(DISK_RETRY_SECONDS, retry)
+
+    def _persisted(self, rd: Any, fut: asyncio.Future, write: Any = None) -> None:
         self._inflight = None
         if fut.cancelled():
             return
         exc = fut.exception()
+        if exc is not None and write is not None and not self._stopping and self._out_of_space(exc):
+            self._disk_full(rd, write, exc)   # the transaction was aborted whole: the same write can be redone
+            return
+        if exc is None and self.storage_error is not None:
+            log.warning("node %d: storage writable again after %.1fs of disk full; resuming", self.node_id,
+                        time.monotonic() - self._full_since)
+            self.storage_error = None
         if exc is not None:
             # Nothing of this Ready was acknowledged; continuing would build on a write we
             # cannot trust, so the node stops (fail-stop) and a restart recovers from disk.
@@ -546,6 +604,7 @@ class Node:
             "dropped_messages": {str(p): n for p, n in sorted(peers.dropped.items())} if peers is not None else {},
             "pending_requests": len(self.service.pending),
             "writes": self.writes,
+            "storage_error": self.storage_error,
             "first_index": raw.first_index,
             "snapshot": {"index": self.storage.snapshot_meta().index, "size": self.storage.snapshot_meta().size,
                          "taken": self.snapshots.taken},
