@@ -242,6 +242,15 @@ class RecordBatch:
             out.append((first_index + i, term, kind, bytes(buf[pos + RECORD_HEADER_SIZE:offsets[i + 1]])))
         return out
 
+    def find_kind(self, kind: int, start: int = 0) -> int:
+        """Position of the first record at or after `start` whose kind is `kind`; -1 when there is none."""
+        buf = self._buf
+        offsets = self._offsets
+        for i in range(max(start, 0), len(offsets) - 1):
+            if buf[offsets[i] + 8] == kind:
+                return i
+        return -1
+
     def restamp(self, term: int) -> "RecordBatch":
         """A copy of this batch with every record's term set to `term` and its CRC recomputed."""
         if not 0 <= term < 1 << 64:

@@ -443,6 +443,16 @@ cdef class RecordBatch:
                         PyBytes_FromStringAndSize(<const char*>d + pos + _REC, self._off[i + 1] - pos - _REC)))
         return out
 
+    def find_kind(self, kind, start=0):
+        """Position of the first record at or after `start` whose kind is `kind`; -1 when there is none."""
+        cdef Py_ssize_t i = start if start > 0 else 0
+        cdef int k = kind
+        while i < self._n:
+            if self._data[self._off[i] + 8] == k:
+                return i
+            i += 1
+        return -1
+
     def restamp(self, term):
         """A copy of this batch with every record's term set to `term` and its CRC recomputed."""
         if not 0 <= term < 1 << 64:

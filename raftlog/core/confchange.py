@@ -156,19 +156,18 @@ def decode_entry(payload: bytes) -> tuple[ConfState, ConfState, list]:
 def scan(batch: Optional[RecordBatch], first_index: int) -> list[tuple[int, bytes]]:
     """`(index, payload)` of every configuration entry in `batch` (which starts at first_index).
 
-    Runs on every appended batch, so it first looks for the payload marker in the raw buffer
-    (one C-level search, ~12 ns per 117-byte entry measured) and walks the records one by
-    one (~80 ns each) only when the marker occurs somewhere, a data payload included.
+    Runs on every appended batch, so the kinds are checked on the hot path
+    (RecordBatch.find_kind: a C loop over the record headers, ~1 ns per record). The copy
+    and substring search for the payload marker it replaced cost 34 us per 512-record
+    batch, 5-10% of a node's GIL time in `raftlog bench` (py-spy --gil).
     """
     if batch is None or not len(batch):
         return []
-    if MAGIC not in batch.buffer.tobytes():
-        return []
     out = []
-    kind = batch.kind
-    for i in range(len(batch)):
-        if kind(i) == KIND_CONF:
-            out.append((first_index + i, batch.payload(i)))
+    i = batch.find_kind(KIND_CONF)
+    while i >= 0:
+        out.append((first_index + i, batch.payload(i)))
+        i = batch.find_kind(KIND_CONF, i + 1)
     return out
 
 
