@@ -65,6 +65,15 @@ class Appended(int):
         return f"Appended({int(self)}, result={self.result!r})"
 
 
+class _Failed:
+    """The state machine's apply raised `exc` for an entry (the entry stays committed)."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
 class _Waiter:
     """A local proposal waiting for its entries `[first, first + count)` to commit in `term`."""
 
@@ -94,7 +103,13 @@ class _App:
             for index, term, kind, payload in batch.entries(first):
                 result = None
                 if machine is not None and kind == KIND_DATA:
-                    result = machine.apply(Entry(index, term, bytes(payload)))
+                    try:
+                        result = machine.apply(Entry(index, term, bytes(payload)))
+                    except Exception as exc:
+                        # The entry is committed whatever apply thinks of it; a deterministic
+                        # machine raises the same on every member. The proposer gets the error.
+                        log.warning("state machine apply raised at index %d: %r", index, exc)
+                        result = _Failed(exc)
                 w = waiting.pop(index, None)
                 if w is not None:
                     owner._settle(w, index, term, result)
@@ -253,7 +268,8 @@ class RaftLog:
         """Append one entry; return its index (an int, with `.result` from the state machine) once committed and durable.
 
         NotLeader (with the leader's id and address) on a follower; Timeout when not
-        committed within request_timeout (the outcome is then unknown); Closed.
+        committed within request_timeout (the outcome is then unknown); Closed. If the
+        state machine's apply raised for it, that exception (the entry is still committed).
         """
         return (await self.append_many([data]))[0]
 
@@ -310,7 +326,11 @@ class RaftLog:
             return
         w.results[index - w.first] = result
         if index == w.first + w.count - 1:
-            w.future.set_result([Appended(w.first + k, r) for k, r in enumerate(w.results)])
+            failed = next((r for r in w.results if isinstance(r, _Failed)), None)
+            if failed is not None:
+                w.future.set_exception(failed.exc)
+            else:
+                w.future.set_result([Appended(w.first + k, r) for k, r in enumerate(w.results)])
 
     def _committed_signal(self) -> None:
         sig = self._signal

@@ -274,3 +274,16 @@ def test_a_member_restarted_mid_transfer_resumes_the_snapshot_from_its_stored_by
                 await lg.close()
 
     run(main())
+
+
+def test_an_apply_that_raises_reaches_the_proposer_and_the_log_goes_on(tmp_path) -> None:
+    async def main() -> None:
+        kv = KV()
+        async with raftlog.open(str(tmp_path / "bad"), state_machine=kv) as log:
+            with pytest.raises(ValueError):
+                await log.append(b"no equals sign")          # KV.apply cannot split it
+            ok = await log.append(b"a=1")
+            assert ok.result is None and kv.data == {"a": "1"}
+            assert [e.data for e in await log.read(1)] == [b"no equals sign", b"a=1"]   # still committed
+
+    run(main())
