@@ -287,3 +287,62 @@ def test_an_apply_that_raises_reaches_the_proposer_and_the_log_goes_on(tmp_path)
             assert [e.data for e in await log.read(1)] == [b"no equals sign", b"a=1"]   # still committed
 
     run(main())
+
+
+def test_a_transfer_cut_by_a_dropped_connection_resumes_where_it_was(tmp_path) -> None:
+    from raftlog.core.messages import MessageType
+
+    async def main() -> None:
+        peers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+        opts = dict(peers=peers, snapshot_every=100, snapshot_tail=10, engine_options={"snapshot_chunk_bytes": 16384})
+        logs = {i: raftlog.open(str(tmp_path / str(i)), node_id=i, state_machine=Blob(), **opts) for i in (1, 2, 3)}
+        for lg in logs.values():
+            await lg.start()
+        try:
+            leader = await logs[1].wait_for_leader(5)
+            f = next(i for i in logs if i != leader)
+            await logs[f].close()
+            await logs[leader].append_many([b"k%d=%d" % (i, i) for i in range(300)])
+            for _ in range(200):
+                if logs[leader].first_index > 100 and not logs[leader]._node.snapshots.busy:
+                    break
+                await asyncio.sleep(0.02)
+            peers_out = logs[leader]._node.peers
+            offsets: list[int] = []
+            send = peers_out.send
+
+            def spy(msg):
+                if msg.type == MessageType.SNAPSHOT and msg.to == f:
+                    offsets.append(msg.hint_index)
+                return send(msg)
+
+            peers_out.send = spy
+            logs[f] = raftlog.open(str(tmp_path / str(f)), node_id=f, state_machine=Blob(), **opts)
+            await logs[f].start()
+            progress = logs[leader]._node.raw.raft.progress
+            acked = 0
+            for _ in range(5000):
+                snd = progress[f].snap
+                acked = snd.acked if snd is not None else 0
+                if 2 * 16384 <= acked < snd.meta.size // 2:
+                    break
+                await asyncio.sleep(0.001)
+            assert acked >= 2 * 16384
+            conn = peers_out.conns.get(f)
+            assert conn is not None
+            cut_at = len(offsets)
+            conn.abort()                                   # the connection drops mid-transfer
+            target = logs[leader].applied_index
+            for _ in range(1000):
+                if logs[f].applied_index >= target:
+                    break
+                await asyncio.sleep(0.01)
+            assert logs[f].applied_index >= target
+            assert logs[f].state_machine.data == logs[leader].state_machine.data
+            after = offsets[cut_at:]
+            assert after and min(after) >= acked           # resumed from what was acknowledged, not byte 0
+        finally:
+            for lg in logs.values():
+                await lg.close()
+
+    run(main())
