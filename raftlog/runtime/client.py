@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import threading
 import time
 from typing import Any, Callable, Coroutine, Iterable, Optional, Sequence, TypeVar, Union
@@ -36,6 +37,7 @@ from raftlog.hot import (
     FRAME_HANDSHAKE,
     FRAME_STATUS_REPLY,
     KIND_DATA,
+    KIND_SESSION,
     PROTOCOL_VERSION,
     ROLE_CLIENT,
     FrameDecoder,
@@ -182,8 +184,14 @@ class AsyncClient:
 
     def __init__(self, addresses: Addresses, *, cluster_id: str = "raftlog", timeout: float = 10.0,
                  read_from: str = "leader", attempt_timeout: float = ATTEMPT_TIMEOUT, tls: Any = None,
-                 secret: Optional[bytes] = None) -> None:
+                 secret: Optional[bytes] = None, sessions: bool = True) -> None:
         self.addresses = normalize_addresses(addresses)
+        # Exactly-once appends (issue 7, runtime/sessions.py): a random session id, requests
+        # numbered from 1; a retried request is answered with its original index.
+        self.sessions = sessions
+        self.session_id = random.getrandbits(63) | 1
+        self._seq = 0
+        self._unanswered: set[int] = set()
         # Issue 8: `tls` is a raftlog.runtime.tls.TlsFiles (mutual TLS), `secret` the cluster's
         # shared secret (HMAC challenge-response, runtime/auth.py); both must match the nodes'.
         self._ssl = tls.client_context() if tls is not None else None
@@ -335,6 +343,9 @@ class AsyncClient:
             raise Timeout(f"{conn.address}: {message}")
         if code in (ERR_TOO_LARGE, ERR_BAD_REQUEST):
             raise RequestRejected(code, f"{conn.address}: {message}")
+        if code == 9:   # runtime/sessions.py ERR_SESSION_EXPIRED
+            from raftlog.core.sessions import SessionExpired
+            raise SessionExpired(f"{conn.address}: {message}; the request's outcome is unknown")
         raise RaftlogError(f"{conn.address}: error {code}: {message}")
 
     # -- the API ----------------------------------------------------------------------------
@@ -361,7 +372,10 @@ class AsyncClient:
         async def one(lo: int, hi: int) -> None:
             records = RecordBatch.encode(0, KIND_DATA, payloads[lo:hi])
             async with window:
-                first = await self._call(lambda rid: encode_append(rid, records), self._appended)
+                if not self.sessions:
+                    first = await self._call(lambda rid: encode_append(rid, records), self._appended)
+                else:
+                    first = await self._session_append(records)
             out[lo:hi] = range(first, first + hi - lo)
 
         if len(chunks) == 1:
@@ -369,6 +383,20 @@ class AsyncClient:
         else:
             await asyncio.gather(*(one(lo, hi) for lo, hi in chunks))
         return out
+
+    async def _session_append(self, records: RecordBatch) -> int:
+        """One request under this client's session: every retry carries the same (session, seq)."""
+        from raftlog.core.sessions import encode_header
+        self._seq += 1
+        seq = self._seq
+        self._unanswered.add(seq)
+        floor = min(self._unanswered)
+        head = RecordBatch.encode(0, KIND_SESSION, [encode_header(self.session_id, seq, floor, len(records))])
+        batch = RecordBatch.concat([head, records])
+        try:
+            return await self._call(lambda rid: encode_append(rid, batch), self._appended)
+        finally:
+            self._unanswered.discard(seq)
 
     @staticmethod
     def _appended(conn: _Connection, reply: tuple) -> int:

@@ -40,6 +40,7 @@ from raftlog.core.rawnode import RawNode
 from raftlog.runtime.membership import DEFAULT_PROMOTE_LAG, Joiner, Membership
 from raftlog.runtime.peers import parse_address
 from raftlog.runtime.reads import Reads
+from raftlog.runtime.sessions import SessionService
 from raftlog.runtime.server import ClientService
 from raftlog.runtime.snapshots import Snapshotter
 from raftlog.runtime.transport import Listener, PeerTransport
@@ -139,6 +140,7 @@ class Node:
         self.service = ClientService(self, request_timeout=cfg.request_timeout)
         self.membership = Membership(self)
         self.reads = Reads(self, cfg.request_timeout)
+        self.sessions = SessionService(self)
         self.joiner: Optional[Joiner] = None
         self.applied_index = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftlog-writer-{cfg.node_id}")
@@ -181,6 +183,7 @@ class Node:
                 applied = meta.index
             self.raw = RawNode(self.cfg.engine_config(applied), self.storage, self._rng)
             self.applied_index = self.raw.applied_index
+            self.sessions.rebuild()
             self._shown = (str(self.raw.role), self.raw.leader_id, self.raw.term)
             # The stored configuration (replicated with every change) knows the members'
             # addresses better than the command line does.
@@ -366,6 +369,7 @@ class Node:
             self.service.expire(now)
             self.membership.poll()
             self.reads.expire(now)
+            self.sessions.poll()
         self._schedule_tick()
         self.kick()
 

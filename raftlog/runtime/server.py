@@ -36,6 +36,7 @@ from raftlog.hot import (
     FRAME_STATUS,
     KIND_CONF,
     KIND_DATA,
+    KIND_SESSION,
     RecordBatch,
     encode_appended,
     encode_entries,
@@ -85,6 +86,8 @@ class _Waiting(NamedTuple):
 
 class ClientService:
     """Serves client connections for one node; the node calls `on_committed` as it applies."""
+
+    _pending_type = _Pending      # runtime/sessions.py tracks its requests with the same record
 
     def __init__(self, node: "Node", *, request_timeout: float = 10.0, max_append_bytes: int = MAX_APPEND_BYTES) -> None:
         self.node = node
@@ -158,6 +161,10 @@ class ClientService:
                 return
             self.node.membership.handle(conn, request_id, records, self.request_timeout)
             return
+        if records.kind(0) == KIND_SESSION and getattr(self.node, "sessions", None) is not None:
+            # Exactly-once append (runtime/sessions.py): a retried request gets its original index.
+            self.node.sessions.handle(conn, request_id, records, self.request_timeout)
+            return
         deadline = time.monotonic() + self.request_timeout
         if self.backlog:    # keep arrival order behind requests already waiting for budget
             self.backlog.append(_Waiting(conn, request_id, records, deadline))
@@ -210,6 +217,9 @@ class ClientService:
         membership = getattr(self.node, "membership", None)   # absent on test doubles
         if membership is not None:
             membership.on_committed(first, batch)
+        sessions = getattr(self.node, "sessions", None)
+        if sessions is not None:
+            sessions.on_committed(first, batch)
         pend = self.pending
         while pend and pend[0].last <= hi:
             self._settle(pend.popleft(), first, batch)
@@ -257,6 +267,9 @@ class ClientService:
         reads = getattr(self.node, "reads", None)
         if reads is not None:
             reads.serve()
+        sessions = getattr(self.node, "sessions", None)
+        if sessions is not None:
+            sessions.poll()
 
     def expire(self, now: float) -> None:
         """Answer timeout to pending requests past their deadline (their outcome is unknown)."""
