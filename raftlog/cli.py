@@ -179,7 +179,7 @@ def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, joi
     if not cluster_id or len(cluster_id.encode()) > 255:
         raise BadArgument("--cluster-id: 1 to 255 bytes")
     _info_logging()
-    from raftlog.errors import IdentityMismatch, RaftlogError
+    from raftlog.errors import CorruptLogError, IdentityMismatch, RaftlogError
     from raftlog.runtime.node import NodeConfig, run_node
     cfg = NodeConfig(node_id=node_id, peers=members, data_dir=data_dir, cluster_id=cluster_id, sync=not no_sync,
                      election_timeout_ms=(lo, hi), heartbeat_ms=heartbeat, join=join, promote=not no_promote,
@@ -188,6 +188,9 @@ def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, joi
         status = asyncio.run(run_node(cfg))
     except IdentityMismatch as exc:
         raise BadArgument(str(exc)) from None
+    except CorruptLogError as exc:
+        raise click.ClickException(f"{exc}; the node will not serve or replicate it: run "
+                                   f"`raftlog repair {data_dir} --peers <the other members>`, then start it again") from None
     except (RaftlogError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     raise SystemExit(status)
@@ -373,6 +376,44 @@ def status(peers: str, cluster_id: str, as_json: bool, timeout: float) -> None:
     widths = [max(len(line[c]) for line in table) for c in range(len(header))]
     for line in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+
+
+@main.command()
+@click.argument("data_dir")
+@click.option("--peers", default=None, help="The other members (ID=HOST:PORT,...); without it, only scan.")
+@click.option("--cluster-id", default="raftlog", show_default=True)
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each read from the cluster.")
+@_secured
+def repair(data_dir: str, peers: str | None, cluster_id: str, timeout: float) -> None:
+    """Rewrite entries of a STOPPED node's data dir that fail their CRC, from the cluster's committed copy.
+
+    The node reports a corrupt entry (its log and `status` name the index, reads of it
+    fail). Stop the node, run this with the other members, start the node again. Entries
+    are rewritten in place, never truncated (the node may be part of the majority that
+    committed them). A corrupt no-op or configuration entry cannot be rebuilt from a client
+    read: then replace the member (members remove, wipe, node --join). Exits 1 if anything
+    is left unrepaired.
+
+    \b
+        raftlog repair /var/lib/raftlog/3 --peers 1=10.0.0.1:7001,2=10.0.0.2:7001
+    """
+    from raftlog.errors import RaftlogError
+    from raftlog.runtime.repair import repair as run_repair
+    try:
+        if peers is None:
+            report = run_repair(data_dir, None, dry_run=True)
+        else:
+            with _client(peers, cluster_id, timeout, read_from="leader") as client:
+                report = run_repair(data_dir, client)
+    except (RaftlogError, OSError) as exc:
+        raise click.ClickException(f"{data_dir}: {exc}") from None
+    click.echo(f"corrupt entries: {report.corrupt or 'none'}")
+    if report.repaired:
+        click.echo(f"repaired from the cluster: {report.repaired}")
+    for index, why in sorted(report.unrepairable.items()):
+        click.echo(f"index {index}: {why}", err=True)
+    if not report.ok:
+        raise SystemExit(1)
 
 
 @main.command()

@@ -37,6 +37,7 @@ from raftlog.core import confchange
 from raftlog.core.config import Config
 from raftlog.core.messages import Message
 from raftlog.core.rawnode import RawNode
+from raftlog.errors import CorruptLogError
 from raftlog.runtime.membership import DEFAULT_PROMOTE_LAG, Joiner, Membership
 from raftlog.runtime.peers import parse_address
 from raftlog.runtime.reads import Reads
@@ -156,6 +157,7 @@ class Node:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self.writes = 0                       # transactions committed (for tests and status)
         self.storage_error: Optional[str] = None   # set while writes fail for lack of space
+        self.corrupt_index: Optional[int] = None   # a stored entry that failed its CRC when read
         self._full_since = 0.0
         self._retry_handle: Optional[asyncio.TimerHandle] = None
         self._placeholder: Optional[asyncio.Future] = None   # stands in for the write while it waits to retry
@@ -378,7 +380,20 @@ class Node:
         """Ask for a Ready pass at the end of this event-loop turn (coalesces many inputs into one)."""
         if not self._kick_scheduled and self._loop is not None:
             self._kick_scheduled = True
-            self._loop.call_soon(self._pump)
+            self._loop.call_soon(self._pump_safely)
+
+    def _pump_safely(self) -> None:
+        """_pump, except that a stored entry failing its CRC stops the node (naming the index) instead of
+        wedging the loop: a leader must not replicate, and nobody serve, an entry it cannot trust."""
+        try:
+            self._pump()
+        except CorruptLogError as exc:
+            self._kick_scheduled = False
+            self.corrupt_index = exc.index
+            log.error("node %d: %s; stopping rather than replicate it (run `raftlog repair %s --peers ...`)",
+                      self.node_id, exc, self.cfg.data_dir)
+            self._failure = exc
+            self.request_stop()
 
     def _pump(self) -> None:
         self._kick_scheduled = False
@@ -609,6 +624,7 @@ class Node:
             "pending_requests": len(self.service.pending),
             "writes": self.writes,
             "storage_error": self.storage_error,
+            "corrupt_index": self.corrupt_index,
             "first_index": raw.first_index,
             "snapshot": {"index": self.storage.snapshot_meta().index, "size": self.storage.snapshot_meta().size,
                          "taken": self.snapshots.taken},

@@ -308,7 +308,12 @@ class ClientService:
         try:
             batch = storage.records(start, hi + 1, max_bytes)
         except CorruptLogError as exc:
-            log.error("node %d: %s", self.node.node_id, exc)
+            # Never served: the reader gets an error naming the index, status shows it, and
+            # the operator repairs the stopped node from the cluster (`raftlog repair`).
+            if getattr(self.node, "corrupt_index", None) is None:
+                log.error("node %d: %s; not serving it (stop the node and run `raftlog repair DIR --peers ...`)",
+                          self.node.node_id, exc)
+            self.node.corrupt_index = exc.index
             self._error(conn, request_id, ERR_INTERNAL, str(exc))
             return
         except IndexError:   # compacted under us: the client retries from first_index

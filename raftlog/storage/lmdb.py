@@ -612,6 +612,37 @@ class LmdbStorage:
         """The file name recorded with the last snapshot (relative to snapshot_dir), or None."""
         return self._current().snapshot_file
 
+    def corrupt_indexes(self, limit: int = 1000) -> list[int]:
+        """Indexes in [first_index, last_index] whose stored record fails its CRC or does not parse (at most `limit`)."""
+        bad: list[int] = []
+        lo, last = self.first_index(), self.last_index()
+        while lo <= last and len(bad) < limit:
+            hi = min(last + 1, lo + 4096)
+            try:
+                self.records(lo, hi)
+            except CorruptLogError:
+                # One record at a time inside this chunk: a corrupt length field can make the
+                # joined chunk misparse at another record than the bad one.
+                for i in range(lo, hi):
+                    try:
+                        self.records(i, i + 1)
+                    except CorruptLogError:
+                        bad.append(i)
+            lo = hi
+        return bad[:limit]
+
+    def replace_record(self, index: int, record: bytes) -> None:
+        """Overwrite the stored entry at `index` with `record` in place (repair only; nothing else changes).
+
+        PRECONDITION: `record` is the cluster's committed entry at `index` and this process is
+        the only writer (the node is stopped: open() holds the data dir's lock).
+        """
+        self._check_writable()
+        if not self.first_index() <= index <= self.last_index():
+            raise IndexError(f"index {index} is outside the stored log [{self.first_index()}, {self.last_index()}]")
+        with self._env.begin(write=True) as txn:
+            txn.put(_key(index), bytes(record), db=self._log_db)
+
     def flush(self) -> None:
         """Force everything committed so far to disk (a durability point when sync=False)."""
         self._check_writable()

@@ -1,0 +1,102 @@
+"""A flipped byte in one node's stored entry, at process level.
+
+One byte of one stored payload is flipped inside a follower's LMDB file while it runs. Then:
+reading that entry from it fails with an error naming the index (never the bad bytes), its
+log and status name it, the cluster keeps committing, and `raftlog repair` refuses to touch
+the running node. Restarted, the node refuses to start, naming the index and the remedy;
+`raftlog inspect` and a scan-only `raftlog repair` report it. After `raftlog repair DIR
+--peers <the others>` the node starts, serves the entry again, and every node's log is
+identical up to the commit index and holds every acknowledged append.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from raftlog.errors import RaftlogError
+
+from test_process_cluster import ProcCluster, assert_logs_agree, wait_for
+
+pytestmark = pytest.mark.process
+
+
+def flip_byte_of(path: str, needle: bytes) -> None:
+    """Flip one bit in the first occurrence of `needle` in the file at `path` (which must hold it once)."""
+    with open(path, "r+b") as f:
+        data = f.read()
+        assert data.count(needle) == 1, f"{needle!r} occurs {data.count(needle)} times in {path}"
+        pos = data.index(needle) + len(needle) // 2
+        f.seek(pos)
+        f.write(bytes([data[pos] ^ 0x20]))
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "raftlog", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_corrupt_entry_is_detected_not_served_and_repaired_from_the_cluster(tmp_path):
+    cluster = ProcCluster(3, str(tmp_path))
+    try:
+        cluster.start_all()
+        wait_for("a leader", lambda: cluster.leader())
+        acked: dict[int, bytes] = {}
+        with cluster.client() as c:
+            items = [b"entry-%04d" % k for k in range(300)]
+            items[150] = b"corrupt-me-0150-payload"
+            for i, p in zip(c.append_many(items), items):
+                acked[i] = p
+        bad = next(i for i, p in acked.items() if p == b"corrupt-me-0150-payload")
+        assert_logs_agree(cluster, [1, 2, 3], acked)
+        lid, _ = wait_for("a leader", lambda: cluster.leader())
+        victim = next(i for i in (3, 2, 1) if i != lid)       # a follower
+        others = [i for i in cluster.addresses if i != victim]
+        # Bit rot under a running node (LMDB reads through the page cache, so it sees it).
+        flip_byte_of(os.path.join(cluster.data_dir(victim), "data.mdb"), b"corrupt-me-0150-payload")
+        with cluster.client([victim], read_from="any") as c:
+            def refused() -> bool:
+                try:
+                    c.read(bad, 1, consistency="stale")
+                except RaftlogError as exc:
+                    assert f"corrupt log entry at index {bad}" in str(exc), exc
+                    return True
+                return False
+            wait_for(f"node {victim} to refuse to serve index {bad}", refused)
+            assert [e.index for e in c.read(bad + 1, 5, consistency="stale")] == list(range(bad + 1, bad + 6))
+        st = wait_for("the index in the status", lambda: cluster.statuses([victim])[victim])
+        assert st["corrupt_index"] == bad
+        log_text = open(os.path.join(str(tmp_path), f"node{victim}.log"), errors="replace").read()
+        assert f"corrupt log entry at index {bad}" in log_text and "raftlog repair" in log_text
+        with cluster.client(others) as c:                            # the cluster is unaffected
+            for k in range(50):
+                p = b"after-corruption-%d" % k
+                acked[c.append(p)] = p
+        peers = ",".join(cluster.addresses[i] for i in others)
+        out = cli("repair", cluster.data_dir(victim), "--peers", peers, "--cluster-id", "proc-test")
+        assert out.returncode != 0 and "already open for writing" in out.stderr, out   # refuses a running node
+
+        # Restarted, the node refuses to start on a log it cannot trust, naming the index and the remedy.
+        cluster.procs[victim].send_signal(signal.SIGTERM)
+        cluster.procs[victim].wait(20)
+        cluster.start(victim)
+        assert cluster.procs[victim].wait(30) != 0
+        log_text = open(os.path.join(str(tmp_path), f"node{victim}.log"), errors="replace").read()
+        assert f"Error: corrupt log entry at index {bad}" in log_text and "run `raftlog repair" in log_text
+        out = cli("inspect", cluster.data_dir(victim), "--json")
+        assert out.returncode != 0 and f"corrupt log entry at index {bad}" in out.stderr, out
+        out = cli("repair", cluster.data_dir(victim))                  # scan only
+        assert out.returncode == 1 and f"corrupt entries: [{bad}]" in out.stdout, out
+        out = cli("repair", cluster.data_dir(victim), "--peers", peers, "--cluster-id", "proc-test")
+        assert out.returncode == 0 and f"repaired from the cluster: [{bad}]" in out.stdout, out
+        out = cli("repair", cluster.data_dir(victim))
+        assert out.returncode == 0 and "corrupt entries: none" in out.stdout, out
+        cluster.start(victim)
+        with cluster.client([victim], read_from="any") as c:
+            wait_for(f"node {victim} to serve index {bad} again",
+                     lambda: c.read(bad, 1, consistency="stale")[0].data == b"corrupt-me-0150-payload")
+        assert_logs_agree(cluster, [1, 2, 3], acked)
+    finally:
+        cluster.close()
