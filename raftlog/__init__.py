@@ -11,6 +11,7 @@ from raftlog.errors import (
     NotLeader,
     ProposalDropped,
     RaftlogError,
+    SessionExpired,
     Timeout,
 )
 from raftlog.entry import Entry
@@ -21,7 +22,8 @@ __version__ = "0.1.0"
 __all__ = [
     "IMPLEMENTATION", "__version__",
     "RaftlogError", "FrameError", "LogSafetyError", "CorruptLogError", "IdentityMismatch",
-    "NotLeader", "ProposalDropped", "Timeout", "Closed", "Compacted", "Entry", "Client", "AsyncClient",
+    "NotLeader", "ProposalDropped", "Timeout", "Closed", "Compacted", "SessionExpired", "Entry", "Client",
+    "AsyncClient",
     "open", "open_sync", "RaftLog", "SyncRaftLog", "Appended",
 ]
 

@@ -407,6 +407,44 @@ class RaftLog:
             for e in got:
                 yield e
 
+    # -- membership and leadership (issue 7): admin requests go to the leader, as a Client's do --
+    def _admin_client(self) -> Any:
+        from raftlog.runtime.client import AsyncClient
+        node = self._live()
+        addrs = [node.cfg.address] + [a for i, a in sorted(node.cfg.peers.items()) if i != node.node_id]
+        return AsyncClient(addrs, cluster_id=node.cfg.cluster_id, timeout=node.cfg.request_timeout,
+                           tls=getattr(node.cfg, "tls", None), secret=getattr(node.cfg, "secret", None))
+
+    async def _admin(self, call: Any) -> Any:
+        client = self._admin_client()
+        try:
+            return await call(client)
+        finally:
+            await client.close()
+
+    async def members(self) -> list[dict]:
+        """Every member `{"id", "address", "voter", "match"}` (match as the leader knows it)."""
+        node = self._live()
+        if str(node.raw.role) == "leader":
+            return node.raw.members()
+        return await self._admin(lambda c: c.members())
+
+    async def add_member(self, node_id: int, address: str, learner: bool = False) -> int:
+        """Add a member (a learner first is the gentle way); see Client.add_member."""
+        return await self._admin(lambda c: c.add_member(node_id, address, learner))
+
+    async def remove_member(self, node_id: int) -> int:
+        """Remove a member (the leader too); see Client.remove_member."""
+        return await self._admin(lambda c: c.remove_member(node_id))
+
+    async def promote(self, node_id: int) -> int:
+        """Make a learner a voter; see Client.promote."""
+        return await self._admin(lambda c: c.promote(node_id))
+
+    async def transfer_leadership(self, to_id: int) -> None:
+        """Make voter `to_id` the leader (TimeoutNow); returns once it leads."""
+        await self._admin(lambda c: c.transfer_leadership(to_id))
+
     async def snapshot(self) -> Optional[dict]:
         """Take a snapshot now (with a state machine that supports it); its {index, size, seconds, compacted_to}."""
         node = self._live()
@@ -512,6 +550,26 @@ class SyncRaftLog:
     def snapshot(self) -> Optional[dict]:
         self._check()
         return self._run(self._log.snapshot())
+
+    def members(self) -> list[dict]:
+        self._check()
+        return self._run(self._log.members())
+
+    def add_member(self, node_id: int, address: str, learner: bool = False) -> int:
+        self._check()
+        return self._run(self._log.add_member(node_id, address, learner))
+
+    def remove_member(self, node_id: int) -> int:
+        self._check()
+        return self._run(self._log.remove_member(node_id))
+
+    def promote(self, node_id: int) -> int:
+        self._check()
+        return self._run(self._log.promote(node_id))
+
+    def transfer_leadership(self, to_id: int) -> None:
+        self._check()
+        self._run(self._log.transfer_leadership(to_id))
 
     def status(self) -> dict:
         return self._get(self._log.status)

@@ -66,3 +66,7 @@ class Compacted(RaftlogError, IndexError):
         super().__init__(f"entry {index} was compacted into a snapshot; the log starts at {first_index}")
         self.index = index
         self.first_index = first_index
+
+
+class SessionExpired(RaftlogError):
+    """A client's session expired (idle past the timeout in log time): the request's outcome is unknown."""

@@ -27,17 +27,13 @@ import struct
 from dataclasses import dataclass, field
 from typing import Optional
 
-from raftlog.errors import RaftlogError
+from raftlog.errors import SessionExpired  # noqa: F401 - re-exported: the client raises it
 from raftlog.hot import KIND_SESSION, RecordBatch
 
 MAGIC = b"RLSS1"
 _HEADER = struct.Struct(">QQQIQ")          # session, seq, floor, count, time_ms
 HEADER_SIZE = len(MAGIC) + _HEADER.size
 DEFAULT_TIMEOUT_MS = 10 * 60 * 1000         # a session idle 10 minutes of log time expires
-
-
-class SessionExpired(RaftlogError):
-    """The client's session expired (idle past the timeout in log time): the request's outcome is unknown."""
 
 
 def encode_header(session: int, seq: int, floor: int, count: int, time_ms: int = 0) -> bytes:
@@ -62,11 +58,15 @@ def restamp(batch: RecordBatch, term: int, time_ms: int) -> RecordBatch:
 
 
 def scan(batch: RecordBatch, first_index: int) -> list[tuple[int, bytes]]:
-    """`(index, payload)` of the session headers in `batch` (marker prefilter, as confchange.scan)."""
-    if batch is None or not len(batch) or MAGIC not in batch.buffer.tobytes():
+    """`(index, payload)` of the session headers in `batch` (RecordBatch.find_kind: a C loop, as confchange.scan)."""
+    if batch is None or not len(batch):
         return []
-    kind = batch.kind
-    return [(first_index + i, batch.payload(i)) for i in range(len(batch)) if kind(i) == KIND_SESSION]
+    out = []
+    i = batch.find_kind(KIND_SESSION)
+    while i >= 0:
+        out.append((first_index + i, batch.payload(i)))
+        i = batch.find_kind(KIND_SESSION, i + 1)
+    return out
 
 
 @dataclass
