@@ -347,3 +347,63 @@ def final_committed_log(cluster, ids: list[int], wait_for: Callable) -> dict[int
         return True
     wait_for("every node to agree up to a common commit index", settled, timeout=60.0)
     return state["log"]
+
+
+class DurabilityProbe:
+    """While running: the leader's match index for each follower never exceeds what that follower holds durably.
+
+    Each round reads the leader's member table first, then each follower's data dir
+    (`raftlog inspect`, read-only); durable state only grows within a term, so the check
+    is conservative. It is skipped for a follower whose stored term moved past the
+    leader's (a newer leader may have truncated entries the old one had counted).
+    """
+
+    def __init__(self, cluster, every: float = 0.5) -> None:  # noqa: ANN001
+        self.cluster = cluster
+        self.every = every
+        self.checks = 0
+        self.violations: list[str] = []
+        self.stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="durability-probe", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def finish(self) -> None:
+        """Stop; AssertionError listing what was seen acknowledged beyond durable."""
+        self.stop.set()
+        self._thread.join(60)
+        assert not self.violations, "acknowledged before durable:\n  " + "\n  ".join(self.violations[:10])
+
+    def durable(self, i: int) -> tuple[int, int]:
+        import json
+        import subprocess
+        import sys
+        out = subprocess.run([sys.executable, "-m", "raftlog", "inspect", self.cluster.data_dir(i), "--json",
+                              "--from", "1", "--to", "1"], capture_output=True, text=True, timeout=30, check=True)
+        d = json.loads(out.stdout)
+        return d["last_index"], d["term"]
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every):
+            try:
+                sts = self.cluster.statuses()
+            except Exception:
+                continue
+            for lid, st in sts.items():
+                if not st or st.get("role") != "leader":
+                    continue
+                for row in st.get("member_table") or []:
+                    fid = row["id"]
+                    if fid == lid:
+                        continue
+                    try:
+                        last, term = self.durable(fid)
+                    except Exception:
+                        continue          # a restart holds the lock for a moment or the dir is new
+                    if term > st["term"]:
+                        continue
+                    self.checks += 1
+                    if row["match"] > last:
+                        self.violations.append(f"leader {lid} (term {st['term']}) counts node {fid} at "
+                                               f"{row['match']}, node {fid} holds {last} durably")

@@ -15,7 +15,7 @@ import pytest
 
 from raftlog.history import check
 
-from history_workload import ProcessNemesis, Workload, final_committed_log
+from history_workload import DurabilityProbe, ProcessNemesis, Workload, final_committed_log
 from test_process_cluster import ProcCluster, wait_for
 
 pytestmark = pytest.mark.process
@@ -37,6 +37,8 @@ def run_checked(tmp_path, n: int, seconds: float, max_faulty: int) -> None:
         wait_for("a leader", lambda: cluster.leader())
         work = Workload(list(cluster.addresses.values()), "proc-test", history, seed=seed)
         work.start()
+        probe = DurabilityProbe(cluster)
+        probe.start()
         nemesis = ProcessNemesis(cluster, seed, max_faulty=max_faulty)
         try:
             nemesis.run(seconds)
@@ -47,10 +49,11 @@ def run_checked(tmp_path, n: int, seconds: float, max_faulty: int) -> None:
                      lambda: history.counts().get("append ok", 0) > ok_before + 20, timeout=30.0)
         finally:
             work.finish()
+            probe.finish()
         final = final_committed_log(cluster, sorted(cluster.addresses), wait_for)
         report = check(history.ops, final)
         print(f"seed {seed}: {nemesis.total()} faults {nemesis.faults}")
-        print(f"seed {seed}: {report.summary()}")
+        print(f"seed {seed}: {report.summary()}; {probe.checks} leader-match <= follower-durable checks")
         if not report.ok:
             path = str(tmp_path / f"history-{seed}.jsonl")
             history.save(path)
@@ -59,6 +62,7 @@ def run_checked(tmp_path, n: int, seconds: float, max_faulty: int) -> None:
         assert report.appends_ok >= 100, "too little got through to say anything"
         assert report.reads_ok >= 20
         assert nemesis.total() >= max(3, int(seconds / 4))
+        assert probe.checks >= 10
     finally:
         cluster.close()
 
