@@ -28,10 +28,10 @@ pytestmark = pytest.mark.process
 
 @pytest.fixture
 def small_fs(tmp_path):
-    """A 6 MiB tmpfs at tmp_path/small, unmounted at the end (lazily, if a process still holds it)."""
+    """A 4 MiB tmpfs at tmp_path/small, unmounted at the end (lazily, if a process still holds it)."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs for the disk-full test: {done.stderr.strip() or done.returncode}")
     yield str(mnt)
@@ -52,15 +52,15 @@ class SmallDiskCluster(ProcCluster):
         with open(os.path.join(self.root, f"node{i}.log"), errors="replace") as f:
             return f.read()
 
-    def durable_last(self, i: int) -> int:
+    def durable(self, i: int) -> tuple[int, int]:
+        """(last index, term) stored in node i's data dir."""
         out = subprocess.run([sys.executable, "-m", "raftlog", "inspect", self.data_dir(i), "--json", "--from", "1",
                               "--to", "1"], capture_output=True, text=True, timeout=30, check=True)
-        return json.loads(out.stdout)["last_index"]
+        d = json.loads(out.stdout)
+        return d["last_index"], d["term"]
 
-    def durable_term(self, i: int) -> int:
-        out = subprocess.run([sys.executable, "-m", "raftlog", "inspect", self.data_dir(i), "--json", "--from", "1",
-                              "--to", "1"], capture_output=True, text=True, timeout=30, check=True)
-        return json.loads(out.stdout)["term"]
+    def durable_last(self, i: int) -> int:
+        return self.durable(i)[0]
 
 
 def check_no_ack_beyond_durable(cluster: SmallDiskCluster, leader: int, checks: list) -> None:
@@ -72,8 +72,8 @@ def check_no_ack_beyond_durable(cluster: SmallDiskCluster, leader: int, checks: 
         fid = row["id"]
         if fid == leader:
             continue
-        durable = cluster.durable_last(fid)
-        if cluster.durable_term(fid) > st["term"]:
+        durable, term = cluster.durable(fid)
+        if term > st["term"]:
             continue                     # a newer leader may have truncated what this one counted
         assert row["match"] <= durable, (f"leader {leader} counts node {fid} at {row['match']}, "
                                          f"but node {fid} has only {durable} durably")
@@ -100,7 +100,7 @@ def test_disk_full_stops_acknowledging_then_resumes(tmp_path, small_fs):
                         for i, p in zip(c.append_many(items), items):
                             acked[i] = p
                         k += 200
-                        time.sleep(0.05)         # ~4000 entries/s: fills node 3 in seconds, keeps the logs small
+                        time.sleep(0.1)          # ~2000 entries/s: fills node 3 in seconds, keeps the logs small
             except BaseException as exc:
                 errors.append(exc)
         t = threading.Thread(target=load)
@@ -116,10 +116,10 @@ def test_disk_full_stops_acknowledging_then_resumes(tmp_path, small_fs):
             assert cluster.procs[3].poll() is None, "a full disk must not stop the node"
             stuck = cluster.durable_last(3)
             n_before = len(acked)
-            for _ in range(10):                  # the others keep committing; node 3 is counted no further
+            for _ in range(4):                   # the others keep committing; node 3 is counted no further
                 check_no_ack_beyond_durable(cluster, leader, checks)
                 time.sleep(0.2)
-            wait_for("appends to go on without node 3", lambda: len(acked) > n_before + 1000)
+            wait_for("appends to go on without node 3", lambda: len(acked) > n_before + 500)
             assert cluster.durable_last(3) == stuck
         finally:
             stop.set()
@@ -133,6 +133,6 @@ def test_disk_full_stops_acknowledging_then_resumes(tmp_path, small_fs):
         check_no_ack_beyond_durable(cluster, leader, checks)
         print(f"\ndisk full: {len(acked)} acknowledged appends kept; node 3 stuck at {stuck} while full; "
               f"{len(checks)} leader-match <= durable checks")
-        assert len(checks) >= 10
+        assert len(checks) >= 5
     finally:
         cluster.close()
