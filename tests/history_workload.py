@@ -9,7 +9,8 @@ connection, no reply in time) is unknown. Payloads are unique, so the checker ca
 each one in the final log.
 
 The nemesis runs a randomized schedule (seeded, the seed printed) of SIGKILL + restart,
-SIGSTOP/SIGCONT and SIGTERM + restart against random members and the current leader,
+SIGSTOP/SIGCONT and SIGTERM + restart against random members and the current leader, and
+leadership transfers,
 keeping at most `max_faulty` members down at once, and heals everything at the end.
 """
 from __future__ import annotations
@@ -256,7 +257,7 @@ class Workload:
 class ProcessNemesis:
     """A seeded schedule of process faults on a ProcCluster (see tests/test_process_cluster.py)."""
 
-    ACTIONS = ("kill", "kill-leader", "stop", "stop-leader", "term", "kill-two")
+    ACTIONS = ("kill", "kill-leader", "stop", "stop-leader", "term", "kill-two", "transfer")
 
     def __init__(self, cluster, seed: int, *, max_faulty: int = 1, say: Callable[[str], None] = print) -> None:  # noqa: ANN001
         self.cluster = cluster
@@ -285,6 +286,10 @@ class ProcessNemesis:
             action = self.rng.choice(self.ACTIONS)
             if action == "kill-two" and self.max_faulty < 2:
                 action = "kill"
+            if action == "transfer":
+                self._transfer()
+                time.sleep(self.rng.uniform(0.2, 1.5))
+                continue
             leader = self._leader() if action.endswith("leader") else None
             if action.endswith("leader") and leader is None:
                 action = action.split("-")[0]
@@ -312,6 +317,19 @@ class ProcessNemesis:
                     c.start(v)
             time.sleep(self.rng.uniform(0.2, 1.5))
         self.heal()
+
+    def _transfer(self) -> None:
+        """Ask the leader to hand leadership to a random other member (TimeoutNow); failure is fine, it is a fault."""
+        leader = self._leader()
+        if leader is None:
+            return
+        to = self.rng.choice([i for i in sorted(self.cluster.addresses) if i != leader])
+        self._note("leadership transfer", f"transfer leadership {leader} -> {to}")
+        try:
+            with self.cluster.client(timeout=5.0) as c:
+                c.transfer_leadership(to)
+        except Exception as exc:   # a transfer may time out under load; the history check is what matters
+            self.say(f"  nemesis transfer {leader} -> {to} did not complete: {exc!r}"[:200])
 
     def heal(self) -> None:
         """Every member running and not stopped."""
