@@ -116,13 +116,26 @@ class _App:
         owner._committed_signal()
 
     def snapshot(self) -> Any:
-        return self.machine.snapshot()
+        # The client session table (exactly-once appends, runtime/sessions.py) rides in front
+        # of the machine's image: it is a function of the log, and the log below the
+        # snapshot is compacted away (issue 7: sessions survive snapshots).
+        from raftlog.runtime.sessions import wrap_snapshot
+        node = self.owner._node
+        table = node.sessions.table if node is not None else None
+        return wrap_snapshot(table, self.machine.snapshot())
 
     def restore(self, meta: SnapshotMeta, path: Optional[str]) -> None:
         if path is None or not self.stateful:
             return
+        from raftlog.runtime.sessions import unwrap_snapshot
         with open_file(path) as f:
-            self.machine.restore(f)
+            image, table = unwrap_snapshot(f)
+            # At start-up the node is not yet ours: it picks the table up in sessions.rebuild().
+            self.restored_sessions = table
+            node = self.owner._node
+            if table is not None and node is not None:
+                node.sessions.load(table)
+            self.machine.restore(image)
         log.info("state machine restored from snapshot %d (%d bytes)", meta.index, meta.size)
 
 

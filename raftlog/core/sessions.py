@@ -86,6 +86,7 @@ class SessionTable:
         self.sessions: dict[int, Session] = {}
         self.log_ms = 0               # the log's clock: the largest header time applied
         self.applied = 0              # index of the last header applied
+        self.position = 0             # the last log index this table covers (headers or not)
         self.duplicates = 0           # headers applied for a request already in the table (must stay 0)
         self.expired = 0
 
@@ -115,6 +116,9 @@ class SessionTable:
         """Apply every header in a committed batch."""
         for index, payload in scan(batch, first):
             self.apply(index, payload)
+        last = first + len(batch) - 1
+        if last > self.position:
+            self.position = last
 
     def _expire(self) -> None:
         cutoff = self.log_ms - self.timeout_ms
@@ -138,6 +142,7 @@ class SessionTable:
     def to_bytes(self) -> bytes:
         """The whole table, deterministic bytes (for a snapshot taken at `applied`)."""
         d = {"timeout_ms": self.timeout_ms, "log_ms": self.log_ms, "applied": self.applied,
+             "position": self.position,
              "sessions": {str(sid): [s.last_ms, s.floor, {str(q): list(r) for q, r in sorted(s.results.items())}]
                           for sid, s in sorted(self.sessions.items())}}
         return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
@@ -149,6 +154,7 @@ class SessionTable:
         t = cls(int(d["timeout_ms"]))
         t.log_ms = int(d["log_ms"])
         t.applied = int(d["applied"])
+        t.position = int(d.get("position", t.applied))
         for sid, (last_ms, floor, results) in d["sessions"].items():
             t.sessions[int(sid)] = Session(int(last_ms), int(floor),
                                            {int(q): (int(r[0]), int(r[1])) for q, r in results.items()})

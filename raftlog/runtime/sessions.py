@@ -13,9 +13,11 @@ entry of its term: only then does its table cover every request an earlier leade
 """
 from __future__ import annotations
 
+import io
 import logging
+import struct
 import time
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, NamedTuple, Optional
 
 from raftlog.core.sessions import DEFAULT_TIMEOUT_MS, SessionFront, SessionTable, decode_header, restamp
 from raftlog.errors import NotLeader, ProposalDropped
@@ -49,10 +51,26 @@ class SessionService:
         self.front = SessionFront(self.table)
         self.waiting: list[_Op] = []
 
+    def load(self, data: bytes) -> None:
+        """Replace the table by one restored from a snapshot (it covers the log up to its `position`)."""
+        self.table = SessionTable.from_bytes(data)
+        self.front.table = self.table
+        self.front.inflight.clear()
+        log.info("node %d: %d client sessions restored from a snapshot (log position %d)", self.node.node_id,
+                 len(self.table.sessions), self.table.position)
+
     def rebuild(self) -> None:
-        """Apply the session headers of the log already applied (start-up): the table is a function of the log."""
+        """Apply the session headers of the log already applied (start-up): the table is a function of the log.
+
+        A snapshot restored at start carries the table up to its position; only the log after it is scanned.
+        """
+        app = getattr(self.node, "app", None)
+        restored = getattr(app, "restored_sessions", None)
+        if restored is not None:
+            self.load(restored)
+            app.restored_sessions = None
         storage = self.node.storage
-        lo = storage.first_index()
+        lo = max(storage.first_index(), self.table.position + 1)
         hi = self.node.applied_index
         n = 0
         while lo <= hi:
@@ -139,3 +157,64 @@ class SessionService:
             if not self._try(op):
                 keep.append(op)
         self.waiting = keep
+
+
+# -- snapshots: the table rides in front of an application's image (raftlog.embed) ----------
+
+SNAPSHOT_MAGIC = b"RLSESS01"
+_LEN = struct.Struct(">Q")
+_CHUNK = 1 << 20
+
+
+def wrap_snapshot(table: Optional[SessionTable], image: Any) -> Iterator[bytes]:
+    """The snapshot's bytes: `MAGIC | len u64 | table` then the application's image (bytes, file or iterable)."""
+    if table is not None:
+        data = table.to_bytes()
+        yield SNAPSHOT_MAGIC + _LEN.pack(len(data)) + data
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        yield bytes(image)
+    elif hasattr(image, "read"):
+        while True:
+            chunk = image.read(_CHUNK)
+            if not chunk:
+                break
+            yield chunk
+    else:
+        yield from image
+
+
+class _Rest(io.RawIOBase):
+    """A read-only view of a file from `offset` on: what the application's restore() sees."""
+
+    def __init__(self, f: BinaryIO, offset: int) -> None:
+        self.f = f
+        self.offset = offset
+        f.seek(offset)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        return self.f.readinto(b)
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 0:
+            return self.f.seek(self.offset + pos) - self.offset
+        return self.f.seek(pos, whence) - self.offset
+
+    def tell(self) -> int:
+        return self.f.tell() - self.offset
+
+
+def unwrap_snapshot(f: BinaryIO) -> tuple[BinaryIO, Optional[bytes]]:
+    """(the application's image as a file, the session table bytes or None for an image without one)."""
+    head = f.read(len(SNAPSHOT_MAGIC) + _LEN.size)
+    if len(head) == len(SNAPSHOT_MAGIC) + _LEN.size and head.startswith(SNAPSHOT_MAGIC):
+        (n,) = _LEN.unpack_from(head, len(SNAPSHOT_MAGIC))
+        table = f.read(n)
+        return io.BufferedReader(_Rest(f, len(head) + n)), table
+    f.seek(0)
+    return f, None
