@@ -152,12 +152,17 @@ class RaftLog:
                  sync: bool = True, cluster_id: str = "raftlog", snapshot_every: Optional[int] = None,
                  snapshot_bytes: Optional[int] = None, snapshot_tail: int = DEFAULT_TAIL_ENTRIES,
                  election_timeout_ms: tuple[int, int] = (150, 300), heartbeat_ms: int = 50,
-                 request_timeout: float = 10.0, engine_options: Optional[dict] = None) -> None:
+                 request_timeout: float = 10.0, engine_options: Optional[dict] = None,
+                 join: Optional[str] = None) -> None:
         if isinstance(peers, str):
             peers = parse_peers(peers)
         members = {int(k): str(v) for k, v in (peers or {}).items()}
         if members and node_id not in members:
             raise ValueError(f"peers must name this node ({node_id}) too: {sorted(members)}")
+        if join is not None and set(members) != {node_id}:
+            # Issue 7: a new member names only itself (its listen address) and asks `join`
+            # (any member's HOST:PORT) to be added; it learns the rest from the log.
+            raise ValueError("with join=, peers names only this node: {node_id: 'HOST:PORT'}")
         self.path = str(path)
         self.single = not members
         self._app = _App(self, state_machine)
@@ -168,7 +173,7 @@ class RaftLog:
             request_timeout=request_timeout, engine_options=dict(engine_options or {}),
             snapshot_every=(DEFAULT_EVERY_ENTRIES if snapshot_every is None else snapshot_every) if stateful else 0,
             snapshot_bytes=(DEFAULT_EVERY_BYTES if snapshot_bytes is None else snapshot_bytes) if stateful else 0,
-            snapshot_tail=snapshot_tail, listen=bool(members), transfer_on_stop=bool(members))
+            snapshot_tail=snapshot_tail, listen=bool(members), transfer_on_stop=bool(members), join=join)
         self.request_timeout = request_timeout
         self.state_machine = state_machine
         self._node: Optional[Node] = None
@@ -474,6 +479,9 @@ def open(path: str, *, node_id: int = 1, peers: Peers = None, state_machine: Any
     `peers`: None for a single-node log (no network), or every member as
     `{id: "HOST:PORT"}` or "1=HOST:PORT,2=..." (this node listens on its own entry).
     `sync=False` skips fsync (faster; an OS crash may lose the last commits).
+    `join="HOST:PORT"` (any member) with `peers={node_id: "MY_HOST:PORT"}`: a new member that
+    asks to be added as a learner, catches up (by snapshot if the log was compacted) and is
+    promoted to voter once close to the leader.
     """
     return RaftLog(path, node_id=node_id, peers=peers, state_machine=state_machine, sync=sync, **options)
 

@@ -115,3 +115,43 @@ def test_client_sessions_survive_snapshots_compaction_and_a_restart(tmp_path) ->
                 await log.close()
 
     asyncio.run(main())
+
+
+def test_a_member_joins_an_embedded_cluster_by_address_and_catches_up_by_snapshot(tmp_path) -> None:
+    async def main() -> None:
+        ports = free_ports(4)
+        peers = {i: f"127.0.0.1:{ports[i - 1]}" for i in (1, 2, 3)}
+        opts = dict(snapshot_every=50, snapshot_tail=5)
+        machines = {i: Counter() for i in (1, 2, 3, 4)}
+        logs = {i: raftlog.open(str(tmp_path / f"n{i}"), node_id=i, peers=peers, state_machine=machines[i], **opts)
+                for i in (1, 2, 3)}
+        for log in logs.values():
+            await log.start()
+        try:
+            lid = await logs[1].wait_for_leader(10)
+            for k in range(40):
+                await logs[lid].append_many([b"e-%d-%d" % (k, j) for j in range(5)])
+            await logs[lid].snapshot()
+            assert logs[lid].first_index > 100             # the early log is gone: a joiner needs the snapshot
+            logs[4] = raftlog.open(str(tmp_path / "n4"), node_id=4, peers={4: f"127.0.0.1:{ports[3]}"},
+                                   state_machine=machines[4], join=peers[1], **opts)
+            await logs[4].start()
+            for _ in range(500):
+                members = await logs[lid].members()
+                if [m["voter"] for m in members if m["id"] == 4] == [True]:
+                    break
+                await asyncio.sleep(0.02)
+            assert [m["voter"] for m in members if m["id"] == 4] == [True]
+            last = await logs[lid].append(b"after-join")
+            for _ in range(500):
+                if logs[4].applied_index >= int(last):
+                    break
+                await asyncio.sleep(0.02)
+            assert logs[4].applied_index >= int(last)
+            assert machines[4].n == machines[lid].n == 201
+            assert logs[4].first_index > 1                  # it started from the installed snapshot
+        finally:
+            for log in logs.values():
+                await log.close()
+
+    asyncio.run(main())
