@@ -27,7 +27,6 @@ from typing import Callable, Optional
 from raftlog.core import confchange
 from raftlog.core.config import Config
 from raftlog.core.messages import ConfState
-from raftlog.core.raft import Role
 from raftlog.core.sim import ALL_FAULTS, SimNode, SimOptions, Simulation, SimStats
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import KIND_CONF
