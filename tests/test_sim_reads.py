@@ -93,8 +93,12 @@ def test_a_partitioned_minority_never_serves_a_linearizable_read() -> None:
     stale += [s.read(old) for _ in range(5)]
     s.run_for(2000)
     assert not any(served(s, c) for c in stale if c is not None)
-    ctx = s.read(majority[0]) or s.read(new)
-    assert s.run_for(2000, lambda: served(s, ctx))
+    # On the majority side reads are served (retried, as a client does: the network drops some).
+    for ctx in (s.read(majority[k % 2]) for k in range(10)):
+        if ctx is not None and s.run_for(500, lambda: served(s, ctx)):
+            break
+    else:
+        raise AssertionError("no read served on the majority side")
     assert next(i for c, _, i in s.served if c == ctx) >= fresh[0]
 
 
