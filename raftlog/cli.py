@@ -526,7 +526,9 @@ class _NoBar:
 @click.option("--faults", default="partition,crash,drop,dup,delay", show_default=True,
               help="Comma-separated: partition, crash, drop, dup, delay ('' for none).")
 @click.option("--trace", is_flag=True, help="Print role changes and faults in simulated time.")
-def sim(nodes: int, seed: int, duration: str, faults: str, trace: bool) -> None:
+@click.option("--spares", default=0, show_default=True, type=click.IntRange(0, 10),
+              help="Also change membership: --nodes voters plus this many nodes that join, with transfers and reads.")
+def sim(nodes: int, seed: int, duration: str, faults: str, trace: bool, spares: int) -> None:
     """Simulate a cluster in simulated time with faults and check Raft's invariants.
 
     Deterministic: the same seed prints the same output. Exits 1 when an invariant breaks.
@@ -534,14 +536,16 @@ def sim(nodes: int, seed: int, duration: str, faults: str, trace: bool) -> None:
     from raftlog.core.sim import parse_duration_ms, simulate_report
     chosen = tuple(f for f in (x.strip() for x in faults.split(",")) if f)
     try:
-        status = simulate_report(nodes, seed, parse_duration_ms(duration), chosen, trace, click.echo)
+        if spares:
+            from raftlog.core.simconf import simulate_conf_report
+            status = simulate_conf_report(nodes, spares, seed, parse_duration_ms(duration), chosen, trace, click.echo)
+        else:
+            status = simulate_report(nodes, seed, parse_duration_ms(duration), chosen, trace, click.echo)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     raise SystemExit(status)
 
 
-if __name__ == "__main__":   # keep last: `python -m raftlog.cli` needs every command defined
-    main()
 
 
 # ---------------------------------------------------------------- membership and leadership (issue 7)
@@ -648,3 +652,7 @@ def transfer(peers: str, to_id: int, cluster_id: str, timeout: float) -> None:
     """
     _admin(peers, cluster_id, timeout, f"transfer to {to_id}", lambda c: c.transfer_leadership(to_id))
     click.echo(f"node {to_id} leads")
+
+
+if __name__ == "__main__":   # keep last: `python -m raftlog.cli` needs every command defined
+    main()
