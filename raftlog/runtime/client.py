@@ -21,7 +21,7 @@ import time
 from typing import Any, Callable, Coroutine, Iterable, Optional, Sequence, TypeVar, Union
 
 from raftlog.entry import Entry
-from raftlog.errors import Closed, RaftlogError, Timeout
+from raftlog.errors import Closed, RaftlogError, SessionExpired, Timeout
 from raftlog.hot import (
     DEFAULT_MAX_FRAME,
     ERR_BAD_REQUEST,
@@ -344,7 +344,6 @@ class AsyncClient:
         if code in (ERR_TOO_LARGE, ERR_BAD_REQUEST):
             raise RequestRejected(code, f"{conn.address}: {message}")
         if code == 9:   # runtime/sessions.py ERR_SESSION_EXPIRED
-            from raftlog.core.sessions import SessionExpired
             raise SessionExpired(f"{conn.address}: {message}; the request's outcome is unknown")
         raise RaftlogError(f"{conn.address}: error {code}: {message}")
 
@@ -393,8 +392,16 @@ class AsyncClient:
         floor = min(self._unanswered)
         head = RecordBatch.encode(0, KIND_SESSION, [encode_header(self.session_id, seq, floor, len(records))])
         batch = RecordBatch.concat([head, records])
+        session = self.session_id
         try:
             return await self._call(lambda rid: encode_append(rid, batch), self._appended)
+        except SessionExpired:
+            if self.session_id == session:
+                # Later appends go under a fresh session (seq 1 again); this one's outcome is unknown.
+                self.session_id = random.getrandbits(63) | 1
+                self._seq = 0
+                self._unanswered.clear()
+            raise
         finally:
             self._unanswered.discard(seq)
 
