@@ -100,3 +100,36 @@ def test_corrupt_entry_is_detected_not_served_and_repaired_from_the_cluster(tmp_
         assert_logs_agree(cluster, [1, 2, 3], acked)
     finally:
         cluster.close()
+
+
+def test_a_leader_with_a_corrupt_entry_neither_serves_nor_replicates_it(tmp_path):
+    """A corrupt entry on the leader's disk that a lagging follower needs: what the follower gets
+    is the leader's intact copy (from its entry cache, CRC-checked on receipt), never the bad
+    bytes; a read of that index from the leader is refused naming it; nothing is lost.
+    (Were the entry out of the cache, the leader's read from disk would fail its CRC and the
+    node would stop; restarted, it refuses to start on it, as the test above shows.)"""
+    cluster = ProcCluster(3, str(tmp_path))
+    try:
+        cluster.start_all()
+        lid, _ = wait_for("a leader", lambda: cluster.leader())
+        lagger = next(i for i in cluster.addresses if i != lid)
+        third = next(i for i in cluster.addresses if i not in (lid, lagger))
+        cluster.procs[lagger].send_signal(signal.SIGTERM)          # falls behind: will need the entry
+        assert cluster.procs[lagger].wait(20) == 0
+        acked: dict[int, bytes] = {}
+        with cluster.client([lid, third]) as c:
+            items = [b"lead-%04d" % k for k in range(200)]
+            items[100] = b"leader-corrupt-me-0100"
+            for i, p in zip(c.append_many(items), items):
+                acked[i] = p
+        bad = next(i for i, p in acked.items() if p == b"leader-corrupt-me-0100")
+        flip_byte_of(os.path.join(cluster.data_dir(lid), "data.mdb"), b"leader-corrupt-me-0100")
+        cluster.start(lagger)
+        assert_logs_agree(cluster, [lagger, third], acked)            # the lagging follower has the intact entry
+        with cluster.client([lid], read_from="any") as c:
+            with pytest.raises(RaftlogError, match=f"corrupt log entry at index {bad}"):
+                c.read(bad, 1, consistency="stale")
+        assert cluster.statuses([lid])[lid]["corrupt_index"] == bad
+        assert cluster.procs[lid].poll() is None
+    finally:
+        cluster.close()
