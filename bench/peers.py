@@ -101,16 +101,18 @@ def run_node(args: argparse.Namespace) -> None:
                     lat.append(time.perf_counter() - t)
         node.append(payload, callback=cb)
 
-    warm_end = time.monotonic() + args.warmup
-    while time.monotonic() < warm_end:
-        window.acquire()
-        submit()
+    def load_until(deadline: float) -> None:
+        # A command PySyncObj never calls back would hold its window slot forever: never wait past the deadline.
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not window.acquire(timeout=left):
+                return
+            submit()
+
+    load_until(time.monotonic() + args.warmup)
     measuring["on"] = True
     t0 = time.perf_counter()
-    end = time.monotonic() + args.duration
-    while time.monotonic() < end:
-        window.acquire()
-        submit()
+    load_until(time.monotonic() + args.duration)
     seconds = time.perf_counter() - t0
     with lock:
         measuring["on"] = False
@@ -122,7 +124,7 @@ def run_node(args: argparse.Namespace) -> None:
                       "errors": done["err"],
                       "latency_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "p999": pct(0.999),
                                      "max": round(lat[-1] * 1000, 3) if lat else 0.0}}), flush=True)
-    node.destroy()
+    os._exit(0)     # do not wait for PySyncObj to wind down the commands still in flight; the parent kills the rest
 
 
 # ---------------------------------------------------------------- the comparison (parent process)
@@ -146,7 +148,7 @@ def run_pysyncobj(nodes: int, payload: int, duration: float, window: int, flush:
                 cmd.append("--drive")
             procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE if i == 0 else subprocess.DEVNULL,
                                           stderr=subprocess.PIPE if i == 0 else subprocess.DEVNULL, text=True))
-        out, err = procs[0].communicate(timeout=duration + warmup + 120)
+        out, err = procs[0].communicate(timeout=duration + warmup + 90)
         if procs[0].returncode != 0 or not out.strip():
             raise RuntimeError(f"PySyncObj driver failed ({procs[0].returncode}): {err[-2000:]}")
         return json.loads(out.strip().splitlines()[-1])
@@ -208,8 +210,13 @@ def main() -> int:
     results = {"settings": {"nodes": args.nodes, "payload": args.payload, "duration": args.duration,
                             "entries_in_flight": window}}
     results["raftlog"] = run_raftlog(args)
-    results["pysyncobj_flushed"] = run_pysyncobj(args.nodes, args.payload, args.duration, window, True, 1.0)
-    results["pysyncobj_unflushed"] = run_pysyncobj(args.nodes, args.payload, args.duration, window, False, 1.0)
+    failed = {"entries_per_s": 0.0, "latency_ms": {"p50": 0.0, "p99": 0.0}}
+    for key, flush in (("pysyncobj_flushed", True), ("pysyncobj_unflushed", False)):
+        try:
+            results[key] = run_pysyncobj(args.nodes, args.payload, args.duration, window, flush, 1.0)
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+            print(f"{key}: {exc}", file=sys.stderr)
+            results[key] = dict(failed, error=str(exc)[-500:])
     r = results["raftlog"]["entries_per_s"]
     results["ratio_flushed"] = round(r / max(results["pysyncobj_flushed"]["entries_per_s"], 1e-9), 1)
     results["ratio_unflushed"] = round(r / max(results["pysyncobj_unflushed"]["entries_per_s"], 1e-9), 1)
