@@ -24,6 +24,7 @@ __all__ = [
     "ROLE_PEER", "ROLE_CLIENT",
     "ERR_NOT_LEADER", "ERR_TIMEOUT", "ERR_TOO_LARGE", "ERR_BAD_REQUEST", "ERR_SHUTTING_DOWN",
     "ERR_CLUSTER_MISMATCH", "ERR_VERSION", "ERR_INTERNAL",
+    "READ_STALE", "READ_LINEARIZABLE", "READ_LEASE",
     "RecordBatch", "encode_record", "encode_records", "FrameDecoder",
     "encode_handshake", "encode_raft", "encode_append", "encode_appended", "encode_error",
     "encode_read", "encode_entries", "encode_status", "encode_status_reply",
@@ -63,6 +64,10 @@ ERR_CLUSTER_MISMATCH = 6
 ERR_VERSION = 7
 ERR_INTERNAL = 8
 
+READ_STALE = 0          # a Read answered from the serving node's applied log at once
+READ_LINEARIZABLE = 1   # a Read that waits for a ReadIndex round (dissertation 6.4)
+READ_LEASE = 2          # a Read a leader answers while its lease holds
+
 _REC = struct.Struct(">QBII")
 _U64 = struct.Struct(">Q")
 _FRAME = struct.Struct(">IB")
@@ -70,7 +75,7 @@ _HANDSHAKE = struct.Struct(">4sHBQ")
 _RAFT = struct.Struct(">BQQQQQQBQQI")
 _APPENDED = struct.Struct(">QQI")
 _ERROR = struct.Struct(">QBQ")
-_READ = struct.Struct(">QQII")
+_READ = struct.Struct(">QQIIB")
 _ENTRIES = struct.Struct(">QQI")
 _LEN16 = struct.Struct(">H")
 
@@ -346,9 +351,15 @@ def encode_error(request_id: int, code: int, leader_id: int = 0, leader_address:
     return _frame(FRAME_ERROR, _pack(_ERROR, request_id, code, leader_id) + _str16(leader_address) + _str16(message))
 
 
-def encode_read(request_id: int, start: int, max_entries: int, max_bytes: int) -> bytes:
-    """A client's request for committed data entries from index `start`, bounded by count and bytes."""
-    return _frame(FRAME_READ, _pack(_READ, request_id, start, max_entries, max_bytes))
+def encode_read(request_id: int, start: int, max_entries: int, max_bytes: int, consistency: int = 0) -> bytes:
+    """A client's request for committed data entries from index `start`, bounded by count and bytes.
+
+    `consistency` is READ_STALE (answer from this node's applied log), READ_LINEARIZABLE
+    (ReadIndex) or READ_LEASE (leader lease); ValueError for anything else.
+    """
+    if not READ_STALE <= consistency <= READ_LEASE:
+        raise ValueError(f"unknown read consistency {consistency}")
+    return _frame(FRAME_READ, _pack(_READ, request_id, start, max_entries, max_bytes, consistency))
 
 
 def encode_entries(request_id: int, next_index: int, indexes: Sequence[int], records: "RecordBatch | bytes") -> bytes:
@@ -475,7 +486,10 @@ def _decode_body(ftype: int, body: memoryview) -> tuple:
     if ftype == FRAME_ERROR:
         return _decode_error(body)
     if ftype == FRAME_READ:
-        return (FRAME_READ,) + _fixed(body, _READ, "read")
+        read = _fixed(body, _READ, "read")
+        if read[4] > READ_LEASE:
+            raise FrameError(f"unknown read consistency {read[4]}")
+        return (FRAME_READ,) + read
     if ftype == FRAME_ENTRIES:
         return _decode_entries(body)
     if ftype == FRAME_STATUS:

@@ -26,6 +26,7 @@ __all__ = [
     "ROLE_PEER", "ROLE_CLIENT",
     "ERR_NOT_LEADER", "ERR_TIMEOUT", "ERR_TOO_LARGE", "ERR_BAD_REQUEST", "ERR_SHUTTING_DOWN",
     "ERR_CLUSTER_MISMATCH", "ERR_VERSION", "ERR_INTERNAL",
+    "READ_STALE", "READ_LINEARIZABLE", "READ_LEASE",
     "RecordBatch", "encode_record", "encode_records", "FrameDecoder",
     "encode_handshake", "encode_raft", "encode_append", "encode_appended", "encode_error",
     "encode_read", "encode_entries", "encode_status", "encode_status_reply",
@@ -67,6 +68,10 @@ ERR_CLUSTER_MISMATCH = 6
 ERR_VERSION = 7
 ERR_INTERNAL = 8
 
+READ_STALE = 0
+READ_LINEARIZABLE = 1
+READ_LEASE = 2
+
 cdef enum:
     _REC = 17          # record header: term u64 | kind u8 | crc u32 | len u32
     _MAX_KIND = 3
@@ -74,7 +79,7 @@ cdef enum:
     _RAFT = 70         # type u8 | to, from, term, log_term, index, commit u64 | reject u8 | hint_index, hint_term u64 | context_len u32
     _APPENDED = 20
     _ERROR = 17
-    _READ = 24
+    _READ = 25         # request id, start u64 | max_entries, max_bytes u32 | consistency u8
     _ENTRIES = 20
 
 cdef enum:
@@ -612,14 +617,18 @@ def encode_error(uint64_t request_id, uint8_t code, uint64_t leader_id=0, str le
     return out
 
 
-def encode_read(uint64_t request_id, uint64_t start, uint32_t max_entries, uint32_t max_bytes):
-    """A client's request for committed data entries from index `start`, bounded by count and bytes."""
+def encode_read(uint64_t request_id, uint64_t start, uint32_t max_entries, uint32_t max_bytes,
+                consistency=0):
+    """A client's request for committed data entries from index `start`, bounded by count and bytes; see the twin."""
+    if not READ_STALE <= consistency <= READ_LEASE:
+        raise ValueError(f"unknown read consistency {consistency}")
     cdef unsigned char* p
     out = _frame(_T_READ, _READ, &p)
     _st64(p, request_id)
     _st64(p + 8, start)
     _st32(p + 16, max_entries)
     _st32(p + 20, max_bytes)
+    p[24] = <unsigned char>consistency
     return out
 
 
@@ -787,7 +796,9 @@ cdef tuple _decode_frame(bytes frame):
     if ftype == _T_READ:
         if n != _READ:
             _fixed_error("read", n, _READ)
-        return (_T_READ, _ld64(b), _ld64(b + 8), _ld32(b + 16), _ld32(b + 20))
+        if b[24] > 2:         # READ_LEASE
+            raise FrameError(f"unknown read consistency {b[24]}")
+        return (_T_READ, _ld64(b), _ld64(b + 8), _ld32(b + 16), _ld32(b + 20), b[24])
     if ftype == _T_ENTRIES:
         return _decode_entries(frame, b, n)
     if ftype == _T_STATUS:

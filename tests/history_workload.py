@@ -40,10 +40,7 @@ from raftlog.hot import (
     encode_read,
 )
 
-try:  # ReadIndex reads (issue 7); without them every read is a stale read
-    from raftlog.runtime.reads import with_consistency
-except ImportError:  # pragma: no cover
-    with_consistency = None  # type: ignore[assignment]
+from raftlog.runtime.reads import consistency_code
 
 REPLY_TIMEOUT = 3.0          # seconds an operation waits for its reply before it is unknown
 
@@ -138,7 +135,7 @@ class Workload:
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
         self._thread: Optional[threading.Thread] = None
-        self.read_modes = ("linearizable", "lease", "stale") if with_consistency else ("stale",)
+        self.read_modes = ("linearizable", "lease", "stale")
 
     def start(self) -> None:
         """Run the workload on its own thread (its own event loop)."""
@@ -235,11 +232,11 @@ class Workload:
                     # behave) are checked as linearizable; stale reads only for what they
                     # promise (committed, no holes, nothing later lost).
                     mode = self.rng.choice(self.read_modes)
-                    max_bytes = with_consistency(1 << 20, mode) if with_consistency else 1 << 20
+                    consistency = consistency_code(mode)
                     op = self.history.begin_read(process, start, node=address, linearizable=mode != "stale")
                     op.note = mode
                     try:
-                        reply = await conn.request(lambda rid: encode_read(rid, start, limit, max_bytes))
+                        reply = await conn.request(lambda rid: encode_read(rid, start, limit, 1 << 20, consistency))
                     except (asyncio.TimeoutError, ConnectionError, OSError):
                         self.history.fail(op, "no reply")   # a read without a reply tells nothing
                         break

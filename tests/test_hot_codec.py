@@ -164,7 +164,9 @@ def all_frames(codec_mod: ModuleType) -> list[tuple[bytes, tuple]]:
         (m.encode_error(4, m.ERR_NOT_LEADER, 3, "127.0.0.1:7003", "not leader ✓"),
          (m.FRAME_ERROR, 4, m.ERR_NOT_LEADER, 3, "127.0.0.1:7003", "not leader ✓")),
         (m.encode_error(0, m.ERR_VERSION), (m.FRAME_ERROR, 0, m.ERR_VERSION, 0, "", "")),
-        (m.encode_read(6, 1, 100, 1 << 20), (m.FRAME_READ, 6, 1, 100, 1 << 20)),
+        (m.encode_read(6, 1, 100, 1 << 20), (m.FRAME_READ, 6, 1, 100, 1 << 20, m.READ_STALE)),
+        (m.encode_read(7, 2, 5, 9, m.READ_LINEARIZABLE), (m.FRAME_READ, 7, 2, 5, 9, m.READ_LINEARIZABLE)),
+        (m.encode_read(8, 3, 0, 0, m.READ_LEASE), (m.FRAME_READ, 8, 3, 0, 0, m.READ_LEASE)),
         (m.encode_entries(7, 12, [10, 11], recs), (m.FRAME_ENTRIES, 7, 12, array("Q", [10, 11]), [b"p1", b"p22"])),
         (m.encode_status(8), (m.FRAME_STATUS, 8)),
         (m.encode_status_reply(8, b'{"role": "leader"}'), (m.FRAME_STATUS_REPLY, 8, b'{"role": "leader"}')),
@@ -269,7 +271,8 @@ def test_empty_frame(codec_mod: ModuleType) -> None:
 
 @pytest.mark.parametrize("ftype, body, message", [
     (11, b"\0" * 19, "appended frame of 19 bytes, expected 20"),
-    (13, b"\0" * 25, "read frame of 25 bytes, expected 24"),
+    (13, b"\0" * 26, "read frame of 26 bytes, expected 25"),
+    (13, b"\0" * 24, "read frame of 24 bytes, expected 25"),
     (15, b"", "status frame of 0 bytes, expected 8"),
     (16, b"\0" * 7, "truncated status reply"),
     (10, b"\0" * 7, "truncated append"),
@@ -318,3 +321,14 @@ def test_partial_frame_is_buffered(codec_mod: ModuleType) -> None:
     assert decoder.buffered == 50
     assert decoder.feed(frame[50:] + frame[:3]) == [(codec_mod.FRAME_STATUS_REPLY, 1, b"x" * 100)]
     assert decoder.buffered == 3
+
+
+def test_read_consistency_outside_the_known_values_is_refused(codec_mod: ModuleType) -> None:
+    m = codec_mod
+    with pytest.raises(ValueError):
+        m.encode_read(1, 1, 1, 1, 3)
+    frame = bytearray(m.encode_read(1, 1, 1, 1, m.READ_LEASE))
+    frame[-1] = 3          # the consistency byte ends the frame
+    with pytest.raises(FrameError) as info:
+        m.FrameDecoder().feed(bytes(frame))
+    assert "consistency" in str(info.value)

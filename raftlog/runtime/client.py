@@ -39,6 +39,7 @@ from raftlog.hot import (
     KIND_DATA,
     KIND_SESSION,
     PROTOCOL_VERSION,
+    READ_STALE,
     ROLE_CLIENT,
     FrameDecoder,
     RecordBatch,
@@ -49,6 +50,7 @@ from raftlog.hot import (
 )
 from raftlog.runtime.auth import ConnectorAuth
 from raftlog.runtime.peers import parse_address, parse_peers
+from raftlog.runtime.reads import consistency_code
 
 __all__ = ["AsyncClient", "Client", "RequestRejected", "Addresses"]
 
@@ -423,28 +425,27 @@ class AsyncClient:
         """
         if start < 1:
             raise ValueError("indexes start at 1")
-        from raftlog.runtime.reads import with_consistency
-        first_bytes = with_consistency(READ_BYTES, consistency)
+        first_consistency = consistency_code(consistency)
         if self.read_from == "leader":
             await self._find_leader()
         out: list[Entry] = []
         while limit is None or len(out) < limit:
             want = READ_ENTRIES if limit is None else min(READ_ENTRIES, limit - len(out))
-            next_index, entries = await self._read_once(start, want, first_bytes)
-            first_bytes = READ_BYTES      # later chunks continue from the state the first one confirmed
+            next_index, entries = await self._read_once(start, want, first_consistency)
+            first_consistency = READ_STALE   # later chunks continue from the state the first one confirmed
             out.extend(entries)
             if next_index <= start:
                 break
             start = next_index
         return out if limit is None else out[:limit]
 
-    async def _read_once(self, start: int, max_entries: int, max_bytes: int = READ_BYTES) -> tuple[int, list[Entry]]:
+    async def _read_once(self, start: int, max_entries: int, consistency: int = READ_STALE) -> tuple[int, list[Entry]]:
         def handle(conn: _Connection, reply: tuple) -> tuple[int, list[Entry]]:
             if reply[0] != FRAME_ENTRIES:
                 raise RaftlogError(f"unexpected reply type {reply[0]} to a read")
             _, _rid, next_index, indexes, records = reply
             return next_index, [Entry(indexes[i], records.term(i), records.payload(i)) for i in range(len(indexes))]
-        return await self._call(lambda rid: encode_read(rid, start, max_entries, max_bytes), handle)
+        return await self._call(lambda rid: encode_read(rid, start, max_entries, READ_BYTES, consistency), handle)
 
     async def _find_leader(self) -> None:
         """Move the connection to the leader if the connected member knows one (best effort)."""

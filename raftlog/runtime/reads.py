@@ -1,8 +1,7 @@
 """Linearizable and lease reads on a running node (the runtime side of core/readonly.py).
 
-Wire: a Read request's `max_bytes` field (u32) carries the consistency in its top two bits
-(`max_bytes >> 30`: 0 stale, 1 linearizable, 2 lease); byte limits stay far below 2**30.
-Old clients send 0 and get what they always got: this node's applied entries at once.
+Wire: a Read request carries its consistency in its own byte (READ_STALE, READ_LINEARIZABLE,
+READ_LEASE from the codec); a stale read gets this node's applied entries at once.
 
 A linearizable (or lease) read asks the engine for a read index with a fresh context; when
 a Ready releases it, the read waits until this node has applied that far and is then served
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from raftlog.errors import NotLeader
-from raftlog.hot import ERR_NOT_LEADER, ERR_TIMEOUT
+from raftlog.hot import ERR_NOT_LEADER, ERR_TIMEOUT, READ_LEASE, READ_LINEARIZABLE, READ_STALE
 
 if TYPE_CHECKING:
     from raftlog.runtime.node import Node
@@ -26,23 +25,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("raftlog.reads")
 
-CONSISTENCY_SHIFT = 30
-BYTES_MASK = (1 << CONSISTENCY_SHIFT) - 1
-READ_STALE = 0
-READ_LINEARIZABLE = 1
-READ_LEASE = 2
 CONSISTENCY = {"stale": READ_STALE, "linearizable": READ_LINEARIZABLE, "lease": READ_LEASE}
 
 
-def with_consistency(max_bytes: int, consistency: str) -> int:
-    """The Read request's max_bytes field for `consistency` ("linearizable", "lease" or "stale")."""
+def consistency_code(consistency: str) -> int:
+    """The Read frame's consistency byte for "linearizable", "lease" or "stale"; ValueError otherwise."""
     try:
-        code = CONSISTENCY[consistency]
+        return CONSISTENCY[consistency]
     except KeyError:
         raise ValueError(f"consistency must be one of {', '.join(CONSISTENCY)}, not {consistency!r}") from None
-    if max_bytes > BYTES_MASK:
-        raise ValueError("max_bytes too large")
-    return max_bytes | (code << CONSISTENCY_SHIFT)
 
 
 @dataclass

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
-from raftlog.errors import CorruptLogError, NotLeader
+from raftlog.errors import CorruptLogError, NotLeader, ProposalDropped
 from raftlog.hot import (
     ERR_BAD_REQUEST,
     ERR_INTERNAL,
@@ -37,21 +37,13 @@ from raftlog.hot import (
     KIND_CONF,
     KIND_DATA,
     KIND_SESSION,
+    READ_STALE,
     RecordBatch,
     encode_appended,
     encode_entries,
     encode_error,
     encode_status_reply,
 )
-
-try:  # the engine's "over the uncommitted budget" signal
-    from raftlog.errors import ProposalDropped  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on where the engine defines it
-    try:
-        from raftlog.core.rawnode import ProposalDropped  # type: ignore[attr-defined,no-redef]
-    except ImportError:
-        class ProposalDropped(Exception):  # type: ignore[no-redef]
-            """Placeholder until the engine defines it."""
 
 if TYPE_CHECKING:
     from raftlog.runtime.node import Node
@@ -114,7 +106,7 @@ class ClientService:
         if ftype == FRAME_APPEND:
             self.append(conn, frame[1], frame[2])
         elif ftype == FRAME_READ:
-            self.read(conn, frame[1], frame[2], frame[3], frame[4])
+            self.read(conn, frame[1], frame[2], frame[3], frame[4], frame[5])
         elif ftype == FRAME_STATUS:
             self._reply(conn, encode_status_reply(frame[1], json.dumps(self.node.status()).encode()))
         else:
@@ -285,18 +277,16 @@ class ClientService:
             self.after_apply()
 
     # -- read -------------------------------------------------------------------------------
-    def read(self, conn: "Connection", request_id: int, start: int, max_entries: int, max_bytes: int) -> None:
+    def read(self, conn: "Connection", request_id: int, start: int, max_entries: int, max_bytes: int,
+             consistency: int = READ_STALE) -> None:
         """Committed data entries from `start`: up to max_entries (0 = default) and max_bytes (0 = default).
 
-        The top bits of max_bytes ask for a linearizable or lease read (runtime/reads.py):
-        such a read is answered here later, once its read index is confirmed and applied.
+        A linearizable or lease read (runtime/reads.py) is answered here later, once its read
+        index is confirmed and applied.
         """
-        consistency = max_bytes >> 30
-        reads = getattr(self.node, "reads", None)
-        if consistency and reads is not None:
-            reads.request(conn, request_id, start, max_entries, max_bytes & ((1 << 30) - 1), consistency)
+        if consistency != READ_STALE:
+            self.node.reads.request(conn, request_id, start, max_entries, max_bytes, consistency)
             return
-        max_bytes &= (1 << 30) - 1
         max_entries = min(max_entries or DEFAULT_READ_ENTRIES, MAX_READ_ENTRIES)
         max_bytes = min(max_bytes or DEFAULT_READ_BYTES, MAX_READ_BYTES)
         storage = self.node.storage
