@@ -6,7 +6,8 @@ One Ready at a time, in the order the engine's contract demands:
 2. everything the Ready asks to persist (truncation, entries, hard state) is one
    `storage.save` call, i.e. one LMDB write transaction, run on the single writer thread
    (LMDB write transactions are thread-bound; py-lmdb releases the GIL during the commit,
-   so the event loop keeps receiving, stepping and proposing while the fsync runs);
+   so the event loop keeps receiving, stepping and proposing while the fsync runs), except
+   a follower's small write, which runs on the loop itself (see Node._write);
 3. when the write is durable, `ready.persisted_messages` go out (votes and acknowledgements
    only ever describe durable state, DESIGN.md section 3), committed batches are applied
    (pending client requests answered), and `advance` is called.
@@ -36,7 +37,7 @@ from typing import Any, Optional
 from raftlog.core import confchange
 from raftlog.core.config import Config
 from raftlog.core.messages import Message
-from raftlog.core.rawnode import RawNode
+from raftlog.core.rawnode import RawNode, Role
 from raftlog.errors import CorruptLogError
 from raftlog.runtime.membership import DEFAULT_PROMOTE_LAG, Joiner, Membership
 from raftlog.runtime.peers import parse_address
@@ -65,6 +66,7 @@ WRITE_BATCH_BYTES = 4 << 20
 # (LMDB reports ENOSPC on a full tmpfs as EIO; any other failure still stops the node).
 DISK_RETRY_SECONDS = 0.5
 DISK_LOW_BYTES = 16 << 20
+INLINE_WRITE_ENTRIES = 64     # a follower writes up to this many entries on the loop thread (see Node._write)
 COMMIT_FLUSH_SECONDS = 0.05   # a commit-only hard state waits at most this long for a write to join
 
 
@@ -473,11 +475,34 @@ class Node:
         self._write(None, lambda: self.storage.save(hard_state=hs))
 
     def _write(self, rd: Any, write: Any) -> None:
-        """Run `write` on the writer thread as the in-flight transaction; `_persisted` takes its outcome."""
+        """Run `write` on the writer thread as the in-flight transaction; `_persisted` takes its outcome.
+
+        A follower's small write (at most INLINE_WRITE_ENTRIES entries, no snapshot) runs
+        right here on the loop instead: a follower has nothing to overlap with its fsync
+        (its acknowledgement waits for it, and AppendEntries arriving meanwhile wait in the
+        socket and join the next write), and the two thread hand-offs cost 0.2-0.3 ms each
+        on a busy machine. Measured with `raftlog bench --clients 1 --inflight 1 --batch 1`,
+        alternating runs: p50 3.37/3.70/3.37 ms through the thread, 2.81/3.26/2.47 ms inline;
+        the throughput ceiling (large writes) still goes through the thread.
+        """
         assert self._loop is not None
+        if rd is not None and self._inline(rd):
+            fut = self._loop.create_future()
+            try:
+                write()
+                fut.set_result(None)
+            except Exception as exc:    # handled by _persisted exactly like a failed threaded write
+                fut.set_exception(exc)
+            self._persisted(rd, fut, write)
+            return
         fut = self._loop.run_in_executor(self._writer, write)
         self._inflight = fut
         fut.add_done_callback(lambda f: self._persisted(rd, f, write))
+
+    def _inline(self, rd: Any) -> bool:
+        """True for a write that runs on the loop thread (see _write)."""
+        return (self.raw.role is not Role.LEADER and not rd.snapshot_chunks and rd.snapshot is None
+                and (rd.entries is None or len(rd.entries) <= INLINE_WRITE_ENTRIES))
 
     def _out_of_space(self, exc: BaseException) -> bool:
         """True when a failed write failed for lack of space (see DISK_LOW_BYTES)."""
