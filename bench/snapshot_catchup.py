@@ -33,8 +33,10 @@ class KV:
         key, _, value = entry.data.partition(b"=")
         self.data[key] = value
 
-    def snapshot(self) -> bytes:
-        return b"\n".join(k + b"=" + v for k, v in self.data.items())
+    def snapshot(self):
+        """A copy taken on the event loop (cheap); serialized piecewise on the snapshot thread."""
+        items = list(self.data.items())
+        return (b"".join(k + b"=" + v + b"\n" for k, v in items[i:i + 4096]) for i in range(0, len(items), 4096))
 
     def restore(self, f) -> None:
         self.data = dict(line.partition(b"=")[::2] for line in f.read().split(b"\n") if line)

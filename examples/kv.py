@@ -18,11 +18,12 @@ class KV:
             self.data[cmd["key"]] = cmd["value"]
         return old
 
-    def snapshot(self):
-        return json.dumps(self.data).encode()
+    def snapshot(self):  # copy on the event loop (fast), serialize on the snapshot thread
+        items = list(self.data.items())
+        return (json.dumps(items[i:i + 4096]).encode() + b"\n" for i in range(0, len(items), 4096))
 
     def restore(self, f):
-        self.data = json.loads(f.read())
+        self.data = {key: value for line in f for key, value in json.loads(line)}
 
 
 async def member(node_id, data_dir, peers):
@@ -87,9 +88,7 @@ def demo():
     assert all(d["data"] == dumps[leader]["data"] for d in dumps.values()), "members disagree"
     print("all three members hold the same state")
     for p in procs.values():
-        p.stdin.write("quit\n")
-        p.stdin.flush()
-        p.wait(10)
+        p.communicate("quit\n", timeout=10)
 
 
 if __name__ == "__main__":
