@@ -201,8 +201,15 @@ def test_chunk_gap_duplicate_and_bad_checksum_answers() -> None:
 def test_randomized_seeds_with_snapshots_take_and_install_them(seed: int) -> None:
     """The randomized runs on odd seeds snapshot, compact and transfer (so the 2,000 seeds cover them)."""
     assert seed_snapshot_options(seed)["snapshot_every"] > 0
-    stats = run_seed(5, seed, 2000)
+    stats = run_seed(5, seed, 2000, pipeline=False)     # (these seeds were chosen before pipelining)
     assert stats.snapshots > 0
+
+
+def test_pipelined_randomized_seeds_snapshot_and_install_too() -> None:
+    """Seeds driven like the runtime (SimOptions.pipeline) also snapshot, compact and install."""
+    runs = [run_seed(3, seed, 2000, pipeline=True) for seed in range(1, 40, 2)]
+    assert sum(st.snapshots for st in runs) > 0
+    assert sum(st.installs for st in runs) > 0
 
 
 def test_randomized_seeds_install_snapshots_somewhere() -> None:

@@ -112,9 +112,14 @@ class RawNode:
         self.raft = Raft(config, storage, rng)
         self.storage = storage
         applied = config.applied
-        committed = self.raft.log.committed
-        if applied > committed:
-            raise ValueError(f"applied {applied} is beyond the durable commit index {committed}")
+        lg = self.raft.log
+        if applied > lg.committed:
+            # Only committed entries are ever applied, so `applied` is committed cluster-wide;
+            # the stored commit index may lag it because a runtime applies entries before the
+            # hard state that covers them is written (runtime/node.py persists it lazily).
+            if applied > lg.last_index:
+                raise ValueError(f"applied {applied} is beyond the last stored index {lg.last_index}")
+            lg.commit_to(applied)
         applied = max(applied, self.raft.log.first_index - 1)
         self._applied = applied          # Invariant: applied <= next_apply - 1 <= commit
         self._next_apply = applied + 1   # the first committed entry not yet handed out
