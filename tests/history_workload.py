@@ -9,8 +9,9 @@ connection, no reply in time) is unknown. Payloads are unique, so the checker ca
 each one in the final log.
 
 The nemesis runs a randomized schedule (seeded, the seed printed) of SIGKILL + restart,
-SIGSTOP/SIGCONT and SIGTERM + restart against random members and the current leader, and
-leadership transfers,
+SIGSTOP/SIGCONT and SIGTERM + restart against random members and the current leader,
+leadership transfers and (with `membership=True`) membership changes (joins of fresh nodes,
+removals of members and of the leader, replacements),
 keeping at most `max_faulty` members down at once, and heals everything at the end.
 """
 from __future__ import annotations
@@ -255,14 +256,28 @@ class ProcessNemesis:
     """A seeded schedule of process faults on a ProcCluster (see tests/test_process_cluster.py)."""
 
     ACTIONS = ("kill", "kill-leader", "stop", "stop-leader", "term", "kill-two", "transfer")
+    # With a cluster that can change membership (start_joiner/retire, see tests/test_history_process.py):
+    # one "membership" step is, by the seeded schedule, a join (a fresh node id on a fresh data
+    # dir, `--join`: a learner promoted once caught up), the removal of a member (the leader or
+    # not) when the cluster has more voters than it started with, or a replacement (remove a
+    # member, the leader or not, then join a fresh node). Voters never drop below the original
+    # size minus one, and only while no other fault is in progress, so a majority of live voters
+    # of the original size always remains.
+    MEMBERSHIP_ACTIONS = ("membership", "membership", "membership")
 
-    def __init__(self, cluster, seed: int, *, max_faulty: int = 1, say: Callable[[str], None] = print) -> None:  # noqa: ANN001
+    def __init__(self, cluster, seed: int, *, max_faulty: int = 1, say: Callable[[str], None] = print,  # noqa: ANN001
+                 membership: bool = False, on_members: Optional[Callable[[list[str]], None]] = None) -> None:
         self.cluster = cluster
         self.rng = random.Random(seed)
         self.max_faulty = max_faulty
         self.say = say
         self.faults: dict[str, int] = {}
         self.t0 = time.monotonic()
+        self.membership = membership
+        self.on_members = on_members
+        self.original_size = len(cluster.addresses)
+        self.actions = self.ACTIONS + (self.MEMBERSHIP_ACTIONS if membership else ())
+        self.membership_problems: list[str] = []
 
     def _leader(self) -> Optional[int]:
         try:
@@ -280,9 +295,13 @@ class ProcessNemesis:
         c = self.cluster
         end = time.monotonic() + duration
         while time.monotonic() < end:
-            action = self.rng.choice(self.ACTIONS)
+            action = self.rng.choice(self.actions)
             if action == "kill-two" and self.max_faulty < 2:
                 action = "kill"
+            if action == "membership":
+                self._membership_change()
+                time.sleep(self.rng.uniform(0.2, 1.5))
+                continue
             if action == "transfer":
                 self._transfer()
                 time.sleep(self.rng.uniform(0.2, 1.5))
@@ -327,6 +346,99 @@ class ProcessNemesis:
                 c.transfer_leadership(to)
         except Exception as exc:   # a transfer may time out under load; the history check is what matters
             self.say(f"  nemesis transfer {leader} -> {to} did not complete: {exc!r}"[:200])
+
+    def _membership_change(self) -> None:
+        """One seeded membership step: join, remove (when above the original size) or replace."""
+        c = self.cluster
+        voters = len(c.addresses)
+        if voters > self.original_size:
+            kind = "remove"
+        else:
+            kind = self.rng.choice(("join", "replace"))
+        if kind in ("remove", "replace"):
+            of_leader = self.rng.random() < 0.4
+            victim_pick = self.rng.choice(sorted(c.addresses))
+        fresh = max(c.ever) + 1
+        # Every step starts from a cluster that has a leader and all of whose members answer
+        # (the previous fault has been healed, restarted nodes are up).
+        try:
+            self._wait("a leader and every member up before a membership change",
+                       lambda: self._leader() is not None and all(s is not None for s in c.statuses().values()), 30.0)
+        except AssertionError as exc:
+            self.say(f"  nemesis membership step skipped: {exc}")
+            return
+        if kind in ("remove", "replace"):
+            leader = self._leader() if of_leader else None
+            victim = leader if leader is not None else victim_pick
+            if not self._remove(victim, leader is not None, kind):
+                return
+        if kind in ("join", "replace"):
+            self._join(fresh, kind)
+
+    def _wait(self, what: str, check: Callable[[], object], timeout: float) -> object:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                got = check()
+            except Exception:
+                got = None
+            if got:
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.1)
+
+    def _configuration(self) -> Optional[dict[int, dict]]:
+        """The leader's member table once every member listed uses the same non-joint configuration."""
+        c = self.cluster
+        with c.client(timeout=5.0) as client:
+            table = {m["id"]: m for m in client.members()}
+        sts = c.statuses(sorted(table))
+        confs = {(s or {}).get("configuration") for s in sts.values()}
+        if len(confs) != 1 or None in confs or "joint" in next(iter(confs)):
+            return None
+        return table
+
+    def _remove(self, victim: int, is_leader: bool, kind: str) -> bool:
+        c = self.cluster
+        what = "remove node" if kind == "remove" else "replace: remove node"
+        self._note("membership: remove the leader" if is_leader else "membership: remove a member",
+                   f"{what} {victim}" + (" (the leader)" if is_leader else ""))
+        try:
+            with c.client(timeout=20.0) as client:
+                client.remove_member(victim)
+        except Exception as exc:   # the outcome is read back from the configuration below
+            self.say(f"  nemesis remove {victim} returned {exc!r}"[:200])
+        return self._reconcile(f"node {victim} removed", lambda t: victim not in t)
+
+    def _join(self, i: int, kind: str) -> bool:
+        c = self.cluster
+        via = self.rng.choice(sorted(c.addresses))
+        c.start_joiner(i, via)
+        self._note("membership: join a fresh node", f"{'replace: ' if kind == 'replace' else ''}start node {i} "
+                   f"(fresh data dir) with --join node {via}")
+        return self._reconcile(f"node {i} a voter", lambda t: i in t and t[i]["voter"], timeout=40.0)
+
+    def _reconcile(self, what: str, want: Callable[[dict], bool], timeout: float = 30.0) -> bool:
+        """Wait for the configuration to settle as wanted, then track what it really is."""
+        c = self.cluster
+        table: Optional[dict] = None
+        try:
+            table = self._wait(what, lambda: (lambda t: t if t is not None and want(t) else None)(self._configuration()),
+                               timeout)
+        except AssertionError as exc:
+            self.membership_problems.append(str(exc))
+            self.say(f"  nemesis membership: {exc}")
+            try:
+                table = self._wait("a settled configuration", self._configuration, 30.0)
+            except AssertionError:
+                return False
+        c.set_members({i: m["address"] for i, m in table.items()})
+        if self.on_members is not None:
+            self.on_members([m["address"] for _, m in sorted(table.items())])
+        self.say(f"  nemesis {time.monotonic() - self.t0:7.2f}s configuration now "
+                 + ", ".join(f"{i}{'' if m['voter'] else ' (learner)'}" for i, m in sorted(table.items())))
+        return want(table)
 
     def heal(self) -> None:
         """Every member running and not stopped."""

@@ -1,6 +1,8 @@
 """The history checker under process faults: real `raftlog node` processes, a recorded client
 workload, a seeded nemesis (SIGKILL + restart, SIGSTOP/SIGCONT, SIGTERM + restart, the leader
-or random members), then every operation is checked against the final committed log.
+or random members, leadership transfers, membership changes: fresh nodes joining with `--join`,
+removals of members and of the leader, replacements), then every operation is checked against
+the final committed log, on which the final configuration's members must agree.
 
 The seed is printed; RAFTLOG_NEMESIS_SEED=N replays a schedule (process timing still varies).
 The default run is short; `-m soak` runs the 10-minute version (RAFTLOG_SOAK_SECONDS overrides).
@@ -10,15 +12,56 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 
 import pytest
 
 from raftlog.history import check
 
 from history_workload import DurabilityProbe, ProcessNemesis, Workload, final_committed_log
-from test_process_cluster import ProcCluster, wait_for
+from test_process_cluster import free_ports, wait_for
+from test_process_membership import MemberCluster
 
 pytestmark = pytest.mark.process
+
+
+class ChangingCluster(MemberCluster):
+    """A MemberCluster whose membership the nemesis changes: `addresses` is always the current
+    configuration (replaced whole, never mutated, since the probe and the nemesis read it from
+    other threads); joined nodes restart with `--join` (already members, they just catch up)."""
+
+    def __init__(self, n: int, root: str) -> None:
+        super().__init__(n, root)
+        self.original = set(self.addresses)
+        self.ever = set(self.addresses)
+        self.removed: list[int] = []
+
+    def start(self, i: int) -> None:
+        if i in self.original:
+            super().start(i)
+        else:
+            self.start_joiner(i, self.join_via(i))
+
+    def join_via(self, i: int) -> int:
+        """Some other member to join through (the lowest id: any member forwards the request)."""
+        return min(j for j in self.addresses if j != i)
+
+    def start_joiner(self, i: int, via: int, *extra: str) -> None:
+        if i not in self.addresses:
+            self.addresses = {**self.addresses, i: f"127.0.0.1:{free_ports(1)[0]}"}
+            self.ever.add(i)
+        super().start_joiner(i, via, *extra)
+
+    def set_members(self, members: dict[int, str]) -> None:
+        """Track the configuration `members` (id -> address); a member no longer in it is killed by PID."""
+        for i in sorted(set(self.addresses) - set(members)):
+            if i in self.procs and self.procs[i].poll() is None:
+                self.signal(i, signal.SIGCONT)
+                self.kill(i)
+            self.procs.pop(i, None)
+            self.removed.append(i)
+        self.addresses = dict(members)
+        self.n = len(members)
 
 
 def seed_from_env() -> int:
@@ -29,7 +72,7 @@ def seed_from_env() -> int:
 def run_checked(tmp_path, n: int, seconds: float, max_faulty: int) -> None:
     seed = seed_from_env()
     print(f"\nnemesis seed {seed} ({n} nodes, {seconds:g}s; RAFTLOG_NEMESIS_SEED={seed} replays the schedule)")
-    cluster = ProcCluster(n, str(tmp_path))
+    cluster = ChangingCluster(n, str(tmp_path))
     from raftlog.history import History
     history = History()
     try:
@@ -39,7 +82,10 @@ def run_checked(tmp_path, n: int, seconds: float, max_faulty: int) -> None:
         work.start()
         probe = DurabilityProbe(cluster)
         probe.start()
-        nemesis = ProcessNemesis(cluster, seed, max_faulty=max_faulty)
+        def on_members(addresses: list[str]) -> None:
+            work.addresses = addresses       # one assignment: the workload's threads see old or new
+
+        nemesis = ProcessNemesis(cluster, seed, max_faulty=max_faulty, membership=True, on_members=on_members)
         try:
             nemesis.run(seconds)
             wait_for("a leader after healing", lambda: cluster.leader(), timeout=30.0)
@@ -50,7 +96,13 @@ def run_checked(tmp_path, n: int, seconds: float, max_faulty: int) -> None:
         finally:
             work.finish()
             probe.finish()
-        final = final_committed_log(cluster, sorted(cluster.addresses), wait_for)
+        # The end-of-run agreement is over the final configuration's members, as the cluster
+        # reports it (the nemesis tracked it; they must match), not the original ones.
+        with cluster.client(timeout=20.0) as client:
+            final_members = {m["id"]: m["address"] for m in client.members()}
+        assert final_members == cluster.addresses, f"configuration {final_members} != tracked {cluster.addresses}"
+        print(f"seed {seed}: final configuration {sorted(final_members)} (removed {cluster.removed})")
+        final = final_committed_log(cluster, sorted(final_members), wait_for)
         report = check(history.ops, final)
         print(f"seed {seed}: {nemesis.total()} faults {nemesis.faults}")
         print(f"seed {seed}: {report.summary()}; {probe.checks} leader-match <= follower-durable checks")
@@ -63,6 +115,7 @@ def run_checked(tmp_path, n: int, seconds: float, max_faulty: int) -> None:
         assert report.reads_ok >= 20
         assert nemesis.total() >= max(3, int(seconds / 4))
         assert probe.checks >= 10
+        assert not nemesis.membership_problems, nemesis.membership_problems
     finally:
         cluster.close()
 
