@@ -3,14 +3,14 @@
 
 raftlog/_codec_py.py is the reference and the documentation (layouts, fields, errors): every
 name here behaves like its twin. Multi-byte fields are big-endian and loaded/stored by hand;
-CRCs are zlib's crc32 (slicing-by-8 here for short inputs, zlib itself for long ones).
+CRCs are zlib's crc32 (slicing-by-16 here for short inputs, zlib itself for long ones).
 """
 from array import array
 
 cimport cython
 from cpython cimport array as carray
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -125,12 +125,13 @@ cdef inline void _st16(unsigned char* p, uint16_t v) noexcept nogil:
     p[0] = v >> 8; p[1] = v
 
 
-# CRC-32 (zlib's: reflected polynomial 0xEDB88320) by slicing-by-8 for short inputs. A record
+# CRC-32 (zlib's: reflected polynomial 0xEDB88320) by slicing-by-16 for short inputs. A record
 # is ~117 bytes, and zlib's crc32 pays a setup cost per call that dominates at that size:
 # measured on this machine, verifying a 512-record batch took 112 us with one zlib call per
 # record and restamping it 110 us (two calls per record); the tables below do the same
-# records in ~30 us. Long inputs still go to zlib, whose braided loop is faster there.
-cdef uint32_t _CRC_T[8][256]
+# records in ~30 us with 8 tables; 16 tables (16 KiB) took decoding 1000 records from 50 to
+# 39 us. Long inputs still go to zlib, whose braided loop is faster there.
+cdef uint32_t _CRC_T[16][256]
 cdef Py_ssize_t _CRC_SHORT = 2048
 
 
@@ -144,7 +145,7 @@ cdef void _crc_init() noexcept:
         _CRC_T[0][i] = c
     for i in range(256):
         c = _CRC_T[0][i]
-        for j in range(1, 8):
+        for j in range(1, 16):
             c = _CRC_T[0][c & 0xFF] ^ (c >> 8)
             _CRC_T[j][i] = c
 
@@ -153,9 +154,22 @@ _crc_init()
 
 
 cdef inline uint32_t _crc_short(uint32_t crc, const unsigned char* p, Py_ssize_t n) noexcept nogil:
-    """Slicing-by-8 CRC-32, identical to zlib's crc32(crc, p, n)."""
-    cdef uint32_t one, two
+    """Slicing-by-16 CRC-32, identical to zlib's crc32(crc, p, n)."""
+    cdef uint32_t one, two, three, four
     crc = ~crc
+    while n >= 16:
+        one = (<uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)) ^ crc
+        two = <uint32_t>p[4] | (<uint32_t>p[5] << 8) | (<uint32_t>p[6] << 16) | (<uint32_t>p[7] << 24)
+        three = <uint32_t>p[8] | (<uint32_t>p[9] << 8) | (<uint32_t>p[10] << 16) | (<uint32_t>p[11] << 24)
+        four = <uint32_t>p[12] | (<uint32_t>p[13] << 8) | (<uint32_t>p[14] << 16) | (<uint32_t>p[15] << 24)
+        crc = (_CRC_T[15][one & 0xFF] ^ _CRC_T[14][(one >> 8) & 0xFF] ^ _CRC_T[13][(one >> 16) & 0xFF]
+               ^ _CRC_T[12][one >> 24] ^ _CRC_T[11][two & 0xFF] ^ _CRC_T[10][(two >> 8) & 0xFF]
+               ^ _CRC_T[9][(two >> 16) & 0xFF] ^ _CRC_T[8][two >> 24]
+               ^ _CRC_T[7][three & 0xFF] ^ _CRC_T[6][(three >> 8) & 0xFF] ^ _CRC_T[5][(three >> 16) & 0xFF]
+               ^ _CRC_T[4][three >> 24] ^ _CRC_T[3][four & 0xFF] ^ _CRC_T[2][(four >> 8) & 0xFF]
+               ^ _CRC_T[1][(four >> 16) & 0xFF] ^ _CRC_T[0][four >> 24])
+        p += 16
+        n -= 16
     while n >= 8:
         one = (<uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)) ^ crc
         two = <uint32_t>p[4] | (<uint32_t>p[5] << 8) | (<uint32_t>p[6] << 16) | (<uint32_t>p[7] << 24)
@@ -212,7 +226,10 @@ def encode_records(term, kind, payloads):
         payloads = list(payloads)
     cdef Py_ssize_t n = len(payloads)
     cdef Py_buffer* views = <Py_buffer*>PyMem_Malloc((n if n else 1) * sizeof(Py_buffer))
-    if views == NULL:
+    cdef unsigned char* exported = <unsigned char*>PyMem_Malloc(n if n else 1)
+    if views == NULL or exported == NULL:
+        PyMem_Free(views)
+        PyMem_Free(exported)
         raise MemoryError()
     cdef Py_ssize_t held = 0
     cdef Py_ssize_t total = 0
@@ -221,7 +238,16 @@ def encode_records(term, kind, payloads):
     cdef uint32_t tk_crc
     try:
         for i in range(n):
-            PyObject_GetBuffer(payloads[i], &views[i], PyBUF_SIMPLE)
+            item = payloads[i]
+            if PyBytes_CheckExact(item):
+                # The common case, without a buffer export (the list keeps the bytes alive):
+                # encoding 1000 records of 100 B went from 61 to ~52 us.
+                exported[i] = 0
+                views[i].buf = PyBytes_AS_STRING(item)
+                views[i].len = PyBytes_GET_SIZE(item)
+            else:
+                PyObject_GetBuffer(item, &views[i], PyBUF_SIMPLE)
+                exported[i] = 1
             held += 1
             if views[i].len >= (<Py_ssize_t>1 << 32):
                 raise OverflowError("payload too large for one record")
@@ -241,8 +267,10 @@ def encode_records(term, kind, payloads):
             p += _REC + views[i].len
     finally:
         for i in range(held):
-            PyBuffer_Release(&views[i])
+            if exported[i]:
+                PyBuffer_Release(&views[i])
         PyMem_Free(views)
+        PyMem_Free(exported)
     return out
 
 
