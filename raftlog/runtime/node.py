@@ -318,6 +318,10 @@ class Node:
     def _step(self, msg: Message) -> None:
         try:
             self.raw.step(msg)
+        except CorruptLogError as exc:
+            # Answering it (an AppendEntries response or heartbeat response) made the leader
+            # read an evicted entry back from disk, which failed its CRC: stop, as in _pump.
+            self._stop_on_corrupt(exc)
         except Exception as exc:   # a malformed message must not take the node down
             log.warning("node %d: dropping message %s from %d: %s", self.node_id, msg.type, msg.frm, exc)
             log.debug("step failed", exc_info=True)
@@ -391,11 +395,17 @@ class Node:
             self._pump()
         except CorruptLogError as exc:
             self._kick_scheduled = False
-            self.corrupt_index = exc.index
-            log.error("node %d: %s; stopping rather than replicate it (run `raftlog repair %s --peers ...`)",
-                      self.node_id, exc, self.cfg.data_dir)
-            self._failure = exc
-            self.request_stop()
+            self._stop_on_corrupt(exc)
+
+    def _stop_on_corrupt(self, exc: CorruptLogError) -> None:
+        """A stored entry failed its CRC on the way to a peer: log the index once and stop the node."""
+        if self._failure is not None:
+            return
+        self.corrupt_index = exc.index
+        log.error("node %d: %s; stopping rather than replicate it (run `raftlog repair %s --peers ...`)",
+                  self.node_id, exc, self.cfg.data_dir)
+        self._failure = exc
+        self.request_stop()
 
     def _pump(self) -> None:
         self._kick_scheduled = False
