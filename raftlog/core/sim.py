@@ -840,28 +840,38 @@ def parse_duration_ms(text: str) -> int:
     return int(float(t) * 1000)
 
 
-def simulate_report(nodes: int, seed: int, duration_ms: int, faults: tuple[str, ...], trace: bool,
-                    echo: Callable[[str], None]) -> int:
-    """Run one simulation and print its trace and results (the `raftlog sim` command); return the exit status."""
+def check_faults(faults: Iterable[str]) -> None:
+    """ValueError naming any fault the simulator does not know."""
     unknown = set(faults) - set(ALL_FAULTS)
     if unknown:
         raise ValueError(f"unknown faults {sorted(unknown)}; choose from {','.join(ALL_FAULTS)}")
+
+
+def run_reported(sim: "Simulation", duration_ms: int, replay: str, echo: Callable[[str], None]) -> Optional[str]:
+    """Run `sim`; on a broken invariant print it with the command that replays it. Returns it, or None."""
+    try:
+        sim.run(duration_ms)
+    except InvariantViolation as exc:
+        echo("")
+        echo(f"INVARIANT BROKEN: {exc}")
+        echo(f"replay: {replay}")
+        return str(exc)
+    echo("")
+    return None
+
+
+def simulate_report(nodes: int, seed: int, duration_ms: int, faults: tuple[str, ...], trace: bool,
+                    echo: Callable[[str], None]) -> int:
+    """Run one simulation and print its trace and results (the `raftlog sim` command); return the exit status."""
+    check_faults(faults)
     opts = SimOptions(nodes=nodes, seed=seed, faults=tuple(faults), pipeline=seed_pipeline(seed),
                       **seed_snapshot_options(seed))
     sim = Simulation(opts, trace=echo if trace else None)
     echo(f"simulating {nodes} nodes, seed {seed}, {duration_ms / 1000:g}s of faults "
          f"[{','.join(faults) or 'none'}], then heal (liveness bound {opts.liveness_bound_ms / 1000:g}s)")
-    broken = None
-    try:
-        sim.run(duration_ms)
-    except InvariantViolation as exc:
-        broken = str(exc)
+    broken = run_reported(sim, duration_ms, replay_command(nodes, seed, duration_ms, faults), echo)
     s = sim.stats
-    echo("")
-    if broken:
-        echo(f"INVARIANT BROKEN: {broken}")
-        echo(f"replay: {replay_command(nodes, seed, duration_ms, faults)}")
-    else:
+    if not broken:
         for name in INVARIANTS:
             echo(f"ok    {name}")
         echo(f"ok    liveness: leader elected and a new entry committed {s.liveness_ms} ms after healing "

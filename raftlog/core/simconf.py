@@ -386,26 +386,17 @@ def run_conf_seed(voters: int, spares: int, seed: int, duration_ms: int = 3000,
 def simulate_conf_report(voters: int, spares: int, seed: int, duration_ms: int, faults: tuple[str, ...],
                          trace: bool, echo: Callable[[str], None]) -> int:
     """`raftlog sim --spares N`: a run with membership changes, transfers and reads; print results; exit status."""
-    from raftlog.core.sim import INVARIANTS, InvariantViolation
-    unknown = set(faults) - set(ALL_FAULTS)
-    if unknown:
-        raise ValueError(f"unknown faults {sorted(unknown)}; choose from {','.join(ALL_FAULTS)}")
+    from raftlog.core.sim import INVARIANTS, check_faults, run_reported
+    check_faults(faults)
     opts = ConfSimOptions(nodes=voters + spares, voters=voters, seed=seed, faults=tuple(faults))
     sim = ConfSimulation(opts, trace=echo if trace else None)
     echo(f"simulating {voters} voters + {spares} spare nodes, seed {seed}, {duration_ms / 1000:g}s of faults "
          f"[{','.join(faults) or 'none'}] with membership changes, transfers and reads, then heal")
-    broken = None
-    try:
-        sim.run(duration_ms)
-    except InvariantViolation as exc:
-        broken = str(exc)
+    replay = (f"raftlog sim --nodes {voters} --spares {spares} --seed {seed} "
+              f"--duration {duration_ms / 1000:g}s --faults {','.join(faults)} --trace")
+    broken = run_reported(sim, duration_ms, replay, echo)
     s = sim.stats
-    echo("")
-    if broken:
-        echo(f"INVARIANT BROKEN: {broken}")
-        echo(f"replay: raftlog sim --nodes {voters} --spares {spares} --seed {seed} "
-             f"--duration {duration_ms / 1000:g}s --faults {','.join(faults)} --trace")
-    else:
+    if not broken:
         for name in INVARIANTS + ("committed configurations form one chain (one change at a time)",
                                   "every node uses the configuration its log names",
                                   "every served read covers every earlier commit"):
