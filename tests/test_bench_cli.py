@@ -36,3 +36,15 @@ def test_bench_rejects_a_request_over_the_limit():
                            "--duration", "1"], capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0
     assert "limit" in proc.stderr
+
+
+def test_bench_open_loop_offers_the_rate_asked_for():
+    """--rate: requests go out on schedule (a thread keeps it), every acknowledged append is verified."""
+    proc = subprocess.run([sys.executable, "-m", "raftlog", "bench", "--rate", "4000", "--batch", "40",
+                           "--duration", "2", "--json"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["rate"] == 4000 and out["batch"] == 40 and out["verified"] is True
+    # 100 requests/s of 40 entries for about 2 s: far below any ceiling, so all of them are answered.
+    assert 0.8 * 4000 <= out["entries_per_s"] <= 1.2 * 4000
+    assert out["latency_ms"]["max"] > 0
