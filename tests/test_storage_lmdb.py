@@ -161,6 +161,36 @@ def test_flipped_byte_names_the_entry(tmp_path, offset):
         assert err.value.index == 7
 
 
+def test_failed_reads_release_their_reader_slots(tmp_path):
+    """A CRC failure must not leak LMDB reader slots (126 per env): 3 x 200 failed reads on the
+    calling thread, a thread pool and short-lived threads, then the env still reads."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    with open_node(tmp_path / "n") as s:
+        s.save(first_index=1, records=batch(1, 10, size=8))
+    _tamper(tmp_path / "n", 5, 17)
+    failures = []
+
+    def read_corrupt() -> None:
+        try:
+            s.records(1, 11)
+        except CorruptLogError as exc:
+            failures.append(exc.index)
+    with open_node(tmp_path / "n") as s:
+        for _ in range(200):
+            read_corrupt()
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(200):
+                pool.submit(read_corrupt).result()
+        for _ in range(200):
+            t = threading.Thread(target=read_corrupt)
+            t.start()
+            t.join()
+        assert failures == [5] * 600
+        assert len(s.records(1, 5)) == 4
+        assert "no active readers" in s._env.readers()
+
+
 def test_corruption_after_compaction_names_the_entry(tmp_path):
     with open_node(tmp_path / "n") as s:
         s.save(first_index=1, records=batch(1, 30, size=8))
