@@ -41,8 +41,10 @@ class FakeConn:
 class FakeRaw:
     def __init__(self) -> None:
         self.next = []          # (first_index, term) to hand out, or an exception
+        self.proposed = []      # the size of every proposal, refused ones included
 
     def propose(self, records):
+        self.proposed.append(len(records))
         item = self.next.pop(0)
         if isinstance(item, Exception):
             raise item
@@ -72,6 +74,12 @@ def batch(n: int, term: int = 0) -> RecordBatch:
     return RecordBatch.encode(term, KIND_DATA, [b"p%d" % i for i in range(n)])
 
 
+def append(svc: ClientService, conn: FakeConn, request_id: int, records: RecordBatch) -> None:
+    """One request alone in its event-loop turn: read, then proposed at the node's next Ready pass."""
+    svc.append(conn, request_id, records)
+    svc.flush_staged()
+
+
 def setup():
     node = FakeNode()
     svc = ClientService(node, request_timeout=5.0)
@@ -83,8 +91,8 @@ def setup():
 def test_requests_are_answered_when_their_last_index_commits_with_their_term():
     node, svc, conn = setup()
     node.raw.next = [(10, 3), (13, 3)]
-    svc.append(conn, 1, batch(3))        # 10..12
-    svc.append(conn, 2, batch(2))        # 13..14
+    append(svc, conn, 1, batch(3))        # 10..12
+    append(svc, conn, 2, batch(2))        # 13..14
     assert len(svc.pending) == 2 and node.kicks == 2
     svc.on_committed(9, batch(4, term=3))            # 9..12: settles request 1 only
     assert conn.frames == [(FRAME_APPENDED, 1, 10, 3)]
@@ -95,7 +103,7 @@ def test_requests_are_answered_when_their_last_index_commits_with_their_term():
 def test_a_different_term_at_the_last_index_means_replaced():
     node, svc, conn = setup()
     node.raw.next = [(10, 3)]
-    svc.append(conn, 1, batch(2))
+    append(svc, conn, 1, batch(2))
     svc.on_committed(10, batch(2, term=4))
     (f,) = conn.frames
     assert f[0] == FRAME_ERROR and f[2] == ERR_NOT_LEADER and f[4] == "127.0.0.1:7002"
@@ -104,8 +112,8 @@ def test_a_different_term_at_the_last_index_means_replaced():
 def test_overtaken_requests_wait_for_the_commit_verdict():
     node, svc, conn = setup()
     node.raw.next = [(10, 3), (8, 5)]
-    svc.append(conn, 1, batch(5))        # 10..14 at term 3
-    svc.append(conn, 2, batch(2))        # 8..9 at term 5: 10..14 were truncated here
+    append(svc, conn, 1, batch(5))        # 10..14 at term 3
+    append(svc, conn, 2, batch(2))        # 8..9 at term 5: 10..14 were truncated here
     assert len(svc.orphans) == 1 and len(svc.pending) == 1
     # A later leader still held 10..14 of term 3 and committed them: the verdict is appended.
     svc.on_committed(8, RecordBatch.concat([batch(2, term=5), batch(5, term=3)]))
@@ -116,14 +124,52 @@ def test_overtaken_requests_wait_for_the_commit_verdict():
 def test_not_leader_timeout_and_shutdown():
     node, svc, conn = setup()
     node.raw.next = [NotLeader(2), (10, 3), (20, 3)]
-    svc.append(conn, 1, batch(1))
+    append(svc, conn, 1, batch(1))
     assert conn.frames[-1][:3] == (FRAME_ERROR, 1, ERR_NOT_LEADER)
-    svc.append(conn, 2, batch(1))
+    append(svc, conn, 2, batch(1))
     svc.expire(now=svc.pending[0].deadline + 1)
     assert conn.frames[-1][:3] == (FRAME_ERROR, 2, ERR_TIMEOUT)
-    svc.append(conn, 3, batch(1))
+    append(svc, conn, 3, batch(1))
     svc.shutdown()
     assert conn.frames[-1][:3] == (FRAME_ERROR, 3, ERR_SHUTTING_DOWN) and conn.closed
     late = FakeConn()
-    svc.append(late, 4, batch(1))
+    append(svc, late, 4, batch(1))
     assert late.frames[-1][:3] == (FRAME_ERROR, 4, ERR_SHUTTING_DOWN)
+
+
+def test_requests_read_in_one_turn_are_one_proposal():
+    node, svc, conn = setup()
+    node.raw.next = [(10, 3)]
+    svc.append(conn, 1, batch(3))
+    svc.append(conn, 2, batch(1))
+    svc.append(conn, 3, batch(2))
+    assert node.raw.proposed == [] and node.kicks == 3      # staged until the Ready pass
+    svc.flush_staged()
+    assert node.raw.proposed == [6]
+    assert [(p.first, p.count, p.request_id) for p in svc.pending] == [(10, 3, 1), (13, 1, 2), (14, 2, 3)]
+    svc.on_committed(10, batch(4, term=3))                  # 10..13: requests 1 and 2
+    assert conn.frames == [(FRAME_APPENDED, 1, 10, 3), (FRAME_APPENDED, 2, 13, 1)]
+    svc.on_committed(14, batch(2, term=3))
+    assert conn.frames[-1] == (FRAME_APPENDED, 3, 14, 2) and not svc.pending
+
+
+def test_a_refused_batch_is_proposed_request_by_request():
+    """The engine refuses the joined batch (here: not the leader any more, then leader again):
+    every request then gets its own outcome, as if it had come alone."""
+    node, svc, conn = setup()
+    node.raw.next = [NotLeader(2), NotLeader(2), (20, 4)]
+    svc.append(conn, 1, batch(2))
+    svc.append(conn, 2, batch(1))
+    svc.flush_staged()
+    assert node.raw.proposed == [3, 2, 1]
+    assert conn.frames[0][:3] == (FRAME_ERROR, 1, ERR_NOT_LEADER)
+    assert [(p.first, p.request_id) for p in svc.pending] == [(20, 2)]
+
+
+def test_staged_requests_are_answered_on_shutdown():
+    node, svc, conn = setup()
+    svc.append(conn, 1, batch(1))
+    svc.append(conn, 2, batch(1))
+    svc.shutdown()
+    assert [f[:3] for f in conn.frames] == [(FRAME_ERROR, 1, ERR_SHUTTING_DOWN), (FRAME_ERROR, 2, ERR_SHUTTING_DOWN)]
+    assert node.raw.proposed == []

@@ -411,6 +411,7 @@ class Node:
         self._kick_scheduled = False
         if self._stopping:
             return
+        self.service.flush_staged()
         raw = self.raw
         if self._inflight is not None:
             # A write is running. What needs no durability goes now instead of after it:

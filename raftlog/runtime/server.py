@@ -88,6 +88,7 @@ class ClientService:
         self.pending: deque[_Pending] = deque()     # sorted by `last` (see _track)
         self.backlog: deque[_Waiting] = deque()     # refused by the engine's budget, in arrival order
         self.orphans: list[_Pending] = []           # pending requests overtaken by newer proposals (rare)
+        self.staged: list[_Waiting] = []            # read this turn, proposed together by flush_staged
         self.conns: set["Connection"] = set()
         self.stopping = False
 
@@ -161,13 +162,57 @@ class ClientService:
         if self.backlog:    # keep arrival order behind requests already waiting for budget
             self.backlog.append(_Waiting(conn, request_id, records, deadline))
             return
-        self._propose(conn, request_id, records, deadline)
+        node = self.node
+        if not node.write_budget_left():
+            self._wait_for_budget(_Waiting(conn, request_id, records, deadline))
+            return
+        # Staged until the node's next Ready pass (flush_staged): every request read in this
+        # event-loop turn becomes one proposal, one log segment, one slice per AppendEntries.
+        node.note_unwritten(len(records), records.nbytes)
+        self.staged.append(_Waiting(conn, request_id, records, deadline))
+        node.kick()
 
-    def _propose(self, conn: "Connection", request_id: int, records: RecordBatch, deadline: float) -> bool:
-        """Hand one request to the engine; False if it must wait for budget (then it is backlogged)."""
+    def flush_staged(self) -> None:
+        """Propose the requests staged in this turn as one batch (the node calls it before each Ready).
+
+        Proposing a request costs the engine the same whatever its size, so with many small
+        requests in flight this per-request work was the leader's largest cost. If the
+        engine refuses the whole batch (not leader, over its uncommitted budget, a bad
+        record), each request is proposed on its own, so each gets exactly its own answer.
+        """
+        staged = self.staged
+        if not staged:
+            return
+        self.staged = []
+        if len(staged) > 1:
+            try:
+                first, term = self.node.raw.propose(RecordBatch.concat([w.records for w in staged]))
+            except (NotLeader, ProposalDropped, ValueError):
+                pass
+            else:
+                for w in staged:
+                    n = len(w.records)
+                    self._track(_Pending(first + n - 1, term, first, n, w.conn, w.request_id, w.deadline))
+                    first += n
+                return
+        for w in staged:
+            self._propose(w.conn, w.request_id, w.records, w.deadline, counted=True)
+
+    def _wait_for_budget(self, w: _Waiting) -> None:
+        """Backlog a request (in arrival order) and stop reading every client until the budget frees up."""
+        self.backlog.append(w)
+        for c in self.conns:
+            c.pause_reading()
+
+    def _propose(self, conn: "Connection", request_id: int, records: RecordBatch, deadline: float,
+                 counted: bool = False) -> bool:
+        """Hand one request to the engine; False if it must wait for budget (then it is backlogged).
+
+        `counted`: the request is already counted against the write budget (it was staged).
+        """
         node = self.node
         try:
-            if not node.write_budget_left():
+            if not counted and not node.write_budget_left():
                 raise ProposalDropped("the next transaction is full")
             first, term = node.raw.propose(records)
         except NotLeader:
@@ -177,13 +222,12 @@ class ClientService:
             self._error(conn, request_id, ERR_BAD_REQUEST, str(exc))
             return True
         except ProposalDropped:
-            self.backlog.append(_Waiting(conn, request_id, records, deadline))
-            for c in self.conns:
-                c.pause_reading()
+            self._wait_for_budget(_Waiting(conn, request_id, records, deadline))
             return False
-        node.note_unwritten(len(records), records.nbytes)
         self._track(_Pending(first + len(records) - 1, term, first, len(records), conn, request_id, deadline))
-        self.node.kick()
+        if not counted:      # (a staged request is proposed by the node's Ready pass itself)
+            node.note_unwritten(len(records), records.nbytes)
+            node.kick()
         return True
 
     def _track(self, req: _Pending) -> None:
@@ -236,6 +280,7 @@ class ClientService:
 
     def after_apply(self) -> None:
         """Retry proposals that waited for budget (after an apply or a fresh write budget); resume reading once none wait."""
+        self.flush_staged()      # staged requests arrived before any now in the backlog
         while self.backlog:
             w = self.backlog[0]
             if w.conn.closed:
@@ -326,6 +371,8 @@ class ClientService:
         while self.pending:
             req = self.pending.popleft()
             self._error(req.conn, req.request_id, ERR_SHUTTING_DOWN, "the node is shutting down; the outcome is unknown")
+        self.backlog.extendleft(reversed(self.staged))     # read but never proposed: not appended
+        self.staged = []
         while self.backlog:
             w = self.backlog.popleft()
             self._error(w.conn, w.request_id, ERR_SHUTTING_DOWN, "the node is shutting down")
