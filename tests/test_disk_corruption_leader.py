@@ -20,28 +20,11 @@ from raftlog.errors import CorruptLogError
 from raftlog.runtime.client import AsyncClient
 from raftlog.runtime.node import Node, NodeConfig
 
+from test_disk_corruption import flip_byte_of
 from test_runtime_transport import free_port
 
 CLUSTER = "corrupt-leader"
 NEEDLE = b"leader-disk-corrupt-me-0100"
-
-
-def flip_live_copies(path: str, needle: bytes) -> int:
-    """Flip one bit in the middle of every occurrence of `needle` in the file (LMDB's copy-on-write can
-    leave stale copies in free pages; flipping those too is harmless). Returns how many were flipped."""
-    with open(path, "r+b") as f:
-        data = f.read()
-        pos = data.find(needle)
-        n = 0
-        while pos >= 0:
-            at = pos + len(needle) // 2
-            f.seek(at)
-            f.write(bytes([data[at] ^ 0x20]))
-            n += 1
-            pos = data.find(needle, pos + 1)
-        f.flush()
-        os.fsync(f.fileno())
-    return n
 
 
 async def until(what: str, check, timeout: float = 10.0):
@@ -93,7 +76,7 @@ def test_leader_reading_a_corrupt_entry_from_disk_stops_rather_than_send_it(tmp_
             lg = leader.raw.raft.log
             await until("the leader to evict the entry from its cache", lambda: lg._cache_first > bad)
 
-            assert flip_live_copies(os.path.join(leader.cfg.data_dir, "data.mdb"), NEEDLE) >= 1
+            assert flip_byte_of(os.path.join(leader.cfg.data_dir, "data.mdb"), NEEDLE) >= 1
             with pytest.raises(CorruptLogError) as info:   # the leader's stored copy is now bad
                 leader.storage.records(bad, bad + 1)
             assert info.value.index == bad
