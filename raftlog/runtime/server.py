@@ -1,8 +1,9 @@
 """The client service on the node's port: Append, Read and Status requests.
 
-Append: a request carries a RecordBatch the client encoded with term 0; it goes to
-`RawNode.propose` as it is (the engine restamps the term), and is tracked as one pending
-request `(first_index, term, count)`, never per entry. It is answered when the batch that
+Append: a request carries a RecordBatch the client encoded with term 0; the requests read
+in one event-loop turn go to `RawNode.propose` together as one batch (the engine restamps
+the term), and each is tracked as one pending request `(first_index, term, count)`, never
+per entry. It is answered when the batch that
 holds its last index is committed and locally durable: the same term there means the whole
 request is in the log (Log Matching, Raft paper 5.3); another term means a new leader
 replaced it, and the client is told to retry (not-leader, with the leader's address).
