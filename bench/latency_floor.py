@@ -37,6 +37,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
+from raftlog.bench import free_ports
+
 _LEN = struct.Struct(">I")
 STORES = ("none", "fdatasync", "prealloc", "lmdb")
 PREALLOC_BYTES = 64 << 20
@@ -178,16 +180,6 @@ async def client(port: int, count: int, payload: int) -> list[float]:
         if i >= count // 10:                      # the first tenth warms up
             times.append(time.perf_counter() - t)
     return times
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def measure(kind: str, count: int, payload: int, leader_write: str) -> dict:

@@ -17,12 +17,12 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
 
 import raftlog
+from raftlog.bench import free_ports
 
 
 class KV:
@@ -48,14 +48,6 @@ def du(path: str) -> int:
         for name in files:
             total += os.path.getsize(os.path.join(root, name))
     return total
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(n)]
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 async def run(args: argparse.Namespace) -> dict:

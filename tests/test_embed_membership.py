@@ -2,19 +2,9 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import raftlog
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+from raftlog.bench import free_ports
 
 
 def test_embedded_members_transfer_and_remove(tmp_path) -> None:

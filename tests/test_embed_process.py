@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import raftlog
+from raftlog.bench import free_ports
 
 pytestmark = pytest.mark.process
 
@@ -147,14 +147,6 @@ class Member:
     def stop(self) -> None:
         kill(self.proc)
         self.err.close()
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(n)]
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def test_three_processes_converge_and_a_restarted_member_catches_up_by_snapshot(tmp_path) -> None:

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 
 import pytest
 
+from raftlog.bench import free_ports
 from raftlog.hot import (
     FRAME_ERROR,
     FRAME_HANDSHAKE,
@@ -35,19 +36,6 @@ from raftlog.runtime.client import Client, query_status
 pytestmark = pytest.mark.process
 
 DEADLINE = 30.0          # seconds for anything that should take well under one
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (bound then released)."""
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float = DEADLINE, every: float = 0.05) -> object:
