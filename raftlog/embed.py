@@ -302,6 +302,7 @@ class RaftLog:
             try:
                 if not node.write_budget_left():
                     raise ProposalDropped("the next transaction is full")
+                node.service.flush_staged()      # client appends read before this one go first
                 first, term = node.raw.propose(payloads)
                 break
             except NotLeader as exc:

@@ -1,8 +1,9 @@
 """ClientService bookkeeping without sockets: one pending record per request, settled by the committed term."""
 from __future__ import annotations
 
-from raftlog.errors import NotLeader
+from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import (
+    ERR_BAD_REQUEST,
     ERR_NOT_LEADER,
     ERR_SHUTTING_DOWN,
     ERR_TIMEOUT,
@@ -54,14 +55,17 @@ class FakeRaw:
 class FakeNode:
     def __init__(self) -> None:
         self.raw = FakeRaw()
+        self.node_id = 1
         self.leader_id = 2
         self.kicks = 0
+        self.budget = 1 << 30          # entries the next transaction may still take
+        self.unwritten = 0             # entries counted against it (Node.note_unwritten)
 
     def write_budget_left(self) -> bool:
-        return True
+        return self.unwritten < self.budget
 
     def note_unwritten(self, count: int, nbytes: int) -> None:
-        pass
+        self.unwritten += count
 
     def kick(self) -> None:
         self.kicks += 1
@@ -173,3 +177,48 @@ def test_staged_requests_are_answered_on_shutdown():
     svc.shutdown()
     assert [f[:3] for f in conn.frames] == [(FRAME_ERROR, 1, ERR_SHUTTING_DOWN), (FRAME_ERROR, 2, ERR_SHUTTING_DOWN)]
     assert node.raw.proposed == []
+
+
+def test_fallback_keeps_arrival_order_when_the_engine_refuses_for_budget():
+    """The joined batch is over the engine's budget; request 1 fits alone, request 2 does not:
+    2 and everything after it wait, in order, ahead of request 4 that came when the budget was full."""
+    node, svc, conn = setup()
+    node.budget = 6
+    node.raw.next = [ProposalDropped("over"), (10, 3), ProposalDropped("over")]
+    svc.append(conn, 1, batch(2))
+    svc.append(conn, 2, batch(2))
+    svc.append(conn, 3, batch(2))
+    svc.append(conn, 4, batch(1))               # the write budget is full: straight to the backlog
+    assert [w.request_id for w in svc.backlog] == [4]
+    svc.flush_staged()
+    assert node.raw.proposed == [6, 2, 2]       # joined, then 1 (fits), then 2 (refused); 3 not tried
+    assert [(p.first, p.request_id) for p in svc.pending] == [(10, 1)]
+    assert [w.request_id for w in svc.backlog] == [2, 3, 4]
+    assert node.unwritten == 2                  # only what was proposed still counts
+    node.unwritten = 0                          # a Ready was taken: a fresh budget
+    node.raw.next = [(12, 3), (14, 3), (16, 3)]
+    svc.after_apply()
+    assert [(p.first, p.request_id) for p in svc.pending] == [(10, 1), (12, 2), (14, 3), (16, 4)]
+
+
+def test_a_bad_request_in_a_refused_batch_fails_alone():
+    node, svc, conn = setup()
+    node.raw.next = [ValueError("configuration entries go through propose_conf_change"), (10, 3),
+                     ValueError("configuration entries go through propose_conf_change"), (11, 3)]
+    for rid in (1, 2, 3):
+        svc.append(conn, rid, batch(1))
+    svc.flush_staged()
+    assert [f[:3] for f in conn.frames] == [(FRAME_ERROR, 2, ERR_BAD_REQUEST)]
+    assert [(p.first, p.request_id) for p in svc.pending] == [(10, 1), (11, 3)]
+    assert node.unwritten == 2
+
+
+def test_requests_refused_as_not_leader_do_not_hold_the_write_budget():
+    node, svc, conn = setup()
+    node.raw.next = [NotLeader(2), NotLeader(2), NotLeader(2)]
+    svc.append(conn, 1, batch(3))
+    svc.append(conn, 2, batch(3))
+    assert node.unwritten == 6
+    svc.flush_staged()
+    assert [f[:3] for f in conn.frames] == [(FRAME_ERROR, 1, ERR_NOT_LEADER), (FRAME_ERROR, 2, ERR_NOT_LEADER)]
+    assert node.unwritten == 0

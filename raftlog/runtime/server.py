@@ -179,7 +179,9 @@ class ClientService:
         Proposing a request costs the engine the same whatever its size, so with many small
         requests in flight this per-request work was the leader's largest cost. If the
         engine refuses the whole batch (not leader, over its uncommitted budget, a bad
-        record), each request is proposed on its own, so each gets exactly its own answer.
+        record), each request is proposed on its own, in order, so each gets exactly its own
+        answer; the first one that must wait for budget waits with all after it, ahead of
+        any request that arrived later (those are already in the backlog).
         """
         staged = self.staged
         if not staged:
@@ -188,7 +190,7 @@ class ClientService:
         if len(staged) > 1:
             try:
                 first, term = self.node.raw.propose(RecordBatch.concat([w.records for w in staged]))
-            except (NotLeader, ProposalDropped, ValueError):
+            except Exception:      # each request meets its own outcome below
                 pass
             else:
                 for w in staged:
@@ -196,8 +198,24 @@ class ClientService:
                     self._track(_Pending(first + n - 1, term, first, n, w.conn, w.request_id, w.deadline))
                     first += n
                 return
-        for w in staged:
-            self._propose(w.conn, w.request_id, w.records, w.deadline, counted=True)
+        for k, w in enumerate(staged):
+            try:
+                proposed = self._propose(w.conn, w.request_id, w.records, w.deadline, counted=True)
+            except Exception as exc:   # a bug: answer this request and keep the others
+                log.exception("node %d: proposing request %d failed", self.node.node_id, w.request_id)
+                self._uncount(w.records)
+                self._error(w.conn, w.request_id, ERR_INTERNAL, f"internal error: {exc!r}")
+                continue
+            if not proposed:
+                self.backlog.pop()                           # _propose put it at the back
+                for rest in staged[k + 1:]:
+                    self._uncount(rest.records)
+                self.backlog.extendleft(reversed(staged[k:]))
+                return
+
+    def _uncount(self, records: RecordBatch) -> None:
+        """Take a staged request that was not proposed off the node's write budget again."""
+        self.node.note_unwritten(-len(records), -records.nbytes)
 
     def _wait_for_budget(self, w: _Waiting) -> None:
         """Backlog a request (in arrival order) and stop reading every client until the budget frees up."""
@@ -217,12 +235,18 @@ class ClientService:
                 raise ProposalDropped("the next transaction is full")
             first, term = node.raw.propose(records)
         except NotLeader:
+            if counted:
+                self._uncount(records)
             self._error(conn, request_id, ERR_NOT_LEADER, "not the leader")
             return True
         except ValueError as exc:    # e.g. configuration records mixed into data
+            if counted:
+                self._uncount(records)
             self._error(conn, request_id, ERR_BAD_REQUEST, str(exc))
             return True
         except ProposalDropped:
+            if counted:              # counted again when it is retried from the backlog
+                self._uncount(records)
             self._wait_for_budget(_Waiting(conn, request_id, records, deadline))
             return False
         self._track(_Pending(first + len(records) - 1, term, first, len(records), conn, request_id, deadline))

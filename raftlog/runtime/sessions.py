@@ -127,6 +127,7 @@ class SessionService:
         if not node.write_budget_left():
             return False
         batch = restamp(op.records, raw.term, int(time.time() * 1000))
+        service.flush_staged()      # plain appends read before this one go first
         try:
             index, term = raw.propose(batch)
         except NotLeader:
