@@ -249,6 +249,49 @@ def test_client_follows_redirects_and_reads_from_any_member(tmp_path):
     asyncio.run(main())
 
 
+def test_requests_read_together_become_one_proposal_in_request_order(tmp_path):
+    """40 Append frames in one write: the leader proposes them together (fewer engine proposals
+    than requests) and every request gets its own consecutive indexes, in the order sent."""
+    async def main() -> None:
+        nodes = await start_nodes(tmp_path, 3)
+        try:
+            leader = await wait_leader(nodes)
+            sizes: list[int] = []
+            propose = leader.raw.propose
+
+            def counting(records):
+                sizes.append(len(records))
+                return propose(records)
+            leader.raw.propose = counting
+            raw = await Raw.connect(leader.cfg.address)
+            assert (await raw.hello())[0] == FRAME_HANDSHAKE
+            counts = [1 + k % 3 for k in range(40)]
+            await raw.send(b"".join(encode_append(rid, RecordBatch.encode(0, KIND_DATA, [b"r%d-%d" % (rid, j)
+                                                                                     for j in range(n)]))
+                                    for rid, n in enumerate(counts, start=1)))
+            answers = [await raw.frame() for _ in counts]
+            raw.close()
+            assert [a[0] for a in answers] == [FRAME_APPENDED] * 40
+            by_id = {a[1]: (a[2], a[3]) for a in answers}
+            expect = by_id[1][0]
+            for rid, n in enumerate(counts, start=1):
+                assert by_id[rid] == (expect, n)
+                expect += n
+            assert sum(sizes) == sum(counts) and len(sizes) < len(counts)
+            entries = await _read_all(leader, by_id[1][0], sum(counts))
+            assert [e.data for e in entries] == [b"r%d-%d" % (rid, j) for rid, n in enumerate(counts, start=1)
+                                                 for j in range(n)]
+        finally:
+            await stop_all(nodes)
+
+    asyncio.run(main())
+
+
+async def _read_all(node: Node, start: int, count: int) -> list:
+    async with AsyncClient([node.cfg.address], cluster_id=CLUSTER) as c:
+        return await c.read(start, limit=count)
+
+
 # -- peer links ---------------------------------------------------------------------------
 
 class FakePeer:
