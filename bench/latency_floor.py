@@ -15,9 +15,9 @@ once two of the three copies are durable.
 Stores: `none` (nothing written: the network and the event loops alone), `fdatasync` (an
 append to a plain file and one fdatasync), `prealloc` (an overwrite inside a file written
 full of zeros beforehand, then one fdatasync: the cheapest durable write a log file can
-have, since neither its size nor its extents change), `lmdb` (one LMDB write transaction, committed with
-fsync as raftlog's storage does: LMDB syncs its data pages and then its meta page, two
-flushes). The gap between `prealloc` and `lmdb` is what LMDB's two-flush commit costs; the
+have, since neither its size nor its extents change), `lmdb` (one LMDB write transaction,
+committed with fsync as raftlog's storage does: LMDB syncs its data pages and then its meta
+page, two flushes). The gap between `prealloc` and `lmdb` is what LMDB's two-flush commit costs; the
 gap between the floor and `raftlog bench --clients 1 --inflight 1 --batch 1` is what
 raftlog's own code costs.
 """
@@ -106,6 +106,18 @@ class Framed(asyncio.Protocol):
         self.transport.write(_LEN.pack(len(body)) + body)
 
 
+async def connect(port: int, on_frame: Callable[[Framed, bytes], None]) -> Framed:
+    """A framed connection to 127.0.0.1:port, retried for up to 10 s while the other side starts."""
+    loop = asyncio.get_running_loop()
+    for _ in range(200):
+        try:
+            _, proto = await loop.create_connection(lambda: Framed(on_frame), "127.0.0.1", port)
+            return proto
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise SystemExit(f"nothing listens on port {port}")
+
+
 async def follower(port: int, store: Callable[[bytes], None]) -> None:
     """Store every frame durably, then acknowledge it with its first 8 bytes (the request id)."""
     def on_frame(conn: Framed, body: bytes) -> None:
@@ -134,10 +146,7 @@ async def leader(port: int, follower_ports: list[int], store: Callable[[bytes], 
     def on_ack(conn: Framed, body: bytes) -> None:
         maybe_answer(body)
 
-    peers = []
-    for fp in follower_ports:
-        _, proto = await loop.create_connection(lambda: Framed(on_ack), "127.0.0.1", fp)
-        peers.append(proto)
+    peers = [await connect(fp, on_ack) for fp in follower_ports]
 
     def on_request(conn: Framed, body: bytes) -> None:
         rid = body[:8]
@@ -161,14 +170,7 @@ async def client(port: int, count: int, payload: int) -> list[float]:
 
     def on_answer(conn: Framed, body: bytes) -> None:
         waiter.pop().set_result(None)
-    for _ in range(200):
-        try:
-            _, conn = await loop.create_connection(lambda: Framed(on_answer), "127.0.0.1", port)
-            break
-        except OSError:
-            await asyncio.sleep(0.05)
-    else:
-        raise SystemExit("the leader did not come up")
+    conn = await connect(port, on_answer)
     times = []
     pad = b"x" * max(0, payload - 8)
     for i in range(count + count // 10):
@@ -194,7 +196,6 @@ def measure(kind: str, count: int, payload: int, leader_write: str) -> dict:
             args = [sys.executable, __file__, "--role", role, "--store", kind, "--dir", d, "--port", str(ports[i])]
             if role == "leader":
                 args += ["--followers", f"{ports[1]},{ports[2]}", "--leader-write", leader_write]
-                time.sleep(0.3)                      # the followers listen first
             procs.append(subprocess.Popen(args))
         times = sorted(asyncio.run(client(ports[0], count, payload)))
     finally:
@@ -205,7 +206,8 @@ def measure(kind: str, count: int, payload: int, leader_write: str) -> dict:
 
     def pct(q: float) -> float:
         return round(times[min(len(times) - 1, int(q * len(times)))] * 1e3, 3)
-    return {"store": kind, "leader_write": leader_write, "requests": len(times), "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99)}
+    return {"store": kind, "leader_write": leader_write, "requests": len(times),
+            "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99)}
 
 
 def main() -> None:
