@@ -27,6 +27,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Optional
 
+from raftlog.core.log import records_of_kind
 from raftlog.errors import SessionExpired  # noqa: F401 - re-exported: the client raises it
 from raftlog.hot import KIND_SESSION, RecordBatch
 
@@ -58,15 +59,8 @@ def restamp(batch: RecordBatch, term: int, time_ms: int) -> RecordBatch:
 
 
 def scan(batch: RecordBatch, first_index: int) -> list[tuple[int, bytes]]:
-    """`(index, payload)` of the session headers in `batch` (RecordBatch.find_kind: a C loop, as confchange.scan)."""
-    if batch is None or not len(batch):
-        return []
-    out = []
-    i = batch.find_kind(KIND_SESSION)
-    while i >= 0:
-        out.append((first_index + i, batch.payload(i)))
-        i = batch.find_kind(KIND_SESSION, i + 1)
-    return out
+    """`(index, payload)` of the session headers in `batch`."""
+    return records_of_kind(batch, first_index, KIND_SESSION)
 
 
 @dataclass
