@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from typing import Optional
+
+from test_process_cluster import inspect_json, kill_all
 
 SUBNET = "10.77.0"
 
@@ -125,22 +126,10 @@ class NetnsCluster:
         return subprocess.Popen(["ip", "netns", "exec", self.client_ns, *args], **kw)  # type: ignore[call-overload]
 
     def inspect(self, i: int) -> dict:
-        out = subprocess.run([sys.executable, "-m", "raftlog", "inspect", self.data_dir(i), "--json"],
-                             capture_output=True, text=True, timeout=60, check=True)
-        return json.loads(out.stdout)
+        return inspect_json(self.data_dir(i))
 
     def close(self) -> None:
-        for proc in self.all_procs:
-            if proc.poll() is None:
-                try:
-                    proc.send_signal(signal.SIGCONT)
-                    proc.kill()
-                except ProcessLookupError:
-                    pass
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+        kill_all(self.all_procs)
 
     # -- faults -----------------------------------------------------------------------------
     def loss(self, i: int, pct: int) -> None:

@@ -232,22 +232,41 @@ class Blob(KV):
         self.restored_from.append(len(self.data))
 
 
+async def three_with_a_follower_behind_a_snapshot(tmp_path, logs: dict) -> tuple[int, int, dict]:
+    """Three Blob members in `logs`; one follower closed while the leader takes 300 entries and
+    compacts past them, so it can only catch up by snapshot. (leader id, follower id, open options)."""
+    peers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+    opts = dict(peers=peers, snapshot_every=100, snapshot_tail=10, engine_options={"snapshot_chunk_bytes": 16384})
+    logs.update({i: raftlog.open(str(tmp_path / str(i)), node_id=i, state_machine=Blob(), **opts) for i in (1, 2, 3)})
+    for lg in logs.values():
+        await lg.start()
+    leader = await logs[1].wait_for_leader(5)
+    f = next(i for i in logs if i != leader)
+    await logs[f].close()
+    await logs[leader].append_many([b"k%d=%d" % (i, i) for i in range(300)])
+    for _ in range(200):
+        if logs[leader].first_index > 100 and not logs[leader]._node.snapshots.busy:
+            break
+        await asyncio.sleep(0.02)
+    return leader, f, opts
+
+
+async def caught_up(member, leader) -> None:
+    """Wait (10 s at most) for `member` to apply what `leader` has applied; same state machine data."""
+    target = leader.applied_index
+    for _ in range(1000):
+        if member.applied_index >= target:
+            break
+        await asyncio.sleep(0.01)
+    assert member.applied_index >= target
+    assert member.state_machine.data == leader.state_machine.data
+
+
 def test_a_member_restarted_mid_transfer_resumes_the_snapshot_from_its_stored_bytes(tmp_path) -> None:
     async def main() -> None:
-        peers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
-        opts = dict(peers=peers, snapshot_every=100, snapshot_tail=10, engine_options={"snapshot_chunk_bytes": 16384})
-        logs = {i: raftlog.open(str(tmp_path / str(i)), node_id=i, state_machine=Blob(), **opts) for i in (1, 2, 3)}
-        for lg in logs.values():
-            await lg.start()
+        logs: dict = {}
         try:
-            leader = await logs[1].wait_for_leader(5)
-            f = next(i for i in logs if i != leader)
-            await logs[f].close()
-            await logs[leader].append_many([b"k%d=%d" % (i, i) for i in range(300)])
-            for _ in range(200):
-                if logs[leader].first_index > 100 and not logs[leader]._node.snapshots.busy:
-                    break
-                await asyncio.sleep(0.02)
+            leader, f, opts = await three_with_a_follower_behind_a_snapshot(tmp_path, logs)
             logs[f] = raftlog.open(str(tmp_path / str(f)), node_id=f, state_machine=Blob(), **opts)
             await logs[f].start()
             storage = logs[f]._node.storage
@@ -262,13 +281,7 @@ def test_a_member_restarted_mid_transfer_resumes_the_snapshot_from_its_stored_by
             await logs[f].start()
             resumed = logs[f]._node.raw.raft.incoming
             assert resumed is not None and resumed.received >= held[1] > 0     # kept what it had
-            target = logs[leader].applied_index
-            for _ in range(1000):
-                if logs[f].applied_index >= target:
-                    break
-                await asyncio.sleep(0.01)
-            assert logs[f].applied_index >= target
-            assert logs[f].state_machine.data == logs[leader].state_machine.data
+            await caught_up(logs[f], logs[leader])
         finally:
             for lg in logs.values():
                 await lg.close()
@@ -293,20 +306,9 @@ def test_a_transfer_cut_by_a_dropped_connection_resumes_where_it_was(tmp_path) -
     from raftlog.core.messages import MessageType
 
     async def main() -> None:
-        peers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
-        opts = dict(peers=peers, snapshot_every=100, snapshot_tail=10, engine_options={"snapshot_chunk_bytes": 16384})
-        logs = {i: raftlog.open(str(tmp_path / str(i)), node_id=i, state_machine=Blob(), **opts) for i in (1, 2, 3)}
-        for lg in logs.values():
-            await lg.start()
+        logs: dict = {}
         try:
-            leader = await logs[1].wait_for_leader(5)
-            f = next(i for i in logs if i != leader)
-            await logs[f].close()
-            await logs[leader].append_many([b"k%d=%d" % (i, i) for i in range(300)])
-            for _ in range(200):
-                if logs[leader].first_index > 100 and not logs[leader]._node.snapshots.busy:
-                    break
-                await asyncio.sleep(0.02)
+            leader, f, opts = await three_with_a_follower_behind_a_snapshot(tmp_path, logs)
             peers_out = logs[leader]._node.peers
             offsets: list[int] = []
             send = peers_out.send
@@ -332,13 +334,7 @@ def test_a_transfer_cut_by_a_dropped_connection_resumes_where_it_was(tmp_path) -
             assert conn is not None
             cut_at = len(offsets)
             conn.abort()                                   # the connection drops mid-transfer
-            target = logs[leader].applied_index
-            for _ in range(1000):
-                if logs[f].applied_index >= target:
-                    break
-                await asyncio.sleep(0.01)
-            assert logs[f].applied_index >= target
-            assert logs[f].state_machine.data == logs[leader].state_machine.data
+            await caught_up(logs[f], logs[leader])
             after = offsets[cut_at:]
             assert after and min(after) >= acked           # resumed from what was acknowledged, not byte 0
         finally:

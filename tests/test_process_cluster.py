@@ -53,6 +53,28 @@ def wait_for(what: str, check: Callable[[], object], timeout: float = DEADLINE, 
     raise AssertionError(f"timed out waiting for {what} (last error: {last_exc!r})")
 
 
+def inspect_json(data_dir: str, timeout: float = 60) -> dict:
+    """`raftlog inspect DIR --json` of a stopped (or running) node's data dir."""
+    out = subprocess.run([sys.executable, "-m", "raftlog", "inspect", data_dir, "--json"],
+                         capture_output=True, text=True, timeout=timeout, check=True)
+    return json.loads(out.stdout)
+
+
+def kill_all(procs: list[subprocess.Popen]) -> None:
+    """SIGKILL every process still running (resumed first, in case it was SIGSTOPped) and reap them all."""
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 class ProcCluster:
     """N `raftlog node` processes on ephemeral ports; kill/stop/cont/restart by node id."""
 
@@ -127,22 +149,10 @@ class ProcCluster:
         return (lid, term) if agree > self.n // 2 else None
 
     def inspect(self, i: int) -> dict:
-        out = subprocess.run([sys.executable, "-m", "raftlog", "inspect", self.data_dir(i), "--json"],
-                             capture_output=True, text=True, timeout=30, check=True)
-        return json.loads(out.stdout)
+        return inspect_json(self.data_dir(i))
 
     def close(self) -> None:
-        for proc in self.all_procs:
-            if proc.poll() is None:
-                try:
-                    proc.send_signal(signal.SIGCONT)
-                    proc.kill()
-                except ProcessLookupError:
-                    pass
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+        kill_all(self.all_procs)
 
 
 @pytest.fixture
