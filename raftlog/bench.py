@@ -513,19 +513,17 @@ class LoadDriver:
         interval = cfg.batch / cfg.rate          # seconds between requests
         loop = self._loop
         t0 = time.perf_counter()
-        state = {"seq": 0}
+        sent = 0                                 # requests scheduled so far
         stop = threading.Event()
 
         def send_due() -> None:
+            nonlocal sent
             due = int((time.perf_counter() - t0) / interval) + 1
-            seq = state["seq"]
-            clients = cfg.clients
-            while seq < due and not self.done:
-                conn = self.conns[seq % clients]
+            while sent < due and not self.done:
+                conn = self.conns[sent % cfg.clients]
                 if conn is not None:     # None: reconnecting; the request is lost (counted as not sent)
-                    conn.request(t0 + seq * interval)
-                seq += 1
-            state["seq"] = seq
+                    conn.request(t0 + sent * interval)
+                sent += 1
             for conn in self.conns:
                 if conn is not None:
                     conn.flush()
@@ -534,8 +532,10 @@ class LoadDriver:
             seq = 0
             while not stop.is_set():
                 delay = t0 + seq * interval - time.perf_counter()
-                if delay > 0:
-                    stop.wait(delay) if delay > 0.05 else time.sleep(delay)
+                if delay > 0.05:
+                    stop.wait(delay)         # long gaps: wake at once when the run ends
+                elif delay > 0:
+                    time.sleep(delay)        # short ones: clock_nanosleep, ~0.1 ms late at most
                 try:
                     loop.call_soon_threadsafe(send_due)
                 except RuntimeError:         # the loop is closed: the run is over
