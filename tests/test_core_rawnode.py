@@ -16,7 +16,7 @@ from raftlog.core.messages import Message, MessageType
 from raftlog.core.rawnode import RawNode, Role
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import KIND_DATA, KIND_NOOP, RecordBatch
-from raftlog.storage.base import MemoryStorage
+from raftlog.core.storage import MemoryStorage
 
 
 class Cluster:

@@ -17,7 +17,7 @@ from raftlog.core.config import Config
 from raftlog.core.messages import ConfState, HardState, Message, MessageType, SnapshotMeta
 from raftlog.core.rawnode import RawNode
 from raftlog.hot import KIND_DATA, RecordBatch
-from raftlog.storage.base import MemoryStorage
+from raftlog.core.storage import MemoryStorage
 from raftlog.errors import LogSafetyError
 from raftlog.core.sim import InvariantViolation, SimOptions, Simulation, run_seed, seed_snapshot_options
 

@@ -13,7 +13,7 @@ import pytest
 from raftlog.core.messages import ConfState, HardState, SnapshotMeta
 from raftlog.errors import CorruptLogError
 from raftlog.hot import KIND_DATA, RecordBatch
-from raftlog.storage.base import MemoryStorage
+from raftlog.core.storage import MemoryStorage
 from raftlog.storage.lmdb import LmdbStorage
 
 CONF = ConfState((1, 2, 3))

@@ -11,7 +11,7 @@ import pytest
 
 from raftlog.core.messages import ConfState, HardState, SnapshotMeta
 from raftlog.hot import KIND_DATA, KIND_NOOP, RecordBatch
-from raftlog.storage.base import MemoryStorage
+from raftlog.core.storage import MemoryStorage
 from raftlog.storage.lmdb import LmdbStorage
 
 

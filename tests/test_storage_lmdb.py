@@ -18,7 +18,7 @@ import pytest
 from raftlog.core.messages import ConfState, HardState, SnapshotMeta
 from raftlog.errors import Closed, CorruptLogError, IdentityMismatch, RaftlogError
 from raftlog.hot import KIND_DATA, RecordBatch
-from raftlog.storage.base import MemoryStorage
+from raftlog.core.storage import MemoryStorage
 from raftlog.storage.lmdb import FORMAT_VERSION, LmdbStorage
 
 KEY = struct.Struct(">Q")

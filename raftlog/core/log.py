@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 from typing import Optional
 
+from raftlog.core.storage import Storage
 from raftlog.errors import LogSafetyError
 from raftlog.hot import LogIndex, RecordBatch
 
@@ -45,7 +46,7 @@ class RaftLog:
     __slots__ = ("storage", "index", "committed", "stable", "written", "pending_truncate",
                  "_seg_first", "_segs", "_cache_first", "_cache_bytes", "max_cache_bytes")
 
-    def __init__(self, storage, max_cache_bytes: int) -> None:
+    def __init__(self, storage: Storage, max_cache_bytes: int) -> None:
         self.storage = storage
         self.index: LogIndex = storage.log_index()
         last = self.index.last_index

@@ -21,6 +21,7 @@ from raftlog.core.progress import Progress, ProgressState
 from raftlog.core import snapshot as snap
 from raftlog.core.quorum import VoteResult, vote_result
 from raftlog.core.readonly import ReadOnly, ReadState, decode_round
+from raftlog.core.storage import Storage
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import KIND_CONF, KIND_NOOP, RecordBatch, match_append, quorum_commit
 
@@ -64,7 +65,7 @@ class Role(str, Enum):
 class Raft:
     """One node's Raft state. Driven by RawNode; see the module docstring."""
 
-    def __init__(self, config: Config, storage, rng: random.Random) -> None:
+    def __init__(self, config: Config, storage: Storage, rng: random.Random) -> None:
         config.validate()
         self.id = config.node_id
         self.cfg = config
@@ -93,8 +94,7 @@ class Raft:
         snap_index = storage.snapshot_meta().index
         if snap_index > self.log.committed:
             self.log.committed = min(snap_index, self.log.last_index)
-        incoming = getattr(storage, "incoming_snapshot", None)
-        partial = incoming() if incoming is not None else None
+        partial = storage.incoming_snapshot()
         # A partial InstallSnapshot kept by storage: the transfer resumes from its last byte.
         self.incoming: Optional[snap.Incoming] = snap.Incoming(*partial) if partial is not None else None
         self.snapshot_chunks: list = []       # (meta, offset, data) the next Ready stores

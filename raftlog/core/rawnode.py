@@ -29,6 +29,7 @@ from raftlog.core import confchange
 from raftlog.core.config import Config
 from raftlog.core.messages import ConfState, HardState, Message, SnapshotMeta
 from raftlog.core.raft import Raft, Role
+from raftlog.core.storage import Storage
 from raftlog.hot import KIND_DATA, RecordBatch
 
 log = logging.getLogger("raftlog.core")
@@ -108,7 +109,7 @@ class RawNode:
     PRECONDITION: storage reflects every Ready advanced so far and nothing else.
     """
 
-    def __init__(self, config: Config, storage, rng: random.Random) -> None:
+    def __init__(self, config: Config, storage: Storage, rng: random.Random) -> None:
         self.raft = Raft(config, storage, rng)
         self.storage = storage
         applied = config.applied

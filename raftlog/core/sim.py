@@ -33,7 +33,7 @@ from raftlog.core.raft import AFTER_PERSIST, Role
 from raftlog.core.rawnode import RawNode, Ready
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import KIND_DATA
-from raftlog.storage.base import MemoryStorage
+from raftlog.core.storage import MemoryStorage
 
 REQUESTS = frozenset({MessageType.APPEND, MessageType.VOTE, MessageType.PRE_VOTE, MessageType.HEARTBEAT,
                       MessageType.SNAPSHOT, MessageType.TIMEOUT_NOW, MessageType.READ_INDEX})

@@ -58,7 +58,7 @@ import lmdb
 from raftlog.core.messages import ConfState, HardState, SnapshotMeta
 from raftlog.errors import Closed, CorruptLogError, IdentityMismatch, RaftlogError
 from raftlog.hot import LogIndex, RecordBatch
-from raftlog.storage.base import check_save_range, verified
+from raftlog.core.storage import check_save_range, verified
 
 __all__ = ["LmdbStorage", "Identity", "FORMAT_VERSION", "DEFAULT_MAP_SIZE"]
 

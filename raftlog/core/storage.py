@@ -1,6 +1,8 @@
-"""The Storage protocol the engine and runtime use, and MemoryStorage, its in-memory implementation for tests.
+"""The storage port: the Storage protocol the engine reads and the runtime writes, and MemoryStorage.
 
-Storage holds the durable part of a node: hard state, configuration, snapshot metadata and
+The engine owns this interface (as etcd/raft's storage.go does); implementations live above
+it (raftlog.storage.lmdb) or beside it (MemoryStorage, for the engine's tests and the
+simulator). Storage holds the durable part of a node: hard state, configuration, snapshot metadata and
 the entry records `[first_index, last_index]`. Writes are atomic: one `save` call is all or
 nothing. Ranges are half-open `[lo, hi)`.
 """
@@ -52,12 +54,31 @@ class Storage(Protocol):
     def compact(self, snapshot: SnapshotMeta) -> None:
         """Drop entries <= snapshot.index and record the snapshot's position."""
 
-    # Snapshots (MemoryStorage and LmdbStorage; see raftlog/core/snapshot.py for the transfer):
-    #   save_snapshot(meta, data) -> meta with size/crc32   make data the current snapshot
-    #   compact_log(index)             drop entries <= index (<= snapshot index: a retained tail)
-    #   snapshot_data() / snapshot_chunk(index, offset, size)   read it (LookupError when gone)
-    #   incoming_snapshot() -> (meta, held, crc) | None          a partial received snapshot
-    #   write_snapshot_chunk(meta, offset, data) / install_snapshot(meta)   receive and install
+    # -- snapshots (see raftlog/core/snapshot.py for the transfer) ----------------------------
+
+    def save_snapshot(self, snapshot: SnapshotMeta, data: bytes) -> SnapshotMeta:
+        """Make `data` the current snapshot at snapshot.index; the stored meta (size, crc32 filled in).
+
+        The log is untouched; an older or equal index keeps the current snapshot.
+        """
+
+    def compact_log(self, index: int) -> None:
+        """Drop entries <= index (at most the snapshot's index): what stays below it is a retained tail."""
+
+    def snapshot_data(self) -> bytes:
+        """The current snapshot's bytes (b"" when there is none)."""
+
+    def snapshot_chunk(self, index: int, offset: int, size: int) -> bytes:
+        """Bytes `[offset, offset + size)` of the snapshot at `index`; LookupError when no longer held."""
+
+    def incoming_snapshot(self) -> Optional[tuple[SnapshotMeta, int, int]]:
+        """The partial snapshot being received: `(meta, bytes held, their crc32)`, or None."""
+
+    def write_snapshot_chunk(self, meta: SnapshotMeta, offset: int, data: bytes) -> None:
+        """Store one received chunk durably; offset 0 starts a new partial snapshot. IndexError on a gap."""
+
+    def install_snapshot(self, meta: SnapshotMeta) -> None:
+        """Replace the log by the received snapshot `meta`; CorruptLogError when incomplete or its crc32 fails."""
 
     def close(self) -> None:
         """Release resources; the storage is unusable afterwards."""
