@@ -546,6 +546,17 @@ class Raft:
         else:
             self.send_append(to, True)
 
+    def report_unreachable(self, peer: int) -> None:
+        """Leader: the transport lost `peer`; stop pipelining to it and probe from its match again.
+
+        AppendEntries pipelined to a peer whose connection broke were most likely lost: in
+        replicate state the leader would otherwise wait for its inflight window to drain by
+        timeouts. Probing resends from match + 1 once the peer answers (etcd's ReportUnreachable).
+        """
+        pr = self.progress.get(peer)
+        if self.role is Role.LEADER and pr is not None and pr.state is ProgressState.REPLICATE:
+            pr.become_probe()
+
     def handle_append_reject(self, m: Message, pr: Progress) -> None:
         """An AppendEntries rejection: back next off by whole terms using the hint (diss. 5.3)."""
         hint = m.hint_index

@@ -235,6 +235,10 @@ class RawNode:
         """Hand leadership to voter `to` (TimeoutNow); NotLeader on a non-leader, ValueError on a non-voter."""
         self.raft.transfer_leadership(to)
 
+    def report_unreachable(self, peer: int) -> None:
+        """The transport lost its connection to `peer`: a leader falls back to probing it."""
+        self.raft.report_unreachable(peer)
+
     @property
     def conf_state(self) -> ConfState:
         """The configuration in force (the latest in the log)."""

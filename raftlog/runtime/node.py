@@ -348,9 +348,10 @@ class Node:
         self.service.after_apply()
 
     def _on_peer(self, peer_id: int, up: bool) -> None:
-        report = getattr(self.raw, "report_unreachable", None)
-        if not up and report is not None:
-            report(peer_id)
+        """The transport's connection to `peer_id` came up or went down."""
+        if not up and self.raw is not None:
+            self.raw.report_unreachable(peer_id)
+            self.kick()
 
     def _schedule_tick(self) -> None:
         assert self._loop is not None
