@@ -28,13 +28,12 @@ import json
 import logging
 import struct
 import zlib
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, Protocol
 
 from raftlog.core.messages import ConfState, Message, MessageType, SnapshotMeta
+from raftlog.core.config import Config
+from raftlog.core.log import RaftLog
 from raftlog.core.progress import Progress, ProgressState
-
-if TYPE_CHECKING:
-    from raftlog.core.raft import Raft
 
 log = logging.getLogger("raftlog.core")
 
@@ -43,6 +42,27 @@ SNAPSHOT_RESP = MessageType.SNAPSHOT_RESP
 APPEND_RESP = MessageType.APPEND_RESP
 
 _HEAD = struct.Struct(">II")
+
+
+class SnapshotHost(Protocol):
+    """The part of the engine (core/raft.py's Raft) a snapshot transfer reads and writes, and no more."""
+
+    id: int
+    term: int
+    cfg: Config                                   # snapshot_chunk_bytes, snapshot_window_chunks
+    log: RaftLog
+    incoming: Optional["Incoming"]                # the partial snapshot being received
+    snapshot_chunks: list                         # (meta, offset, data) the next Ready stores
+    pending_install: Optional[SnapshotMeta]       # the snapshot the next Ready installs
+
+    def send(self, m: Message) -> None:
+        """Queue a message (responses about durable state wait for persistence)."""
+
+    def drop_acks_from(self, index: int) -> None:
+        """Forget queued acknowledgements of entries at or after `index`."""
+
+    def use_conf(self, conf: ConfState) -> None:
+        """Adopt `conf` as the configuration in force."""
 
 
 def encode_chunk(meta: SnapshotMeta, data: bytes) -> bytes:
@@ -96,7 +116,7 @@ class Incoming:
 
 # -- leader side ---------------------------------------------------------------------------
 
-def maybe_send_snapshot(r: "Raft", to: int, pr: Progress) -> bool:
+def maybe_send_snapshot(r: SnapshotHost, to: int, pr: Progress) -> bool:
     """Start (or keep going) a transfer to `to`, which needs compacted entries; True when a chunk went out.
 
     Waits (returns False) while storage has no snapshot covering the compacted prefix yet:
@@ -111,7 +131,7 @@ def maybe_send_snapshot(r: "Raft", to: int, pr: Progress) -> bool:
     return send_chunks(r, to, pr)
 
 
-def send_chunks(r: "Raft", to: int, pr: Progress) -> bool:
+def send_chunks(r: SnapshotHost, to: int, pr: Progress) -> bool:
     """Send chunks from `sent` while the window allows; True when at least one went out."""
     snd: SnapshotSend = pr.snap
     meta = snd.meta
@@ -136,14 +156,14 @@ def send_chunks(r: "Raft", to: int, pr: Progress) -> bool:
                 log.info("%d restarts the snapshot transfer to %d: %d replaced %d", r.id, to, newer.index, meta.index)
                 pr.become_snapshot(SnapshotSend(newer))
                 return send_chunks(r, to, pr) or out
-        r.msgs.append(Message(SNAPSHOT, to, r.id, r.term, meta.term, meta.index, r.log.committed,
-                              hint_index=snd.sent, hint_term=meta.size, context=encode_chunk(meta, data)))
+        r.send(Message(SNAPSHOT, to, r.id, r.term, meta.term, meta.index, r.log.committed,
+                       hint_index=snd.sent, hint_term=meta.size, context=encode_chunk(meta, data)))
         snd.sent += len(data)
         out = True
     return out
 
 
-def handle_snapshot_resp(r: "Raft", m: Message, pr: Progress) -> None:
+def handle_snapshot_resp(r: SnapshotHost, m: Message, pr: Progress) -> None:
     """A follower acknowledged chunks (or reported a gap): slide the window, rewind if asked, send more."""
     snd: Optional[SnapshotSend] = pr.snap
     if pr.state is not ProgressState.SNAPSHOT or snd is None or m.index != snd.meta.index \
@@ -165,7 +185,7 @@ def handle_snapshot_resp(r: "Raft", m: Message, pr: Progress) -> None:
     send_chunks(r, m.frm, pr)
 
 
-def on_heartbeat_resp(r: "Raft", to: int, pr: Progress) -> None:
+def on_heartbeat_resp(r: SnapshotHost, to: int, pr: Progress) -> None:
     """A heartbeat round trip passed: if no chunk was acknowledged meanwhile, resend from the last ack."""
     snd: SnapshotSend = pr.snap
     if snd is None:
@@ -191,7 +211,7 @@ def snapshot_installed(pr: Progress, first_index: int) -> None:
 
 # -- follower side -------------------------------------------------------------------------
 
-def handle_snapshot(r: "Raft", m: Message) -> None:
+def handle_snapshot(r: SnapshotHost, m: Message) -> None:
     """One SNAPSHOT chunk from the current leader: store it if it continues our partial snapshot, install when whole."""
     lg = r.log
     index, term, offset, total = m.index, m.log_term, m.hint_index, m.hint_term
@@ -243,7 +263,7 @@ def handle_snapshot(r: "Raft", m: Message) -> None:
     r.send(Message(APPEND_RESP, m.frm, r.id, r.term, index=index))
 
 
-def restore(r: "Raft", meta: SnapshotMeta) -> None:
+def restore(r: SnapshotHost, meta: SnapshotMeta) -> None:
     """Replace the log by the snapshot (paper figure 13, step 7): the runtime installs it with the next Ready."""
     log.info("%d installs snapshot %d/%d, discarding its log [%d, %d]", r.id, meta.index, meta.term,
              r.log.first_index, r.log.last_index)
@@ -253,6 +273,4 @@ def restore(r: "Raft", meta: SnapshotMeta) -> None:
     r.drop_acks_from(meta.index + 1)
     r.pending_install = meta
     if meta.conf_state.voters:
-        use = getattr(r, "use_conf", None)
-        if use is not None:
-            use(meta.conf_state)
+        r.use_conf(meta.conf_state)
