@@ -14,6 +14,13 @@ import zlib
 from array import array
 from typing import Iterable, Sequence
 
+from raftlog._codec_constants import (  # noqa: F401 - re-exported: part of this module's __all__
+    RECORD_HEADER_SIZE, FRAME_HEADER_SIZE, DEFAULT_MAX_FRAME, MAGIC, PROTOCOL_VERSION, KIND_DATA,
+    KIND_NOOP, KIND_CONF, KIND_SESSION, FRAME_HANDSHAKE, FRAME_RAFT, FRAME_APPEND, FRAME_APPENDED,
+    FRAME_ERROR, FRAME_READ, FRAME_ENTRIES, FRAME_STATUS, FRAME_STATUS_REPLY, ROLE_PEER,
+    ROLE_CLIENT, ERR_NOT_LEADER, ERR_TIMEOUT, ERR_TOO_LARGE, ERR_BAD_REQUEST, ERR_SHUTTING_DOWN,
+    ERR_CLUSTER_MISMATCH, ERR_VERSION, ERR_INTERNAL, READ_STALE, READ_LINEARIZABLE, READ_LEASE,
+)
 from raftlog.errors import FrameError
 
 __all__ = [
@@ -30,43 +37,7 @@ __all__ = [
     "encode_read", "encode_entries", "encode_status", "encode_status_reply",
 ]
 
-RECORD_HEADER_SIZE = 17
-FRAME_HEADER_SIZE = 5
-DEFAULT_MAX_FRAME = 64 << 20
-MAGIC = b"RLOG"
-PROTOCOL_VERSION = 1
-
-KIND_DATA = 0      # a user payload
-KIND_NOOP = 1      # the empty entry a new leader appends at the start of its term
-KIND_CONF = 2      # a configuration change
-KIND_SESSION = 3   # client session bookkeeping (exactly-once appends)
 _MAX_KIND = KIND_SESSION
-
-FRAME_HANDSHAKE = 1
-FRAME_RAFT = 2
-FRAME_APPEND = 10
-FRAME_APPENDED = 11
-FRAME_ERROR = 12
-FRAME_READ = 13
-FRAME_ENTRIES = 14
-FRAME_STATUS = 15
-FRAME_STATUS_REPLY = 16
-
-ROLE_PEER = 1
-ROLE_CLIENT = 2
-
-ERR_NOT_LEADER = 1
-ERR_TIMEOUT = 2
-ERR_TOO_LARGE = 3
-ERR_BAD_REQUEST = 4
-ERR_SHUTTING_DOWN = 5
-ERR_CLUSTER_MISMATCH = 6
-ERR_VERSION = 7
-ERR_INTERNAL = 8
-
-READ_STALE = 0          # a Read answered from the serving node's applied log at once
-READ_LINEARIZABLE = 1   # a Read that waits for a ReadIndex round (dissertation 6.4)
-READ_LEASE = 2          # a Read a leader answers while its lease holds
 
 _REC = struct.Struct(">QBII")
 _U64 = struct.Struct(">Q")

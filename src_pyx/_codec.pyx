@@ -16,6 +16,13 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 
+from raftlog._codec_constants import (  # noqa: F401 - re-exported: part of this module's __all__
+    RECORD_HEADER_SIZE, FRAME_HEADER_SIZE, DEFAULT_MAX_FRAME, MAGIC, PROTOCOL_VERSION, KIND_DATA,
+    KIND_NOOP, KIND_CONF, KIND_SESSION, FRAME_HANDSHAKE, FRAME_RAFT, FRAME_APPEND, FRAME_APPENDED,
+    FRAME_ERROR, FRAME_READ, FRAME_ENTRIES, FRAME_STATUS, FRAME_STATUS_REPLY, ROLE_PEER,
+    ROLE_CLIENT, ERR_NOT_LEADER, ERR_TIMEOUT, ERR_TOO_LARGE, ERR_BAD_REQUEST, ERR_SHUTTING_DOWN,
+    ERR_CLUSTER_MISMATCH, ERR_VERSION, ERR_INTERNAL, READ_STALE, READ_LINEARIZABLE, READ_LEASE,
+)
 from raftlog.errors import FrameError
 
 __all__ = [
@@ -34,43 +41,6 @@ __all__ = [
 
 cdef extern from "zlib.h":
     unsigned long zlib_crc32 "crc32"(unsigned long crc, const unsigned char* buf, unsigned int len) nogil
-
-RECORD_HEADER_SIZE = 17
-FRAME_HEADER_SIZE = 5
-DEFAULT_MAX_FRAME = 64 << 20
-MAGIC = b"RLOG"
-PROTOCOL_VERSION = 1
-
-KIND_DATA = 0
-KIND_NOOP = 1
-KIND_CONF = 2
-KIND_SESSION = 3
-
-FRAME_HANDSHAKE = 1
-FRAME_RAFT = 2
-FRAME_APPEND = 10
-FRAME_APPENDED = 11
-FRAME_ERROR = 12
-FRAME_READ = 13
-FRAME_ENTRIES = 14
-FRAME_STATUS = 15
-FRAME_STATUS_REPLY = 16
-
-ROLE_PEER = 1
-ROLE_CLIENT = 2
-
-ERR_NOT_LEADER = 1
-ERR_TIMEOUT = 2
-ERR_TOO_LARGE = 3
-ERR_BAD_REQUEST = 4
-ERR_SHUTTING_DOWN = 5
-ERR_CLUSTER_MISMATCH = 6
-ERR_VERSION = 7
-ERR_INTERNAL = 8
-
-READ_STALE = 0
-READ_LINEARIZABLE = 1
-READ_LEASE = 2
 
 cdef enum:
     _REC = 17          # record header: term u64 | kind u8 | crc u32 | len u32
@@ -93,6 +63,15 @@ cdef enum:
     _T_ENTRIES = 14
     _T_STATUS = 15
     _T_STATUS_REPLY = 16
+    _READ_LEASE_C = 2
+
+# The C constants above mirror raftlog/_codec_constants.py for C-level arithmetic: a drift
+# between the two is an ImportError here, never a frame the twins read differently.
+if (_REC, _MAX_KIND, _T_HANDSHAKE, _T_RAFT, _T_APPEND, _T_APPENDED, _T_ERROR, _T_READ, _T_ENTRIES, _T_STATUS,
+        _T_STATUS_REPLY, _READ_LEASE_C) != (
+        RECORD_HEADER_SIZE, KIND_SESSION, FRAME_HANDSHAKE, FRAME_RAFT, FRAME_APPEND, FRAME_APPENDED, FRAME_ERROR,
+        FRAME_READ, FRAME_ENTRIES, FRAME_STATUS, FRAME_STATUS_REPLY, READ_LEASE):
+    raise ImportError("the C constants of src_pyx/_codec.pyx differ from raftlog/_codec_constants.py")
 
 cdef carray.array _U64_TEMPLATE = array("Q")
 
@@ -824,7 +803,7 @@ cdef tuple _decode_frame(bytes frame):
     if ftype == _T_READ:
         if n != _READ:
             _fixed_error("read", n, _READ)
-        if b[24] > 2:         # READ_LEASE
+        if b[24] > _READ_LEASE_C:
             raise FrameError(f"unknown read consistency {b[24]}")
         return (_T_READ, _ld64(b), _ld64(b + 8), _ld32(b + 16), _ld32(b + 20), b[24])
     if ftype == _T_ENTRIES:
