@@ -49,8 +49,8 @@ from raftlog.hot import (
     encode_read,
     encode_status,
 )
+from raftlog.runtime import listener as transport_mod
 from raftlog.runtime import server as server_mod
-from raftlog.runtime import transport as transport_mod
 from raftlog.runtime.client import AsyncClient
 
 from test_runtime_transport import CLUSTER, Raw, start_nodes, stop_all, wait_leader

@@ -39,7 +39,7 @@ from raftlog.hot import (
 )
 from raftlog.runtime.client import AsyncClient, RequestRejected
 from raftlog.runtime.node import Node, NodeConfig
-from raftlog.runtime.transport import PeerTransport
+from raftlog.runtime.peer_transport import PeerTransport
 
 CLUSTER = "unit"
 

@@ -39,13 +39,14 @@ from raftlog.core.config import Config
 from raftlog.core.messages import Message
 from raftlog.core.rawnode import RawNode, Role
 from raftlog.errors import CorruptLogError
+from raftlog.runtime.listener import Listener
 from raftlog.runtime.membership import DEFAULT_PROMOTE_LAG, Joiner, Membership
+from raftlog.runtime.peer_transport import PeerTransport
 from raftlog.runtime.peers import parse_address
 from raftlog.runtime.reads import Reads
 from raftlog.runtime.sessions import SessionService
 from raftlog.runtime.server import ClientService
 from raftlog.runtime.snapshots import Snapshotter
-from raftlog.runtime.transport import Listener, PeerTransport
 
 log = logging.getLogger("raftlog.node")
 

@@ -20,8 +20,8 @@ from raftlog.errors import NotLeader
 from raftlog.hot import ERR_NOT_LEADER, ERR_TIMEOUT, READ_LEASE, READ_LINEARIZABLE, READ_STALE
 
 if TYPE_CHECKING:
+    from raftlog.runtime.connection import Connection
     from raftlog.runtime.node import Node
-    from raftlog.runtime.transport import Connection
 
 log = logging.getLogger("raftlog.reads")
 

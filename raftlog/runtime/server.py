@@ -47,8 +47,8 @@ from raftlog.hot import (
 )
 
 if TYPE_CHECKING:
+    from raftlog.runtime.connection import Connection
     from raftlog.runtime.node import Node
-    from raftlog.runtime.transport import Connection
 
 log = logging.getLogger("raftlog.server")
 

@@ -24,8 +24,8 @@ from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import ERR_BAD_REQUEST, ERR_NOT_LEADER, ERR_TIMEOUT, RecordBatch, encode_appended
 
 if TYPE_CHECKING:
+    from raftlog.runtime.connection import Connection
     from raftlog.runtime.node import Node
-    from raftlog.runtime.transport import Connection
 
 log = logging.getLogger("raftlog.sessions")
 
