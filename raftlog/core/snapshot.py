@@ -128,6 +128,8 @@ def send_chunks(r: "Raft", to: int, pr: Progress) -> bool:
         else:
             if snd.sent >= meta.size or snd.sent - snd.acked >= window:
                 break
+            if r.snapshot_send_hold is not None and snd.sent >= r.snapshot_send_hold:
+                break                        # held in flight by a test (see hold_transfers)
             try:
                 data = storage.snapshot_chunk(meta.index, snd.sent, min(chunk, meta.size - snd.sent))
             except LookupError:
@@ -141,6 +143,18 @@ def send_chunks(r: "Raft", to: int, pr: Progress) -> bool:
         snd.sent += len(data)
         out = True
     return out
+
+
+def hold_transfers(r: "Raft", offset: Optional[int]) -> None:
+    """Test hook: from now on the leader `r` starts no chunk of a snapshot at or past byte `offset`.
+
+    Transfers stay in flight at that offset (what was sent is still acknowledged, nothing
+    more goes out) until `hold_transfers(r, None)` releases them: sending then resumes at
+    the next heartbeat response. Tests use it to act on a transfer deterministically in
+    the middle (cut the connection, restart the follower) instead of polling to catch it.
+    Unused, it costs one comparison per chunk sent.
+    """
+    r.snapshot_send_hold = offset
 
 
 def handle_snapshot_resp(r: "Raft", m: Message, pr: Progress) -> None:
