@@ -104,7 +104,8 @@ def test_entries_follow_yields_new_commits_and_resumes(tmp_path) -> None:
             task = asyncio.create_task(consume())
             # Once it yielded the one entry there is, the consumer is following: the rest are new commits.
             await until(lambda: len(seen) == 1 or task.done(), "the consumer to yield job-0", seen=lambda: seen)
-            assert not task.done() and [e.data for e in seen] == [b"job-0"]
+            assert not task.done(), "entries(follow=True) stopped at the end of the log"
+            assert [e.data for e in seen] == [b"job-0"]
             for k in range(1, 5):
                 await log.append(b"job-%d" % k)
             await asyncio.wait_for(task, 5)
