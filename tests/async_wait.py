@@ -10,20 +10,24 @@ T = TypeVar("T")
 
 async def until(check: Callable[[], Union[T, Awaitable[T]]], what: str = "the condition", *,
                 timeout: float = 30.0, seen: Optional[Callable[[], object]] = None) -> T:
-    """Return the first truthy value of `check()` (awaited if it is a coroutine), polled every 10 ms.
+    """Return the first truthy value of `check()`, polled every 10 ms.
 
     After `timeout` seconds fail with an AssertionError naming `what` and showing `seen()`
-    (what was observed instead). The deadline only bounds a hang: it is not the property tested.
+    (what was observed instead). `check` and `seen` may return awaitables (coroutines): they
+    are awaited. The deadline only bounds a hang: it is not the property tested.
     """
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while True:
-        got = check()
-        if inspect.isawaitable(got):
-            got = await got
+        got = await _value(check())
         if got:
             return got
         if loop.time() >= end:
-            observed = f"; seen: {seen()!r}" if seen is not None else ""
+            observed = f"; seen: {await _value(seen())!r}" if seen is not None else ""
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{observed}")
         await asyncio.sleep(0.01)
+
+
+async def _value(got: object) -> object:
+    """`got`, awaited first if it is awaitable."""
+    return await got if inspect.isawaitable(got) else got
