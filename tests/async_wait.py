@@ -24,7 +24,7 @@ async def until(check: Callable[[], Union[T, Awaitable[T]]], what: str = "the co
             return got
         if loop.time() >= end:
             observed = f"; seen: {await _value(seen())!r}" if seen is not None else ""
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{observed}")
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{observed}")
         await asyncio.sleep(0.01)
 
 
