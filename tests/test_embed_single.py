@@ -281,6 +281,7 @@ class HeldTransfer:
         hold_transfers(self.raft, self.at)
 
     def progress(self) -> object:
+        """The transfer's {index, size, sent, acked}, or what the leader's progress says instead."""
         pr = self.raft.progress[self.follower]
         return pr.snap.to_dict() if pr.snap is not None else f"no transfer: progress {pr.state}, match {pr.match}"
 

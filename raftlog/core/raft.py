@@ -99,7 +99,7 @@ class Raft:
         self.incoming: Optional[snap.Incoming] = snap.Incoming(*partial) if partial is not None else None
         self.snapshot_chunks: list = []       # (meta, offset, data) the next Ready stores
         self.pending_install = None           # SnapshotMeta the next Ready installs
-        # Test hook (core/snapshot.py, send_chunks): a byte offset at which this leader holds
+        # Test hook (core/snapshot.py, hold_transfers): a byte offset at which this leader holds
         # its snapshot transfers in flight; None (the default) holds nothing.
         self.snapshot_send_hold: Optional[int] = None
         # (term, vote) last made durable: a candidate counts its own vote only once it is.
