@@ -13,7 +13,7 @@ import pytest
 
 from raftlog.core.config import Config
 from raftlog.core.messages import Message, MessageType
-from raftlog.core.rawnode import RawNode, Role
+from raftlog.core.rawnode import RawNode, Ready, Role
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import KIND_DATA, KIND_NOOP, RecordBatch
 from raftlog.core.storage import MemoryStorage
@@ -137,31 +137,64 @@ def test_uncommitted_budget_drops_proposals() -> None:
     leader.propose([b"y" * 80])     # committed: the budget is free again
 
 
+def held_until_durable(node: RawNode, rd: Ready, request: Message, kind: MessageType) -> list[Message]:
+    """The `kind` replies to `request` that `rd` releases: asserted to be in its persisted_messages only.
+
+    `request` is delivered once more while `rd` is outstanding (a duplicate, as networks do):
+    its reply must not be handed out by take_messages either, but wait for the next Ready.
+    """
+    assert kind not in {m.type for m in rd.messages}, f"{kind.name} may be sent before its Ready is durable"
+    node.step(request)
+    assert kind not in {m.type for m in node.take_messages()}, f"{kind.name} handed out while the write is in flight"
+    return [m for m in rd.persisted_messages if m.type == kind]
+
+
 def test_vote_and_ack_wait_for_persistence() -> None:
-    """Votes and AppendEntries acks are persisted_messages; the leader's appends go at once (diss. 10.2.1)."""
+    """A granted vote and an AppendEntries ack go out only with the Ready that makes them durable
+    (Figure 2: persistent state is updated on stable storage before responding to RPCs; diss. 3.8);
+    a pre-vote reply changes nothing durable and goes at once (diss. 9.6); the leader's own
+    AppendEntries go at once too, in parallel with its write (diss. 10.2.1)."""
     c = Cluster(3)
     c.nodes[1].campaign()
     rd = c.nodes[1].ready()     # pre-vote requests: may go now
     assert {m.type for m in rd.messages} == {MessageType.PRE_VOTE}
     c.nodes[1].advance(rd)
-    for m in rd.messages:
-        c.nodes[m.to].step(m)
+    voter = c.nodes[2]
+    voter.step(next(m for m in rd.messages if m.to == 2))
+    vrd = voter.ready()
+    assert vrd.hard_state is None, "a pre-vote must not change the voter's term or vote"
+    assert [(m.type, m.to, m.reject) for m in vrd.messages] == [(MessageType.PRE_VOTE_RESP, 1, False)]
+    voter.advance(vrd)
+    c.nodes[1].step(vrd.messages[0])    # one pre-vote besides its own: a majority of three, it campaigns
+    rd = c.nodes[1].ready()
+    assert {m.type for m in rd.messages} == {MessageType.VOTE}
+    c.storage[1].save(hard_state=rd.hard_state)
+    c.nodes[1].advance(rd)
+    vote = next(m for m in rd.messages if m.to == 2)
+    voter.step(vote)
+    vrd = voter.ready()
+    assert vrd.hard_state is not None and (vrd.hard_state.term, vrd.hard_state.vote) == (rd.hard_state.term, 1)
+    assert vrd.must_sync
+    granted = held_until_durable(voter, vrd, vote, MessageType.VOTE_RESP)
+    assert [(m.to, m.reject) for m in granted] == [(1, False)]
+    c.storage[2].save(hard_state=vrd.hard_state)
+    voter.advance(vrd)
+    c.nodes[1].step(granted[0])
     c.stabilize()
     leader = c.nodes[1]
     assert leader.role is Role.LEADER
-    leader.propose([b"z"])
+    first, _ = leader.propose([b"z"])
     rd = leader.ready()
     assert {m.type for m in rd.messages} == {MessageType.APPEND}
     c.storage[1].save(hard_state=rd.hard_state, first_index=rd.entries_index, records=rd.entries)
     leader.advance(rd)
     follower = c.nodes[2]
-    for m in rd.messages:
-        if m.to == 2:
-            follower.step(m)
+    append = next(m for m in rd.messages if m.to == 2)
+    follower.step(append)
     frd = follower.ready()
-    assert not frd.messages
-    assert [m.type for m in frd.persisted_messages] == [MessageType.APPEND_RESP]
-    assert frd.entries is not None
+    assert frd.entries is not None and frd.entries_index + len(frd.entries) - 1 >= first and frd.must_sync
+    acks = held_until_durable(follower, frd, append, MessageType.APPEND_RESP)
+    assert [(m.to, m.index, m.reject) for m in acks] == [(1, first, False)]
 
 
 def test_leader_sends_while_own_write_in_flight_and_counts_itself_once_durable() -> None:

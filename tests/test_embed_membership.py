@@ -6,6 +6,8 @@ import asyncio
 import raftlog
 from raftlog.bench import free_ports
 
+from async_wait import until
+
 
 def test_embedded_members_transfer_and_remove(tmp_path) -> None:
     async def main() -> None:
@@ -26,11 +28,9 @@ def test_embedded_members_transfer_and_remove(tmp_path) -> None:
             await logs[target - 1].remove_member(lid)
             rest = [log for log in logs if log.node_id != lid]
             for log in rest:
-                for _ in range(200):
-                    if {m["id"] for m in await log.members()} == {1, 2, 3} - {lid}:
-                        break
-                    await asyncio.sleep(0.02)
-                assert {m["id"] for m in await log.members()} == {1, 2, 3} - {lid}
+                async def removed(log=log) -> bool:
+                    return {m["id"] for m in await log.members()} == {1, 2, 3} - {lid}
+                await until(removed, f"node {log.node_id} to see node {lid} removed", seen=log.members)
             new = await rest[0].wait_for_leader(10)
             assert new != lid
             assert int(await logs[new - 1].append(b"after")) > int(index)
@@ -126,18 +126,12 @@ def test_a_member_joins_an_embedded_cluster_by_address_and_catches_up_by_snapsho
             logs[4] = raftlog.open(str(tmp_path / "n4"), node_id=4, peers={4: f"127.0.0.1:{ports[3]}"},
                                    state_machine=machines[4], join=peers[1], **opts)
             await logs[4].start()
-            for _ in range(500):
-                members = await logs[lid].members()
-                if [m["voter"] for m in members if m["id"] == 4] == [True]:
-                    break
-                await asyncio.sleep(0.02)
-            assert [m["voter"] for m in members if m["id"] == 4] == [True]
+            async def joined_as_voter() -> bool:
+                return [m["voter"] for m in await logs[lid].members() if m["id"] == 4] == [True]
+            await until(joined_as_voter, "node 4 to be a voter", seen=logs[lid].members)
             last = await logs[lid].append(b"after-join")
-            for _ in range(500):
-                if logs[4].applied_index >= int(last):
-                    break
-                await asyncio.sleep(0.02)
-            assert logs[4].applied_index >= int(last)
+            await until(lambda: logs[4].applied_index >= int(last), f"node 4 to apply up to {int(last)}",
+                        seen=lambda: logs[4].applied_index)
             assert machines[4].n == machines[lid].n == 201
             assert logs[4].first_index > 1                  # it started from the installed snapshot
         finally:

@@ -10,6 +10,10 @@ import pytest
 
 import raftlog
 from raftlog import Compacted, Entry, NotLeader
+from raftlog.core.messages import MessageType
+from raftlog.core.snapshot import hold_transfers
+
+from async_wait import until
 
 
 class KV:
@@ -98,7 +102,10 @@ def test_entries_follow_yields_new_commits_and_resumes(tmp_path) -> None:
                         return
 
             task = asyncio.create_task(consume())
-            await asyncio.sleep(0.05)
+            # Once it yielded the one entry there is, the consumer is following: the rest are new commits.
+            await until(lambda: len(seen) == 1 or task.done(), "the consumer to yield job-0", seen=lambda: seen)
+            assert not task.done(), "entries(follow=True) stopped at the end of the log"
+            assert [e.data for e in seen] == [b"job-0"]
             for k in range(1, 5):
                 await log.append(b"job-%d" % k)
             await asyncio.wait_for(task, 5)
@@ -117,10 +124,8 @@ def test_snapshots_compact_the_log_and_reopen_restores_snapshot_plus_tail(tmp_pa
         async with raftlog.open(path, state_machine=kv, snapshot_every=100, snapshot_tail=20) as log:
             for k in range(5):
                 await log.append_many([b"k%d=%d" % (i, k) for i in range(60)])
-            for _ in range(100):
-                if log.status()["snapshot"]["taken"] >= 2 and not log._node.snapshots.busy:
-                    break
-                await asyncio.sleep(0.02)
+            await until(lambda: log.status()["snapshot"]["taken"] >= 2 and not log._node.snapshots.busy,
+                        "two snapshots taken and none in progress", seen=lambda: log.status()["snapshot"])
             st = log.status()
             snap_index = st["snapshot"]["index"]
             assert snap_index >= 200
@@ -137,10 +142,8 @@ def test_snapshots_compact_the_log_and_reopen_restores_snapshot_plus_tail(tmp_pa
     async def second() -> None:
         kv = KV()
         async with raftlog.open(path, state_machine=kv, snapshot_every=100, snapshot_tail=20) as log:
-            for _ in range(200):
-                if log.applied_index >= applied:
-                    break
-                await asyncio.sleep(0.01)
+            await until(lambda: log.applied_index >= applied, f"the reopened log to apply up to {applied}",
+                        seen=lambda: log.applied_index)
             assert kv.restored_from                      # restored from the snapshot...
             assert kv.applied == tail                    # ...then exactly the entries after it, once
             assert kv.data == data                       # snapshot + replayed tail = the state before
@@ -183,6 +186,21 @@ def free_port() -> int:
     return port
 
 
+async def compacted_past(log, index: int) -> None:
+    """Wait until `log` compacted past `index` and no snapshot of its own is being written."""
+    await until(lambda: log.first_index > index and not log._node.snapshots.busy,
+                f"node {log.node_id} to compact past {index}",
+                seen=lambda: (log.first_index, log._node.snapshots.busy))
+
+
+async def caught_up(member, leader) -> None:
+    """Wait for `member` to apply what `leader` has applied; same state machine data."""
+    target = leader.applied_index
+    await until(lambda: member.applied_index >= target, f"node {member.node_id} to apply up to {target}",
+                seen=lambda: member.applied_index)
+    assert member.state_machine.data == leader.state_machine.data
+
+
 def test_three_members_in_one_loop_follower_refuses_and_a_restarted_member_catches_up_by_snapshot(tmp_path) -> None:
     async def main() -> None:
         peers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
@@ -199,21 +217,11 @@ def test_three_members_in_one_loop_follower_refuses_and_a_restarted_member_catch
             await logs[follower].close()
             for k in range(6):
                 await logs[leader].append_many([b"k%d=%d" % (i, k) for i in range(100)])
-            for _ in range(200):
-                if logs[leader].first_index > 100 and not logs[leader]._node.snapshots.busy:
-                    break
-                await asyncio.sleep(0.02)
-            assert logs[leader].first_index > 100            # compacted past what the follower had
+            await compacted_past(logs[leader], 100)          # past what the follower had
             logs[follower] = raftlog.open(str(tmp_path / str(follower)), node_id=follower, state_machine=KV(), **opts)
             await logs[follower].start()
-            target = logs[leader].applied_index
-            for _ in range(500):
-                if logs[follower].applied_index >= target:
-                    break
-                await asyncio.sleep(0.01)
-            assert logs[follower].applied_index >= target
+            await caught_up(logs[follower], logs[leader])
             assert logs[follower].status()["snapshot"]["index"] > 0          # installed a snapshot
-            assert logs[follower].state_machine.data == logs[leader].state_machine.data
         finally:
             for lg in logs.values():
                 await lg.close()
@@ -232,11 +240,14 @@ class Blob(KV):
         self.restored_from.append(len(self.data))
 
 
+CHUNK = 16384         # snapshot_chunk_bytes of the transfer tests: the Blob snapshot is ~64 chunks
+
+
 async def three_with_a_follower_behind_a_snapshot(tmp_path, logs: dict) -> tuple[int, int, dict]:
     """Three Blob members in `logs`; one follower closed while the leader takes 300 entries and
     compacts past them, so it can only catch up by snapshot. (leader id, follower id, open options)."""
     peers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
-    opts = dict(peers=peers, snapshot_every=100, snapshot_tail=10, engine_options={"snapshot_chunk_bytes": 16384})
+    opts = dict(peers=peers, snapshot_every=100, snapshot_tail=10, engine_options={"snapshot_chunk_bytes": CHUNK})
     logs.update({i: raftlog.open(str(tmp_path / str(i)), node_id=i, state_machine=Blob(), **opts) for i in (1, 2, 3)})
     for lg in logs.values():
         await lg.start()
@@ -244,22 +255,52 @@ async def three_with_a_follower_behind_a_snapshot(tmp_path, logs: dict) -> tuple
     f = next(i for i in logs if i != leader)
     await logs[f].close()
     await logs[leader].append_many([b"k%d=%d" % (i, i) for i in range(300)])
-    for _ in range(200):
-        if logs[leader].first_index > 100 and not logs[leader]._node.snapshots.busy:
-            break
-        await asyncio.sleep(0.02)
+    await compacted_past(logs[leader], 100)
     return leader, f, opts
 
 
-async def caught_up(member, leader) -> None:
-    """Wait (10 s at most) for `member` to apply what `leader` has applied; same state machine data."""
-    target = leader.applied_index
-    for _ in range(1000):
-        if member.applied_index >= target:
-            break
-        await asyncio.sleep(0.01)
-    assert member.applied_index >= target
-    assert member.state_machine.data == leader.state_machine.data
+class HeldTransfer:
+    """The leader's snapshot transfer to `follower`, held in flight after `chunks` chunks (the engine's
+    test hook core/snapshot.hold_transfers), with the byte offset of every chunk sent to it recorded."""
+
+    def __init__(self, leader, follower: int, chunks: int) -> None:
+        self.raft = leader._node.raw.raft
+        self.follower = follower
+        self.at = chunks * CHUNK
+        self.offsets: list[int] = []
+        self.reached_at = 0
+        peers_out = leader._node.peers
+        send = peers_out.send
+
+        def spy(msg):
+            if msg.type == MessageType.SNAPSHOT and msg.to == follower:
+                self.offsets.append(msg.hint_index)
+            return send(msg)
+
+        peers_out.send = spy
+        hold_transfers(self.raft, self.at)
+
+    def progress(self) -> object:
+        """The transfer's {index, size, sent, acked}, or what the leader's progress says instead."""
+        pr = self.raft.progress[self.follower]
+        return pr.snap.to_dict() if pr.snap is not None else f"no transfer: progress {pr.state}, match {pr.match}"
+
+    async def reached(self) -> None:
+        """Wait until the follower acknowledged (holds durably) exactly the held prefix, nothing more in flight."""
+        await until(lambda: isinstance(p := self.progress(), dict) and p["acked"] == p["sent"] == self.at,
+                    f"the transfer to node {self.follower} to stop at byte {self.at}", seen=self.progress)
+        assert self.at < self.progress()["size"], "held past the end: not in the middle of the transfer"
+        self.reached_at = len(self.offsets)
+
+    def release(self) -> None:
+        """Let the transfer go on."""
+        hold_transfers(self.raft, None)
+
+    def check_resumed(self) -> None:
+        """Every chunk sent since reached() starts at or past the held prefix: nothing the follower held was resent."""
+        since = self.offsets[self.reached_at:]
+        assert since, "no chunk was sent after the transfer was held"
+        assert min(since) >= self.at, f"resent from byte {min(since)}, not from the {self.at} the follower held"
 
 
 def test_a_member_restarted_mid_transfer_resumes_the_snapshot_from_its_stored_bytes(tmp_path) -> None:
@@ -267,21 +308,20 @@ def test_a_member_restarted_mid_transfer_resumes_the_snapshot_from_its_stored_by
         logs: dict = {}
         try:
             leader, f, opts = await three_with_a_follower_behind_a_snapshot(tmp_path, logs)
+            transfer = HeldTransfer(logs[leader], f, chunks=3)
             logs[f] = raftlog.open(str(tmp_path / str(f)), node_id=f, state_machine=Blob(), **opts)
             await logs[f].start()
-            storage = logs[f]._node.storage
-            for _ in range(5000):
-                held = storage.incoming_snapshot()
-                if held is not None and 0 < held[1] < held[0].size // 2:
-                    break
-                await asyncio.sleep(0.001)
-            assert held is not None and held[1] < held[0].size
+            await transfer.reached()
+            held = logs[f]._node.storage.incoming_snapshot()
+            assert held is not None and held[1] == transfer.at          # durable before it was acknowledged
             await logs[f].close()                      # cut off mid-transfer
             logs[f] = raftlog.open(str(tmp_path / str(f)), node_id=f, state_machine=Blob(), **opts)
             await logs[f].start()
             resumed = logs[f]._node.raw.raft.incoming
-            assert resumed is not None and resumed.received >= held[1] > 0     # kept what it had
+            assert resumed is not None and resumed.received == transfer.at     # kept what it had
+            transfer.release()
             await caught_up(logs[f], logs[leader])
+            transfer.check_resumed()
         finally:
             for lg in logs.values():
                 await lg.close()
@@ -303,40 +343,20 @@ def test_an_apply_that_raises_reaches_the_proposer_and_the_log_goes_on(tmp_path)
 
 
 def test_a_transfer_cut_by_a_dropped_connection_resumes_where_it_was(tmp_path) -> None:
-    from raftlog.core.messages import MessageType
-
     async def main() -> None:
         logs: dict = {}
         try:
             leader, f, opts = await three_with_a_follower_behind_a_snapshot(tmp_path, logs)
-            peers_out = logs[leader]._node.peers
-            offsets: list[int] = []
-            send = peers_out.send
-
-            def spy(msg):
-                if msg.type == MessageType.SNAPSHOT and msg.to == f:
-                    offsets.append(msg.hint_index)
-                return send(msg)
-
-            peers_out.send = spy
+            transfer = HeldTransfer(logs[leader], f, chunks=3)
             logs[f] = raftlog.open(str(tmp_path / str(f)), node_id=f, state_machine=Blob(), **opts)
             await logs[f].start()
-            progress = logs[leader]._node.raw.raft.progress
-            acked = 0
-            for _ in range(5000):
-                snd = progress[f].snap
-                acked = snd.acked if snd is not None else 0
-                if 2 * 16384 <= acked < snd.meta.size // 2:
-                    break
-                await asyncio.sleep(0.001)
-            assert acked >= 2 * 16384
-            conn = peers_out.conns.get(f)
+            await transfer.reached()
+            conn = logs[leader]._node.peers.conns.get(f)
             assert conn is not None
-            cut_at = len(offsets)
             conn.abort()                                   # the connection drops mid-transfer
+            transfer.release()
             await caught_up(logs[f], logs[leader])
-            after = offsets[cut_at:]
-            assert after and min(after) >= acked           # resumed from what was acknowledged, not byte 0
+            transfer.check_resumed()
         finally:
             for lg in logs.values():
                 await lg.close()

@@ -41,6 +41,8 @@ from raftlog.runtime.client import AsyncClient, RequestRejected
 from raftlog.runtime.node import Node, NodeConfig
 from raftlog.runtime.peer_transport import PeerTransport
 
+from async_wait import until
+
 CLUSTER = "unit"
 
 
@@ -59,15 +61,13 @@ async def start_nodes(tmp_path, n: int) -> list[Node]:
     return nodes
 
 
-async def wait_leader(nodes: list[Node], timeout: float = 20.0) -> Node:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
+async def wait_leader(nodes: list[Node], timeout: float = 30.0) -> Node:
+    """The leader, once every node names it."""
+    def agreed() -> Node | None:
         leaders = [n for n in nodes if str(n.raw.role) == "leader"]
-        if leaders and all(n.leader_id == leaders[0].node_id for n in nodes):
-            return leaders[0]
-        await asyncio.sleep(0.02)
-    raise AssertionError("no leader")
+        return leaders[0] if leaders and all(n.leader_id == leaders[0].node_id for n in nodes) else None
+    return await until(agreed, "one leader named by every node", timeout=timeout,
+                       seen=lambda: {n.node_id: (str(n.raw.role), n.leader_id) for n in nodes})
 
 
 async def stop_all(nodes: list[Node]) -> None:
@@ -234,12 +234,11 @@ def test_client_follows_redirects_and_reads_from_any_member(tmp_path):
                 assert [e.index for e in entries] == [first] + idx
                 assert len(await c.read(first, limit=7)) == 7
             async with AsyncClient([follower.cfg.address], cluster_id=CLUSTER, read_from="any") as c:
-                for _ in range(200):
-                    if len(await c.read(first)) == 1001:
-                        break
-                    await asyncio.sleep(0.02)
+                async def read_all() -> bool:
+                    return len(await c.read(first)) == 1001
+                await until(read_all, f"node {follower.node_id} to serve all 1001 entries",
+                            seen=lambda: follower.applied_index)
                 assert (await c.status())["id"] == follower.node_id
-                assert len(await c.read(first)) == 1001
             with pytest.raises(RequestRejected):
                 async with AsyncClient([follower.cfg.address], cluster_id="wrong") as c:
                     await c.append(b"x")
@@ -302,6 +301,7 @@ class FakePeer:
         self.read = read
         self.handshakes = 0
         self.messages: list = []
+        self.errors: list[str] = []     # messages of the error frames the dialer sent (its refusals)
         self.writers: list[asyncio.StreamWriter] = []
 
     async def start(self) -> int:
@@ -323,6 +323,8 @@ class FakePeer:
                         await asyncio.sleep(3600)   # never read again: the sender's queue must stay bounded
                 elif f[0] == FRAME_RAFT:
                     self.messages.append(f)
+                elif f[0] == FRAME_ERROR:
+                    self.errors.append(f[5])
 
     def drop_connections(self) -> None:
         for w in self.writers:
@@ -334,14 +336,6 @@ class FakePeer:
         self.server.close()
 
 
-async def until(check, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not check():
-        assert loop.time() < end, "condition not reached"
-        await asyncio.sleep(0.01)
-
-
 def test_peer_reconnects_after_loss():
     async def main() -> None:
         peer = FakePeer()
@@ -349,14 +343,15 @@ def test_peer_reconnects_after_loss():
         t = PeerTransport(1, CLUSTER, {1: "127.0.0.1:1", 2: f"127.0.0.1:{port}"}, lambda m: None)
         t.start()
         try:
-            await until(lambda: t.connected(2))
+            await until(lambda: t.connected(2), "a connection to peer 2")
             assert t.send(Message(MessageType.HEARTBEAT, 2, 1, 5))
-            await until(lambda: len(peer.messages) == 1)
+            await until(lambda: len(peer.messages) == 1, "the heartbeat to arrive", seen=lambda: peer.messages)
             assert peer.messages[0][1:5] == (MessageType.HEARTBEAT, 2, 1, 5)
             peer.drop_connections()
-            await until(lambda: peer.handshakes == 2 and t.connected(2))
+            await until(lambda: peer.handshakes == 2 and t.connected(2), "a second connection after the loss",
+                        seen=lambda: (peer.handshakes, t.connected(2)))
             assert t.send(Message(MessageType.HEARTBEAT, 2, 1, 6))
-            await until(lambda: len(peer.messages) == 2)
+            await until(lambda: len(peer.messages) == 2, "the second heartbeat to arrive", seen=lambda: peer.messages)
         finally:
             await t.close()
             await peer.close()
@@ -372,7 +367,7 @@ def test_send_queue_to_a_peer_that_stops_reading_is_bounded():
         t = PeerTransport(1, CLUSTER, {1: "127.0.0.1:1", 2: f"127.0.0.1:{port}"}, lambda m: None, queue_bytes=bound)
         t.start()
         try:
-            await until(lambda: t.connected(2))
+            await until(lambda: t.connected(2), "a connection to peer 2")
             entries = RecordBatch.encode(1, KIND_DATA, [b"z" * 60_000])
             sent = 0
             for k in range(2000):                    # ~120 MB offered
@@ -395,13 +390,16 @@ def test_dialer_refuses_the_wrong_node_at_a_peer_address(caplog):
     async def main() -> None:
         peer = FakePeer(claim_id=3)
         port = await peer.start()
+        ups: list[int] = []
         t = PeerTransport(1, CLUSTER, {1: "127.0.0.1:1", 2: f"127.0.0.1:{port}", 3: "127.0.0.1:2"},
-                          lambda m: None)
+                          lambda m: None, lambda p, up: ups.append(p) if up else None)
         t.start()
         try:
-            await until(lambda: peer.handshakes >= 1)
-            await asyncio.sleep(0.2)
-            assert not t.connected(2)
+            # The refusal reaches the peer as an error frame; by then the dialer has decided.
+            await until(lambda: peer.errors, "the dialer to refuse node 3 at node 2's address",
+                        seen=lambda: (peer.handshakes, t.connected(2), ups))
+            assert "expected node 2" in peer.errors[0], peer.errors
+            assert not t.connected(2) and ups == [], "the wrong node was taken as peer 2"
         finally:
             await t.close()
             await peer.close()
@@ -429,13 +427,13 @@ def test_a_peer_sending_garbage_or_misaddressed_messages_is_cut_off(tmp_path, ca
                 raw = await Raw.connect(addrs[1])
                 await raw.send(encode_handshake(PROTOCOL_VERSION, ROLE_PEER, 2, CLUSTER))
                 assert (await raw.frame())[0] == FRAME_HANDSHAKE
-                await until(lambda: node.peers.connected(2))
+                await until(lambda: node.peers.connected(2), "the fake peer 2 to be attached")
                 await raw.send(payload)
                 reply = await raw.frame()
                 assert reply is not None and reply[0] == FRAME_ERROR, name
                 assert await raw.closed(), name
                 raw.close()
-                await until(lambda: not node.peers.connected(2))
+                await until(lambda: not node.peers.connected(2), f"the {name} peer to be cut off")
                 assert len(warnings_of(caplog)) == before + 1, (name, warnings_of(caplog)[before:])
             async with AsyncClient([addrs[1]], cluster_id=CLUSTER) as c:
                 assert (await c.status())["id"] == 1        # still serving

@@ -99,6 +99,9 @@ class Raft:
         self.incoming: Optional[snap.Incoming] = snap.Incoming(*partial) if partial is not None else None
         self.snapshot_chunks: list = []       # (meta, offset, data) the next Ready stores
         self.pending_install = None           # SnapshotMeta the next Ready installs
+        # Test hook (core/snapshot.py, hold_transfers): a byte offset at which this leader holds
+        # its snapshot transfers in flight; None (the default) holds nothing.
+        self.snapshot_send_hold: Optional[int] = None
         # (term, vote) last made durable: a candidate counts its own vote only once it is.
         self.durable_term_vote: tuple[int, int] = (hs.term, hs.vote)
         found = confchange.scan_log(self.log, self.log.committed + 1, self.log.last_index + 1)

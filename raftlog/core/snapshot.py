@@ -54,6 +54,7 @@ class SnapshotHost(Protocol):
     incoming: Optional["Incoming"]                # the partial snapshot being received
     snapshot_chunks: list                         # (meta, offset, data) the next Ready stores
     pending_install: Optional[SnapshotMeta]       # the snapshot the next Ready installs
+    snapshot_send_hold: Optional[int]             # test hook: see hold_transfers
 
     def send(self, m: Message) -> None:
         """Queue a message (responses about durable state wait for persistence)."""
@@ -148,6 +149,8 @@ def send_chunks(r: SnapshotHost, to: int, pr: Progress) -> bool:
         else:
             if snd.sent >= meta.size or snd.sent - snd.acked >= window:
                 break
+            if r.snapshot_send_hold is not None and snd.sent >= r.snapshot_send_hold:
+                break                        # held in flight by a test (see hold_transfers)
             try:
                 data = storage.snapshot_chunk(meta.index, snd.sent, min(chunk, meta.size - snd.sent))
             except LookupError:
@@ -161,6 +164,18 @@ def send_chunks(r: SnapshotHost, to: int, pr: Progress) -> bool:
         snd.sent += len(data)
         out = True
     return out
+
+
+def hold_transfers(r: SnapshotHost, offset: Optional[int]) -> None:
+    """Test hook: from now on the leader `r` starts no chunk of a snapshot at or past byte `offset`.
+
+    Transfers stay in flight at that offset (what was sent is still acknowledged, nothing
+    more goes out) until `hold_transfers(r, None)` releases them: sending then resumes at
+    the next heartbeat response. Tests use it to act on a transfer deterministically in
+    the middle (cut the connection, restart the follower) instead of polling to catch it.
+    Unused, it costs one comparison per chunk sent.
+    """
+    r.snapshot_send_hold = offset
 
 
 def handle_snapshot_resp(r: SnapshotHost, m: Message, pr: Progress) -> None:
