@@ -6,21 +6,20 @@ A data dir holds one LMDB environment, its snapshot files and its writer lock:
 - `DIR/snapshots/`: the snapshot files, kept by raftlog.storage.snapshot_files (complete
   snapshots written durably before a transaction here records them, the snapshot being
   received, pruning).
-- `DIR/raftlog.lock`: one writer process per data dir: open() takes an flock on it,
-  released by the OS when the process dies, so a second node on the same dir fails at once.
+- `DIR/raftlog.lock`: one writer process per data dir; the lock, the format marker and the
+  identity checked on open are raftlog.storage.datadir's.
 
 The databases:
 
 - `log`: key = entry index as 8-byte big-endian, value = the entry record exactly as the
   codec wrote it (`term u64 | kind u8 | crc32 u32 | len u32 | payload`). Keys are
   contiguous: `[log_start.index + 1, last_index]`.
-- `meta`: `format` (layout version, ASCII digits), `identity` (JSON: cluster_id, node_id,
-  created_at), `hard_state` (24 bytes: term, vote, commit as u64 big-endian, written on
-  nearly every save so it is not JSON), `conf_state` (JSON), `snapshot` (the snapshot
-  record of raftlog.storage.snapshot_files: JSON index, term, conf_state, file, size,
-  crc32), `log_start` (16 bytes: index and term of the last compacted entry; the log may
-  keep a tail below the snapshot, so this is at or below the snapshot's index; absent =
-  the snapshot's).
+- `meta`: `format` and `identity` (see raftlog.storage.datadir), `hard_state` (24 bytes:
+  term, vote, commit as u64 big-endian, written on nearly every save so it is not JSON),
+  `conf_state` (JSON), `snapshot` (the snapshot record of raftlog.storage.snapshot_files:
+  JSON index, term, conf_state, file, size, crc32), `log_start` (16 bytes: index and term
+  of the last compacted entry; the log may keep a tail below the snapshot, so this is at
+  or below the snapshot's index; absent = the snapshot's).
 
 Snapshots: `save_snapshot` has the file store write the file durably, then one transaction
 records it; the current and the previous file are kept. `install_snapshot` has the store
@@ -47,37 +46,32 @@ the writer process grew (MapResizedError) on its next read.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import struct
 import threading
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from itertools import chain, islice
 from typing import Any, Iterator, NamedTuple, Optional
 
 import lmdb
 
 from raftlog.core.messages import ConfState, HardState, SnapshotMeta
-from raftlog.errors import Closed, CorruptLogError, IdentityMismatch, RaftlogError
+from raftlog.errors import Closed, CorruptLogError
 from raftlog.hot import LogIndex, RecordBatch
 from raftlog.core.storage import check_save_range, verified
+from raftlog.storage.datadir import (FORMAT_VERSION, LOG_DB, META_DB, Identity, check_or_init_identity,
+                                     release_writer_lock, take_writer_lock)
 from raftlog.storage.snapshot_files import SnapshotFiles, decode_snapshot_record, encode_snapshot_record
 
 __all__ = ["LmdbStorage", "Identity", "FORMAT_VERSION", "DEFAULT_MAP_SIZE"]
 
-FORMAT_VERSION = 1
 DEFAULT_MAP_SIZE = 64 << 20       # grown on demand by doubling; only address space is reserved
-LOCK_FILE = "raftlog.lock"        # flock()ed by the one writer process of a data dir
 SNAPSHOT_DIR = "snapshots"
 
 _KEY = struct.Struct(">Q")
 _HARD = struct.Struct(">QQQ")
 _key = _KEY.pack
 
-_FORMAT = b"format"
-_IDENTITY = b"identity"
 _HARD_STATE = b"hard_state"
 _CONF_STATE = b"conf_state"
 _SNAPSHOT = b"snapshot"
@@ -94,26 +88,6 @@ _STREAM_CHUNK = 256
 # log_index() parses the stored records in chunks of this many entries, so that rebuilding
 # the index of a big log never holds more than one chunk's bytes in memory at once.
 _INDEX_CHUNK = 1 << 16
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who a data dir belongs to; written once when the dir is created."""
-
-    cluster_id: str
-    node_id: int
-    created_at: str
-
-    def to_json(self) -> bytes:
-        """The stored form."""
-        return json.dumps({"cluster_id": self.cluster_id, "node_id": self.node_id,
-                           "created_at": self.created_at}, sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> "Identity":
-        """The inverse of to_json."""
-        d = json.loads(raw)
-        return cls(str(d["cluster_id"]), int(d["node_id"]), str(d.get("created_at", "")))
 
 
 class _State(NamedTuple):
@@ -150,8 +124,8 @@ class LmdbStorage:
         self._identity = identity
         self._lock_fd = lock_fd
         self._files = SnapshotFiles(os.path.join(path, SNAPSHOT_DIR), sync)
-        self._log_db = env.open_db(b"log", create=False)
-        self._meta_db = env.open_db(b"meta", create=False)
+        self._log_db = env.open_db(LOG_DB, create=False)
+        self._meta_db = env.open_db(META_DB, create=False)
         self._write_lock = threading.Lock()     # one save/compact at a time
         self._map_lock = threading.Lock()       # no read txn may be open while the map is resized
         self._closed = False
@@ -177,19 +151,19 @@ class LmdbStorage:
         if readonly or not create:
             if not os.path.exists(os.path.join(path, "data.mdb")):
                 raise FileNotFoundError(f"no raftlog data dir at {path}")
-        lock_fd = None if readonly else _lock_dir(path)
+        lock_fd = None if readonly else take_writer_lock(path)
         try:
             env = lmdb.open(path, subdir=True, max_dbs=4, map_size=map_size, readonly=readonly,
                             create=create and not readonly, sync=sync, metasync=sync, lock=True)
         except BaseException:
-            _unlock_dir(lock_fd)
+            release_writer_lock(lock_fd)
             raise
         try:
-            identity = _check_or_init(env, path, node_id, cluster_id, readonly)
+            identity = check_or_init_identity(env, path, node_id, cluster_id, readonly)
             return cls(env, path, readonly=readonly, sync=sync, identity=identity, lock_fd=lock_fd)
         except BaseException:
             env.close()
-            _unlock_dir(lock_fd)
+            release_writer_lock(lock_fd)
             raise
 
     # ---------------------------------------------------------------- the Storage protocol
@@ -501,7 +475,7 @@ class LmdbStorage:
         with self._write_lock, self._map_lock:
             self._closed = True
             self._env.close()
-            _unlock_dir(self._lock_fd)
+            release_writer_lock(self._lock_fd)
             self._lock_fd = None
 
     # ---------------------------------------------------------------- beyond the protocol
@@ -698,68 +672,3 @@ def _stream(first_index: int, records: RecordBatch, n: int) -> Iterator[tuple[by
         return iter(records.items(first_index))
     return chain.from_iterable(records.slice(k, k + _STREAM_CHUNK).items(first_index + k)
                                for k in range(0, n, _STREAM_CHUNK))
-
-
-def _check_or_init(env: lmdb.Environment, path: str, node_id: Optional[int], cluster_id: Optional[str],
-                   readonly: bool) -> Identity:
-    """Check the dir's format and identity against the configuration, writing both into a new dir."""
-    if readonly:
-        try:
-            log_db = env.open_db(b"log", create=False)
-            meta_db = env.open_db(b"meta", create=False)
-        except lmdb.NotFoundError:
-            raise IdentityMismatch(f"{path} is not a raftlog data dir (no log/meta databases)") from None
-        with env.begin() as txn:
-            fmt = txn.get(_FORMAT, db=meta_db)
-            raw = txn.get(_IDENTITY, db=meta_db)
-    else:
-        with env.begin(write=True) as txn:
-            log_db = env.open_db(b"log", txn=txn)
-            meta_db = env.open_db(b"meta", txn=txn)
-            fmt = txn.get(_FORMAT, db=meta_db)
-            raw = txn.get(_IDENTITY, db=meta_db)
-            if fmt is None and raw is None and txn.stat(log_db)["entries"] == 0 \
-                    and txn.stat(meta_db)["entries"] == 0:
-                if node_id is None or cluster_id is None:
-                    raise ValueError("creating a data dir needs node_id and cluster_id")
-                if not isinstance(node_id, int) or node_id < 1:
-                    raise ValueError(f"node id must be a positive integer, got {node_id!r}")
-                created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                identity = Identity(str(cluster_id), node_id, created)
-                txn.put(_FORMAT, str(FORMAT_VERSION).encode(), db=meta_db)
-                txn.put(_IDENTITY, identity.to_json(), db=meta_db)
-                return identity
-    if fmt is None:
-        raise IdentityMismatch(f"{path} has no raftlog format marker: not a raftlog data dir")
-    if fmt != str(FORMAT_VERSION).encode():
-        raise IdentityMismatch(f"{path} has layout format {bytes(fmt).decode(errors='replace')!r}; "
-                               f"this raftlog reads format {FORMAT_VERSION}")
-    if raw is None:
-        raise IdentityMismatch(f"{path} has no identity record")
-    found = Identity.from_json(raw)
-    wrong = []
-    if node_id is not None and found.node_id != node_id:
-        wrong.append(f"node id {found.node_id} (expected {node_id})")
-    if cluster_id is not None and found.cluster_id != cluster_id:
-        wrong.append(f"cluster id {found.cluster_id!r} (expected {cluster_id!r})")
-    if wrong:
-        raise IdentityMismatch(f"data dir {path} belongs to another node: found " + " and ".join(wrong))
-    return found
-
-
-def _lock_dir(path: str) -> int:
-    """Take the data dir's writer lock (flock, released by the OS when the process dies)."""
-    os.makedirs(path, exist_ok=True)
-    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RaftlogError(f"data dir {path} is already open for writing (by this or another process)") from None
-    return fd
-
-
-def _unlock_dir(fd: Optional[int]) -> None:
-    if fd is not None:
-        os.close(fd)
-
