@@ -1,23 +1,30 @@
-"""LmdbStorage: the durable Storage of a node, one LMDB environment per data dir.
+"""LmdbStorage: the durable Storage of a node: the log and its small state in LMDB transactions.
 
-Layout (format 1), two named databases in `DIR/data.mdb`:
+A data dir holds one LMDB environment, its snapshot files and its writer lock:
+
+- `DIR/data.mdb`: layout format 1, two named databases, described below.
+- `DIR/snapshots/`: the snapshot files, kept by raftlog.storage.snapshot_files (complete
+  snapshots written durably before a transaction here records them, the snapshot being
+  received, pruning).
+- `DIR/raftlog.lock`: one writer process per data dir; the lock, the format marker and the
+  identity checked on open are raftlog.storage.datadir's.
+
+The databases:
 
 - `log`: key = entry index as 8-byte big-endian, value = the entry record exactly as the
   codec wrote it (`term u64 | kind u8 | crc32 u32 | len u32 | payload`). Keys are
-  contiguous: `[snapshot.index + 1, last_index]`.
-- `meta`: `format` (layout version, ASCII digits), `identity` (JSON: cluster_id, node_id,
-  created_at), `hard_state` (24 bytes: term, vote, commit as u64 big-endian, written on
-  nearly every save so it is not JSON), `conf_state` (JSON), `snapshot` (JSON: index,
-  term, conf_state, file, size, crc32), `log_start` (16 bytes: index and term of the
-  last compacted entry; the log may keep a tail below the snapshot, so this is at or
-  below the snapshot's index; absent = the snapshot's).
+  contiguous: `[log_start.index + 1, last_index]`.
+- `meta`: `format` and `identity` (see raftlog.storage.datadir), `hard_state` (24 bytes:
+  term, vote, commit as u64 big-endian, written on nearly every save so it is not JSON),
+  `conf_state` (JSON), `snapshot` (the snapshot record of raftlog.storage.snapshot_files:
+  JSON index, term, conf_state, file, size, crc32), `log_start` (16 bytes: index and term
+  of the last compacted entry; the log may keep a tail below the snapshot, so this is at
+  or below the snapshot's index; absent = the snapshot's).
 
-Snapshots are files in `DIR/snapshots/` named `snap-<index>-<term>.bin`, written under a
-temporary name, fsynced, renamed and the directory fsynced before a transaction records
-them (`save_snapshot`); the current and the previous one are kept. A snapshot being
-received from a leader grows in `incoming.part` (described by `incoming.json`), one
-durable chunk at a time, and `install_snapshot` checks its size and crc32, renames it
-into place and empties the log in one transaction.
+Snapshots: `save_snapshot` has the file store write the file durably, then one transaction
+records it; the current and the previous file are kept. `install_snapshot` has the store
+check the received snapshot's size and crc32 and promote it into place, then one
+transaction empties the log and records it.
 
 Durability: with `sync=True` (the default) `save` returns after LMDB's commit has fsynced
 data and meta pages, so a save that returned survives power loss. With `sync=False` the
@@ -36,43 +43,35 @@ transaction that hits MapFullError is aborted, the map grown (at least doubled; 
 requires that no transaction of this process is open meanwhile, so resizing waits for
 reads in flight) and the whole transaction redone. A readonly opener adopts a map that
 the writer process grew (MapResizedError) on its next read.
-
-One writer process per data dir: open() takes an flock on `DIR/raftlog.lock`, released
-by the OS when the process dies, so a second node on the same dir fails at once.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import struct
 import threading
-import zlib
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from itertools import chain, islice
 from typing import Any, Iterator, NamedTuple, Optional
 
 import lmdb
 
 from raftlog.core.messages import ConfState, HardState, SnapshotMeta
-from raftlog.errors import Closed, CorruptLogError, IdentityMismatch, RaftlogError
+from raftlog.errors import Closed, CorruptLogError
 from raftlog.hot import LogIndex, RecordBatch
 from raftlog.core.storage import check_save_range, verified
+from raftlog.storage.datadir import (FORMAT_VERSION, LOG_DB, META_DB, Identity, check_or_init_identity,
+                                     release_writer_lock, take_writer_lock)
+from raftlog.storage.snapshot_files import SnapshotFiles, decode_snapshot_record, encode_snapshot_record
 
 __all__ = ["LmdbStorage", "Identity", "FORMAT_VERSION", "DEFAULT_MAP_SIZE"]
 
-FORMAT_VERSION = 1
 DEFAULT_MAP_SIZE = 64 << 20       # grown on demand by doubling; only address space is reserved
-LOCK_FILE = "raftlog.lock"        # flock()ed by the one writer process of a data dir
 SNAPSHOT_DIR = "snapshots"
 
 _KEY = struct.Struct(">Q")
 _HARD = struct.Struct(">QQQ")
 _key = _KEY.pack
 
-_FORMAT = b"format"
-_IDENTITY = b"identity"
 _HARD_STATE = b"hard_state"
 _CONF_STATE = b"conf_state"
 _SNAPSHOT = b"snapshot"
@@ -91,26 +90,6 @@ _STREAM_CHUNK = 256
 _INDEX_CHUNK = 1 << 16
 
 
-@dataclass(frozen=True)
-class Identity:
-    """Who a data dir belongs to; written once when the dir is created."""
-
-    cluster_id: str
-    node_id: int
-    created_at: str
-
-    def to_json(self) -> bytes:
-        """The stored form."""
-        return json.dumps({"cluster_id": self.cluster_id, "node_id": self.node_id,
-                           "created_at": self.created_at}, sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> "Identity":
-        """The inverse of to_json."""
-        d = json.loads(raw)
-        return cls(str(d["cluster_id"]), int(d["node_id"]), str(d.get("created_at", "")))
-
-
 class _State(NamedTuple):
     """Everything small the storage answers from memory; replaced whole after each commit.
 
@@ -124,20 +103,6 @@ class _State(NamedTuple):
     snapshot_file: Optional[str]
     last_index: int
     start: tuple[int, int]      # (index, term) of the last compacted entry: the log holds (start, last]
-
-
-def _encode_snapshot(snapshot: SnapshotMeta, file: Optional[str]) -> bytes:
-    return json.dumps({"index": snapshot.index, "term": snapshot.term,
-                       "conf_state": snapshot.conf_state.to_dict(), "file": file,
-                       "size": snapshot.size, "crc32": snapshot.crc32}).encode()
-
-
-def _decode_snapshot(raw: Optional[bytes]) -> tuple[SnapshotMeta, Optional[str]]:
-    if raw is None:
-        return SnapshotMeta(), None
-    d = json.loads(raw)
-    return SnapshotMeta(int(d["index"]), int(d["term"]), ConfState.from_dict(d.get("conf_state") or {}),
-                        int(d.get("size", 0)), int(d.get("crc32", 0))), d.get("file")
 
 
 class LmdbStorage:
@@ -158,8 +123,9 @@ class LmdbStorage:
         self._sync = sync
         self._identity = identity
         self._lock_fd = lock_fd
-        self._log_db = env.open_db(b"log", create=False)
-        self._meta_db = env.open_db(b"meta", create=False)
+        self._files = SnapshotFiles(os.path.join(path, SNAPSHOT_DIR), sync)
+        self._log_db = env.open_db(LOG_DB, create=False)
+        self._meta_db = env.open_db(META_DB, create=False)
         self._write_lock = threading.Lock()     # one save/compact at a time
         self._map_lock = threading.Lock()       # no read txn may be open while the map is resized
         self._closed = False
@@ -185,19 +151,19 @@ class LmdbStorage:
         if readonly or not create:
             if not os.path.exists(os.path.join(path, "data.mdb")):
                 raise FileNotFoundError(f"no raftlog data dir at {path}")
-        lock_fd = None if readonly else _lock_dir(path)
+        lock_fd = None if readonly else take_writer_lock(path)
         try:
             env = lmdb.open(path, subdir=True, max_dbs=4, map_size=map_size, readonly=readonly,
                             create=create and not readonly, sync=sync, metasync=sync, lock=True)
         except BaseException:
-            _unlock_dir(lock_fd)
+            release_writer_lock(lock_fd)
             raise
         try:
-            identity = _check_or_init(env, path, node_id, cluster_id, readonly)
+            identity = check_or_init_identity(env, path, node_id, cluster_id, readonly)
             return cls(env, path, readonly=readonly, sync=sync, identity=identity, lock_fd=lock_fd)
         except BaseException:
             env.close()
-            _unlock_dir(lock_fd)
+            release_writer_lock(lock_fd)
             raise
 
     # ---------------------------------------------------------------- the Storage protocol
@@ -367,7 +333,7 @@ class LmdbStorage:
                 return
             drop = max(0, min(snapshot.index, st.last_index) - st.start[0])
             whole_log = snapshot.index >= st.last_index
-            meta = _encode_snapshot(snapshot, file)
+            meta = encode_snapshot_record(snapshot, file)
             while True:
                 try:
                     with self._env.begin(write=True) as txn:
@@ -401,18 +367,17 @@ class LmdbStorage:
         self._check_writable()
         if snapshot.index <= self._state.snapshot.index:
             return self._state.snapshot
-        name = f"snap-{snapshot.index:016d}-{snapshot.term}.bin"
-        size, crc = _write_file_durably(self.snapshot_dir, name, _pieces(data))
+        name, size, crc = self._files.write(snapshot.index, snapshot.term, data)
         meta = SnapshotMeta(snapshot.index, snapshot.term, snapshot.conf_state, size, crc)
         with self._write_lock:
             st = self._state
             if meta.index <= st.snapshot.index:
-                _remove_quietly(os.path.join(self.snapshot_dir, name))
+                self._files.remove(name)
                 return st.snapshot
-            self._put_meta({_SNAPSHOT: _encode_snapshot(meta, name),
+            self._put_meta({_SNAPSHOT: encode_snapshot_record(meta, name),
                             _LOG_START: _START.pack(*st.start)})
             self._state = st._replace(snapshot=meta, snapshot_file=name, last_index=max(st.last_index, meta.index))
-            self._keep_files({name, st.snapshot_file})
+            self._files.keep_only({name, st.snapshot_file})
         return meta
 
     def compact_log(self, index: int, *, batch: int = 16384) -> None:
@@ -448,76 +413,26 @@ class LmdbStorage:
     def snapshot_path(self) -> Optional[str]:
         """The current snapshot's file (None when there is none)."""
         name = self._current().snapshot_file
-        return os.path.join(self.snapshot_dir, name) if name else None
+        return self._files.path(name) if name else None
 
     def snapshot_data(self) -> bytes:
         """The current snapshot's bytes (b"" when there is none)."""
-        path = self.snapshot_path()
-        if path is None:
-            return b""
-        with open(path, "rb") as f:
-            return f.read()
+        name = self._current().snapshot_file
+        return self._files.read(name) if name else b""
 
     def snapshot_chunk(self, index: int, offset: int, size: int) -> bytes:
         """Bytes `[offset, offset + size)` of the snapshot at `index` (current or previous); LookupError if gone."""
         st = self._current()
-        name = st.snapshot_file if st.snapshot.index == index else None
-        if name is None:
-            prefix = f"snap-{index:016d}-"
-            try:
-                name = next((n for n in os.listdir(self.snapshot_dir) if n.startswith(prefix)), None)
-            except FileNotFoundError:
-                name = None
-        if name is None:
-            raise LookupError(f"snapshot {index} is not held")
-        try:
-            with open(os.path.join(self.snapshot_dir, name), "rb") as f:
-                f.seek(offset)
-                return f.read(size)
-        except FileNotFoundError:
-            raise LookupError(f"snapshot {index} is not held") from None
+        return self._files.read_chunk(index, offset, size, st.snapshot_file if st.snapshot.index == index else None)
 
     def incoming_snapshot(self) -> Optional[tuple[SnapshotMeta, int, int]]:
         """The partial snapshot being received: `(meta, bytes held, their crc32)`, or None."""
-        meta_path = os.path.join(self.snapshot_dir, _INCOMING_META)
-        try:
-            with open(meta_path, "rb") as f:
-                meta, _ = _decode_snapshot(f.read())
-            size, crc = 0, 0
-            with open(os.path.join(self.snapshot_dir, _INCOMING), "rb") as f:
-                while True:
-                    piece = f.read(1 << 20)
-                    if not piece:
-                        break
-                    size += len(piece)
-                    crc = zlib.crc32(piece, crc)
-        except (FileNotFoundError, ValueError, KeyError):
-            return None
-        if size > meta.size:
-            return None
-        return meta, size, crc
+        return self._files.incoming()
 
     def write_snapshot_chunk(self, meta: SnapshotMeta, offset: int, data: bytes) -> None:
         """Append one received chunk to the partial snapshot, durably (offset 0 starts a new one). IndexError on a gap."""
         self._check_writable()
-        d = self.snapshot_dir
-        os.makedirs(d, exist_ok=True)
-        part = os.path.join(d, _INCOMING)
-        if offset == 0:
-            _write_file_durably(d, _INCOMING_META, [_encode_snapshot(meta, None)], sync=self._sync)
-            mode = "wb"
-        else:
-            held = self.incoming_snapshot()
-            if held is None or held[0] != meta or held[1] != offset:
-                raise IndexError(f"snapshot chunk at {offset} does not continue the partial snapshot")
-            mode = "ab"
-        with open(part, mode) as f:
-            f.write(data)
-            f.flush()
-            if self._sync:
-                os.fsync(f.fileno())
-        if offset == 0 and self._sync:
-            _fsync_dir(d)
+        self._files.append_chunk(meta, offset, data)
 
     def install_snapshot(self, meta: SnapshotMeta) -> None:
         """Replace the log by the received snapshot `meta`: verify, fsync, rename, then one transaction.
@@ -527,27 +442,18 @@ class LmdbStorage:
         (meta.index, meta.term) and the snapshot's configuration.
         """
         self._check_writable()
-        held = self.incoming_snapshot()
-        if held is None or held[0] != meta or held[1] != meta.size or held[2] != meta.crc32:
-            raise CorruptLogError(meta.index, "received snapshot is incomplete or fails its crc32")
-        d = self.snapshot_dir
-        name = f"snap-{meta.index:016d}-{meta.term}.bin"
-        part = os.path.join(d, _INCOMING)
-        with open(part, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(part, os.path.join(d, name))
-        _fsync_dir(d)
+        name = self._files.promote_incoming(meta)
         with self._write_lock:
             st = self._state
-            puts = {_SNAPSHOT: _encode_snapshot(meta, name), _LOG_START: _START.pack(meta.index, meta.term)}
+            puts = {_SNAPSHOT: encode_snapshot_record(meta, name), _LOG_START: _START.pack(meta.index, meta.term)}
             if meta.conf_state.voters:
                 puts[_CONF_STATE] = json.dumps(meta.conf_state.to_dict()).encode()
             self._put_meta(puts, drop_log=True)
             self._state = st._replace(snapshot=meta, snapshot_file=name, last_index=meta.index,
                                       start=(meta.index, meta.term),
                                       conf_state=meta.conf_state if meta.conf_state.voters else st.conf_state)
-            self._keep_files({name})
-        _remove_quietly(os.path.join(d, _INCOMING_META))
+            self._files.keep_only({name})
+        self._files.forget_incoming()
 
     def _put_meta(self, puts: dict, drop_log: bool = False) -> None:
         """One write transaction of meta puts (and optionally emptying the log); the map grows on demand."""
@@ -562,16 +468,6 @@ class LmdbStorage:
             except lmdb.MapFullError:
                 self._grow(0)
 
-    def _keep_files(self, keep: set) -> None:
-        """Remove snapshot files not in `keep` (the partial incoming snapshot stays)."""
-        try:
-            names = os.listdir(self.snapshot_dir)
-        except FileNotFoundError:
-            return
-        for n in names:
-            if n.startswith("snap-") and n not in keep:
-                _remove_quietly(os.path.join(self.snapshot_dir, n))
-
     def close(self) -> None:
         """Release the environment and the data dir lock; the storage is unusable afterwards. Idempotent."""
         if self._closed:
@@ -579,7 +475,7 @@ class LmdbStorage:
         with self._write_lock, self._map_lock:
             self._closed = True
             self._env.close()
-            _unlock_dir(self._lock_fd)
+            release_writer_lock(self._lock_fd)
             self._lock_fd = None
 
     # ---------------------------------------------------------------- beyond the protocol
@@ -592,7 +488,7 @@ class LmdbStorage:
     @property
     def snapshot_dir(self) -> str:
         """Where snapshot files live: `DIR/snapshots/`."""
-        return os.path.join(self._path, SNAPSHOT_DIR)
+        return self._files.directory
 
     @property
     def readonly(self) -> bool:
@@ -700,7 +596,7 @@ class LmdbStorage:
         hard = HardState(*_HARD.unpack(raw)) if raw is not None else HardState()
         raw = get(_CONF_STATE, db=self._meta_db)
         conf = ConfState.from_dict(json.loads(raw)) if raw is not None else None
-        snapshot, file = _decode_snapshot(get(_SNAPSHOT, db=self._meta_db))
+        snapshot, file = decode_snapshot_record(get(_SNAPSHOT, db=self._meta_db))
         raw = get(_LOG_START, db=self._meta_db)
         start = tuple(_START.unpack(raw)) if raw is not None else (snapshot.index, snapshot.term)
         cur = txn.cursor(self._log_db)
@@ -776,126 +672,3 @@ def _stream(first_index: int, records: RecordBatch, n: int) -> Iterator[tuple[by
         return iter(records.items(first_index))
     return chain.from_iterable(records.slice(k, k + _STREAM_CHUNK).items(first_index + k)
                                for k in range(0, n, _STREAM_CHUNK))
-
-
-def _check_or_init(env: lmdb.Environment, path: str, node_id: Optional[int], cluster_id: Optional[str],
-                   readonly: bool) -> Identity:
-    """Check the dir's format and identity against the configuration, writing both into a new dir."""
-    if readonly:
-        try:
-            log_db = env.open_db(b"log", create=False)
-            meta_db = env.open_db(b"meta", create=False)
-        except lmdb.NotFoundError:
-            raise IdentityMismatch(f"{path} is not a raftlog data dir (no log/meta databases)") from None
-        with env.begin() as txn:
-            fmt = txn.get(_FORMAT, db=meta_db)
-            raw = txn.get(_IDENTITY, db=meta_db)
-    else:
-        with env.begin(write=True) as txn:
-            log_db = env.open_db(b"log", txn=txn)
-            meta_db = env.open_db(b"meta", txn=txn)
-            fmt = txn.get(_FORMAT, db=meta_db)
-            raw = txn.get(_IDENTITY, db=meta_db)
-            if fmt is None and raw is None and txn.stat(log_db)["entries"] == 0 \
-                    and txn.stat(meta_db)["entries"] == 0:
-                if node_id is None or cluster_id is None:
-                    raise ValueError("creating a data dir needs node_id and cluster_id")
-                if not isinstance(node_id, int) or node_id < 1:
-                    raise ValueError(f"node id must be a positive integer, got {node_id!r}")
-                created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                identity = Identity(str(cluster_id), node_id, created)
-                txn.put(_FORMAT, str(FORMAT_VERSION).encode(), db=meta_db)
-                txn.put(_IDENTITY, identity.to_json(), db=meta_db)
-                return identity
-    if fmt is None:
-        raise IdentityMismatch(f"{path} has no raftlog format marker: not a raftlog data dir")
-    if fmt != str(FORMAT_VERSION).encode():
-        raise IdentityMismatch(f"{path} has layout format {bytes(fmt).decode(errors='replace')!r}; "
-                               f"this raftlog reads format {FORMAT_VERSION}")
-    if raw is None:
-        raise IdentityMismatch(f"{path} has no identity record")
-    found = Identity.from_json(raw)
-    wrong = []
-    if node_id is not None and found.node_id != node_id:
-        wrong.append(f"node id {found.node_id} (expected {node_id})")
-    if cluster_id is not None and found.cluster_id != cluster_id:
-        wrong.append(f"cluster id {found.cluster_id!r} (expected {cluster_id!r})")
-    if wrong:
-        raise IdentityMismatch(f"data dir {path} belongs to another node: found " + " and ".join(wrong))
-    return found
-
-
-_INCOMING = "incoming.part"         # a snapshot being received, as far as it has arrived
-_INCOMING_META = "incoming.json"    # which snapshot that is (meta with size and crc32)
-
-
-def _pieces(data: Any) -> Iterator[bytes]:
-    """bytes, a binary file-like object or an iterable of bytes, as pieces."""
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        yield bytes(data)
-    elif hasattr(data, "read"):
-        while True:
-            piece = data.read(1 << 20)
-            if not piece:
-                return
-            yield piece
-    else:
-        for piece in data:
-            yield bytes(piece)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file_durably(directory: str, name: str, pieces: Any, sync: bool = True) -> tuple[int, int]:
-    """Write `pieces` to directory/name via a temp file: write, fsync, rename, fsync the dir. Returns (size, crc32)."""
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{threading.get_ident()}-{name}")
-    size = 0
-    crc = 0
-    try:
-        with open(tmp, "wb") as f:
-            for piece in pieces:
-                f.write(piece)
-                size += len(piece)
-                crc = zlib.crc32(piece, crc)
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(directory, name))
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    if sync:
-        _fsync_dir(directory)
-    return size, crc
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-def _lock_dir(path: str) -> int:
-    """Take the data dir's writer lock (flock, released by the OS when the process dies)."""
-    os.makedirs(path, exist_ok=True)
-    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RaftlogError(f"data dir {path} is already open for writing (by this or another process)") from None
-    return fd
-
-
-def _unlock_dir(fd: Optional[int]) -> None:
-    if fd is not None:
-        os.close(fd)
-
