@@ -28,12 +28,12 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any, AsyncIterator, Iterable, Iterator, Optional, Union
+from typing import Any, AsyncIterator, BinaryIO, Iterable, Iterator, Optional, Union
 
 from raftlog.core.messages import SnapshotMeta
 from raftlog.entry import Entry
-from raftlog.errors import Closed, Compacted, NotLeader, ProposalDropped, Timeout
-from raftlog.hot import KIND_DATA, RecordBatch
+from raftlog.errors import Closed, Compacted, NotLeader, RaftlogError, Timeout
+from raftlog.hot import ERR_BAD_REQUEST, ERR_NOT_LEADER, ERR_SHUTTING_DOWN, ERR_TIMEOUT, KIND_DATA, RecordBatch
 from raftlog.runtime.node import Node, NodeConfig
 from raftlog.runtime.peers import parse_peers
 from raftlog.runtime.snapshots import DEFAULT_EVERY_BYTES, DEFAULT_EVERY_ENTRIES, DEFAULT_TAIL_ENTRIES
@@ -74,21 +74,75 @@ class _Failed:
         self.exc = exc
 
 
-class _Waiter:
-    """A local proposal waiting for its entries `[first, first + count)` to commit in `term`."""
+class _LocalWaiter:
+    """A local append's outcome (a proposals.Waiter): its future ends with the entries' Appended or an error."""
 
-    __slots__ = ("first", "count", "term", "future", "results")
+    __slots__ = ("owner", "count", "future", "first", "results")
 
-    def __init__(self, first: int, count: int, term: int, future: asyncio.Future) -> None:
-        self.first = first
+    def __init__(self, owner: "RaftLog", count: int, future: asyncio.Future) -> None:
+        self.owner = owner
         self.count = count
-        self.term = term
         self.future = future
-        self.results: list = [None] * count
+        self.first = 0
+        self.results: Optional[list] = None      # what apply returned per entry (with a state machine)
+
+    @property
+    def gone(self) -> bool:
+        """True once nobody awaits the future (timed out, cancelled)."""
+        return self.future.done()
+
+    def proposed(self, first: int, term: int) -> None:
+        """With a state machine, collect what its apply returns for `[first, first + count)`."""
+        self.first = first
+        if self.owner.state_machine is not None:
+            self.results = [None] * self.count
+            waiting = self.owner._waiting
+            for i in range(first, first + self.count):
+                waiting[i] = self
+
+    def forget(self) -> None:
+        """Stop collecting results (the append was answered, or nobody waits any more)."""
+        if self.results is not None:
+            waiting = self.owner._waiting
+            for i in range(self.first, self.first + self.count):
+                if waiting.get(i) is self:
+                    del waiting[i]
+
+    def appended(self, first: int, count: int) -> None:
+        """Committed: every entry's Appended, or the first exception the state machine's apply raised."""
+        self.forget()
+        if self.future.done():
+            return
+        results = self.results or [None] * count
+        failed = next((r for r in results if isinstance(r, _Failed)), None)
+        if failed is not None:
+            self.future.set_exception(failed.exc)
+        else:
+            self.future.set_result([Appended(first + k, r) for k, r in enumerate(results)])
+
+    def failed(self, code: int, message: str) -> None:
+        """The append failed: the matching typed exception (NotLeader names the leader)."""
+        self.forget()
+        if self.future.done():
+            return
+        owner = self.owner
+        if code == ERR_NOT_LEADER:
+            node = owner._node
+            leader = node.leader_id if node is not None else 0
+            exc: BaseException = NotLeader(leader, (node.address_of(leader) or None) if node is not None else None)
+        elif code == ERR_TIMEOUT:
+            exc = Timeout(f"{message} (request timeout {owner.request_timeout} s)")
+        elif code == ERR_SHUTTING_DOWN:
+            exc = Closed("the log was closed; the outcome is unknown")
+        elif code == ERR_BAD_REQUEST:
+            exc = ValueError(message)
+        else:
+            exc = RaftlogError(message)
+        self.future.set_exception(exc)
 
 
 class _App:
-    """Adapts a user state machine to the node's Application protocol; answers local proposers."""
+    """Adapts a user state machine to the node's Application protocol; records results for local appends."""
 
     def __init__(self, owner: "RaftLog", machine: Any) -> None:
         self.owner = owner
@@ -97,52 +151,30 @@ class _App:
 
     def apply(self, first: int, batch: RecordBatch) -> None:
         owner = self.owner
-        waiting = owner._waiting
         machine = self.machine
-        if machine is not None or waiting:
+        if machine is not None:
+            waiting = owner._waiting
             for index, term, kind, payload in batch.entries(first):
-                result = None
-                if machine is not None and kind == KIND_DATA:
-                    try:
-                        result = machine.apply(Entry(index, term, bytes(payload)))
-                    except Exception as exc:
-                        # The entry is committed whatever apply thinks of it; a deterministic
-                        # machine raises the same on every member. The proposer gets the error.
-                        log.warning("state machine apply raised at index %d: %r", index, exc)
-                        result = _Failed(exc)
-                w = waiting.pop(index, None)
-                if w is not None:
-                    owner._settle(w, index, term, result)
+                if kind != KIND_DATA:
+                    continue
+                try:
+                    result = machine.apply(Entry(index, term, bytes(payload)))
+                except Exception as exc:
+                    # The entry is committed whatever apply thinks of it; a deterministic
+                    # machine raises the same on every member. The proposer gets the error.
+                    log.warning("state machine apply raised at index %d: %r", index, exc)
+                    result = _Failed(exc)
+                w = waiting.get(index)
+                if w is not None and w.results is not None:
+                    w.results[index - w.first] = result
         owner._committed_signal()
 
     def snapshot(self) -> Any:
-        # The client session table (exactly-once appends, runtime/sessions.py) rides in front
-        # of the machine's image: it is a function of the log, and the log below the
-        # snapshot is compacted away (issue 7: sessions survive snapshots).
-        from raftlog.runtime.sessions import wrap_snapshot
-        node = self.owner._node
-        table = node.sessions.table if node is not None else None
-        return wrap_snapshot(table, self.machine.snapshot())
+        return self.machine.snapshot()
 
-    def restore(self, meta: SnapshotMeta, path: Optional[str]) -> None:
-        if path is None or not self.stateful:
-            return
-        from raftlog.runtime.sessions import unwrap_snapshot
-        with open_file(path) as f:
-            image, table = unwrap_snapshot(f)
-            # At start-up the node is not yet ours: it picks the table up in sessions.rebuild().
-            self.restored_sessions = table
-            node = self.owner._node
-            if table is not None and node is not None:
-                node.sessions.load(table)
+    def restore(self, meta: SnapshotMeta, image: Optional[BinaryIO]) -> None:
+        if image is not None:
             self.machine.restore(image)
-        log.info("state machine restored from snapshot %d (%d bytes)", meta.index, meta.size)
-
-
-def open_file(path: str):
-    """open() under another name: this module's `open` is raftlog.open."""
-    import builtins
-    return builtins.open(path, "rb")
 
 
 class RaftLog:
@@ -177,7 +209,7 @@ class RaftLog:
         self.request_timeout = request_timeout
         self.state_machine = state_machine
         self._node: Optional[Node] = None
-        self._waiting: dict[int, _Waiter] = {}      # index of a local proposal's entry -> its waiter
+        self._waiting: dict[int, _LocalWaiter] = {}   # entry index -> its local append (with a state machine)
         self._signal: Optional[asyncio.Future] = None
         self._closed = False
 
@@ -210,10 +242,7 @@ class RaftLog:
         self._closed = True
         node = self._node
         if node is not None:
-            await node.stop()
-        for w in list(self._waiting.values()):
-            if not w.future.done():
-                w.future.set_exception(Closed("the log was closed; the outcome is unknown"))
+            await node.stop()        # fails every pending append with Closed
         self._waiting.clear()
         self._committed_signal()
 
@@ -292,64 +321,26 @@ class RaftLog:
         return (await self.append_many([data]))[0]
 
     async def append_many(self, items: Iterable[bytes]) -> list[Appended]:
-        """Append entries as one batch (consecutive indexes); return each one's Appended once all are committed."""
+        """Append entries as one batch (consecutive indexes); return each one's Appended once all are committed.
+
+        The batch takes the node's one propose path (runtime/proposals.py), as a client's
+        Append does: appends made in one event-loop turn become one proposal and share one
+        transaction.
+        """
         payloads = [bytes(x) for x in items]
         if not payloads:
             return []
         node = self._live()
         deadline = time.monotonic() + self.request_timeout
-        while True:
-            try:
-                if not node.write_budget_left():
-                    raise ProposalDropped("the next transaction is full")
-                node.service.flush_staged()      # client appends read before this one go first
-                first, term = node.raw.propose(payloads)
-                break
-            except NotLeader as exc:
-                leader = exc.leader_id or node.raw.leader_id
-                raise NotLeader(leader, node.address_of(leader) or None) from None
-            except ProposalDropped:
-                if time.monotonic() >= deadline:
-                    raise Timeout("the leader kept refusing the proposal (over its budget)") from None
-                await asyncio.sleep(0.002)
-                node = self._live()
-        n = len(payloads)
-        node.note_unwritten(n, sum(len(p) for p in payloads))
         fut = asyncio.get_running_loop().create_future()
-        w = _Waiter(first, n, term, fut)
-        for i in range(first, first + n):
-            old = self._waiting.pop(i, None)
-            if old is not None and not old.future.done():   # truncated while we followed another leader
-                old.future.set_exception(NotLeader(node.raw.leader_id, None))
-            self._waiting[i] = w
-        node.kick()
+        waiter = _LocalWaiter(self, len(payloads), fut)
+        node.proposals.submit(RecordBatch.encode(0, KIND_DATA, payloads), deadline, waiter)
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
+            return await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
-            for i in range(first, first + n):
-                if self._waiting.get(i) is w:
-                    del self._waiting[i]
-            raise Timeout(f"entries at {first}..{first + n - 1} not committed within {self.request_timeout} s; "
+            waiter.forget()
+            raise Timeout(f"{len(payloads)} entries not committed within {self.request_timeout} s; "
                           "the outcome is unknown") from None
-
-    def _settle(self, w: _Waiter, index: int, term: int, result: Any) -> None:
-        """Entry `index` of waiter `w` committed in `term`: record its result, answer when the last one is in."""
-        if w.future.done():
-            return
-        if term != w.term:
-            # Another leader's entry took this index: ours was truncated (never committed).
-            for i in range(w.first, w.first + w.count):
-                if self._waiting.get(i) is w:
-                    del self._waiting[i]
-            w.future.set_exception(NotLeader(self._node.raw.leader_id if self._node else 0, None))
-            return
-        w.results[index - w.first] = result
-        if index == w.first + w.count - 1:
-            failed = next((r for r in w.results if isinstance(r, _Failed)), None)
-            if failed is not None:
-                w.future.set_exception(failed.exc)
-            else:
-                w.future.set_result([Appended(w.first + k, r) for k, r in enumerate(w.results)])
 
     def _committed_signal(self) -> None:
         sig = self._signal
@@ -432,7 +423,7 @@ class RaftLog:
         node = self._live()
         addrs = [node.cfg.address] + [a for i, a in sorted(node.cfg.peers.items()) if i != node.node_id]
         return AsyncClient(addrs, cluster_id=node.cfg.cluster_id, timeout=node.cfg.request_timeout,
-                           tls=getattr(node.cfg, "tls", None), secret=getattr(node.cfg, "secret", None))
+                           tls=node.cfg.tls, secret=node.cfg.secret)
 
     async def _admin(self, call: Any) -> Any:
         client = self._admin_client()

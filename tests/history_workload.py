@@ -41,7 +41,7 @@ from raftlog.hot import (
     encode_read,
 )
 
-from raftlog.runtime.reads import consistency_code
+from raftlog.runtime.wire import consistency_code
 
 REPLY_TIMEOUT = 3.0          # seconds an operation waits for its reply before it is unknown
 

@@ -49,7 +49,7 @@ from raftlog.hot import (
     encode_status,
 )
 from raftlog.runtime import listener as transport_mod
-from raftlog.runtime import server as server_mod
+from raftlog.runtime import replies as replies_mod
 from raftlog.runtime.client import AsyncClient
 
 from async_wait import until
@@ -184,7 +184,7 @@ def test_an_unfinished_frame_over_the_role_limit_closes_the_connection(tmp_path,
 
 
 def test_pipelined_reads_from_a_client_that_does_not_read_stay_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr(server_mod, "REPLY_BACKLOG_BYTES", 1 << 20)
+    monkeypatch.setattr(replies_mod, "REPLY_BACKLOG_BYTES", 1 << 20)
     n_reads = 300
 
     async def main() -> None:

@@ -1,5 +1,8 @@
-"""ClientService bookkeeping without sockets: one pending record per request, settled by the committed term."""
+"""The client service and the node's propose path without sockets: one pending record per request, settled by the
+committed term."""
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import (
@@ -12,8 +15,14 @@ from raftlog.hot import (
     KIND_DATA,
     FrameDecoder,
     RecordBatch,
+    encode_error,
 )
+from raftlog.runtime.membership import Membership
+from raftlog.runtime.proposals import Proposals
+from raftlog.runtime.reads import Reads
+from raftlog.runtime.replies import send_reply
 from raftlog.runtime.server import ClientService
+from raftlog.runtime.sessions import SessionService
 
 
 class FakeConn:
@@ -53,10 +62,16 @@ class FakeRaw:
 
 
 class FakeNode:
+    """NodePort (runtime/port.py) over a scripted engine."""
+
     def __init__(self) -> None:
         self.raw = FakeRaw()
         self.node_id = 1
         self.leader_id = 2
+        self.storage = None
+        self.applied_index = 0
+        self.corrupt_index = None
+        self.stopping = False
         self.kicks = 0
         self.budget = 1 << 30          # entries the next transaction may still take
         self.unwritten = 0             # entries counted against it (Node.note_unwritten)
@@ -73,12 +88,79 @@ class FakeNode:
     def address_of(self, node_id: int) -> str:
         return f"127.0.0.1:{7000 + node_id}"
 
+    def add_peer(self, node_id: int, address: str) -> None:
+        pass
+
+    def status(self) -> dict:
+        return {"id": self.node_id}
+
+    def reply(self, conn, frame: bytes) -> None:
+        send_reply(conn, frame)
+
+    def error(self, conn, request_id: int, code: int, message: str) -> None:
+        leader = self.leader_id if code == ERR_NOT_LEADER else 0
+        send_reply(conn, encode_error(request_id, code, leader, self.address_of(leader) if leader else "", message))
+
+
+class Request(NamedTuple):
+    first: int
+    count: int
+    request_id: int
+    deadline: float
+
+
+class Service:
+    """The client service with the node's propose path, wired as Node wires them; the node's calls by name."""
+
+    def __init__(self, node: FakeNode, request_timeout: float) -> None:
+        self.proposals = Proposals(node, on_backlog=lambda waiting: self.client.on_backlog(waiting))
+        self.client = ClientService(node, self.proposals, SessionService(node, self.proposals), Membership(node),
+                                    Reads(node, request_timeout), request_timeout=request_timeout)
+
+    def handler_for(self, conn) -> ClientService:
+        return self.client.handler_for(conn)
+
+    def append(self, conn, request_id: int, records: RecordBatch) -> None:
+        self.client.append(conn, request_id, records)
+
+    def flush_staged(self) -> None:
+        self.proposals.flush()
+
+    def on_committed(self, first: int, batch: RecordBatch) -> None:
+        self.proposals.on_committed(first, batch)
+
+    def after_apply(self) -> None:
+        self.proposals.retry()
+
+    def expire(self, now: float) -> None:
+        self.proposals.expire(now)
+
+    def shutdown(self) -> None:
+        self.proposals.shutdown()
+        self.client.shutdown()
+
+    @staticmethod
+    def _view(reqs) -> list[Request]:
+        return [Request(p.first, p.count, p.waiter.request_id, p.deadline) for p in reqs]
+
+    @property
+    def pending(self) -> list[Request]:
+        return self._view(self.proposals.pending)
+
+    @property
+    def orphans(self) -> list[Request]:
+        return self._view(self.proposals.orphans)
+
+    @property
+    def backlog(self) -> list[Request]:
+        return [Request(0, len(w.records), w.waiter.request_id, w.deadline) for w in self.proposals.backlog]
+
 
 def batch(n: int, term: int = 0) -> RecordBatch:
     return RecordBatch.encode(term, KIND_DATA, [b"p%d" % i for i in range(n)])
 
 
-def append(svc: ClientService, conn: FakeConn, request_id: int, records: RecordBatch) -> None:
+def append(svc: Service, conn: FakeConn, request_id: int, records: RecordBatch) -> None:
     """One request alone in its event-loop turn: read, then proposed at the node's next Ready pass."""
     svc.append(conn, request_id, records)
     svc.flush_staged()
@@ -86,7 +168,7 @@ def append(svc: ClientService, conn: FakeConn, request_id: int, records: RecordB
 
 def setup():
     node = FakeNode()
-    svc = ClientService(node, request_timeout=5.0)
+    svc = Service(node, request_timeout=5.0)
     conn = FakeConn()
     svc.handler_for(conn)
     return node, svc, conn

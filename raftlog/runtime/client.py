@@ -27,6 +27,7 @@ from raftlog.hot import (
     ERR_BAD_REQUEST,
     ERR_CLUSTER_MISMATCH,
     ERR_NOT_LEADER,
+    ERR_SESSION_EXPIRED,
     ERR_SHUTTING_DOWN,
     ERR_TIMEOUT,
     ERR_TOO_LARGE,
@@ -50,7 +51,7 @@ from raftlog.hot import (
 )
 from raftlog.runtime.auth import ConnectorAuth
 from raftlog.runtime.peers import parse_address, parse_peers
-from raftlog.runtime.reads import consistency_code
+from raftlog.runtime.wire import admin_request, consistency_code
 
 __all__ = ["AsyncClient", "Client", "RequestRejected", "Addresses"]
 
@@ -345,7 +346,7 @@ class AsyncClient:
             raise Timeout(f"{conn.address}: {message}")
         if code in (ERR_TOO_LARGE, ERR_BAD_REQUEST):
             raise RequestRejected(code, f"{conn.address}: {message}")
-        if code == 9:   # runtime/sessions.py ERR_SESSION_EXPIRED
+        if code == ERR_SESSION_EXPIRED:
             raise SessionExpired(f"{conn.address}: {message}; the request's outcome is unknown")
         raise RaftlogError(f"{conn.address}: error {code}: {message}")
 
@@ -473,7 +474,6 @@ class AsyncClient:
     # -- membership and leadership (issue 7; requests are handled by runtime/membership.py) ----
     async def _admin(self, body: dict, timeout: Optional[float] = None) -> tuple[int, int]:
         """Send an admin request to the leader; `(index, count)` of its Appended reply."""
-        from raftlog.runtime.membership import admin_request
         records = admin_request(body)
 
         def handle(conn: _Connection, reply: tuple) -> tuple[int, int]:

@@ -1,12 +1,8 @@
 """Membership and leadership administration for a running node: the runtime side of issue 7.
 
 Requests. An admin request travels as a client Append whose single record has kind
-KIND_CONF and a JSON body (the server never proposes such a record as it is):
-
-    {"op": "add", "id": 4, "address": "127.0.0.1:7004", "learner": true}
-    {"op": "remove", "id": 2}
-    {"op": "promote", "id": 4, "max_lag": 0}      (max_lag: wait until the learner is that close)
-    {"op": "transfer", "to": 3}
+KIND_CONF and a JSON body (runtime/wire.py's admin_request; the server never proposes such
+a record as it is). `max_lag` in a promotion waits until the learner is that close.
 
 It is answered with Appended(request_id, index, count): for a change, the index of its
 configuration entry once the change is complete (committed, joint phase left), count 1, or
@@ -19,38 +15,27 @@ Peers. Every configuration the engine takes into use carries the members' addres
 node hands new ones to the transport (`learn`), so a member added by address is dialed
 without any restart, and a node started with `--join` learns the whole cluster from the log.
 
-Joining. `Joiner` runs on a node started with `--join ADDR`: it asks the cluster (through
-ADDR, following redirects) to add it as a learner, then asks for its promotion with a lag
-bound: the leader promotes it once its log is within `max_lag` entries of the leader's.
+Joining: runtime/joiner.py (a node started with `--join` asks the cluster to add it).
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from raftlog.core import confchange
 from raftlog.core.messages import ConfState
 from raftlog.core.raft import Role
 from raftlog.errors import NotLeader, ProposalDropped
-from raftlog.hot import ERR_BAD_REQUEST, ERR_NOT_LEADER, ERR_TIMEOUT, KIND_CONF, RecordBatch, encode_appended
+from raftlog.hot import ERR_BAD_REQUEST, ERR_NOT_LEADER, ERR_TIMEOUT, RecordBatch, encode_appended
+from raftlog.runtime.port import NodePort
 
 if TYPE_CHECKING:
     from raftlog.runtime.connection import Connection
-    from raftlog.runtime.node import Node
 
 log = logging.getLogger("raftlog.membership")
-
-DEFAULT_PROMOTE_LAG = 64      # a learner within this many entries of the leader is promoted (--join)
-
-
-def admin_request(body: dict) -> RecordBatch:
-    """The records of an admin request (what the client sends in an Append)."""
-    return RecordBatch.encode(0, KIND_CONF, [json.dumps(body, separators=(",", ":")).encode()])
-
 
 def changes_for(body: dict) -> list[dict]:
     """The engine's change list for an admin request body; ValueError when malformed."""
@@ -104,8 +89,8 @@ class _Op:
 class Membership:
     """Admin requests of one node's client service, and the addresses its transport dials."""
 
-    def __init__(self, node: "Node") -> None:
-        self.node = node
+    def __init__(self, port: NodePort) -> None:
+        self.port = port
         self.ops: list[_Op] = []
         self.committed_conf_index = 0     # index of the last configuration entry seen committed
         self.last_committed_conf: Optional[ConfState] = None
@@ -130,15 +115,15 @@ class Membership:
         except (ValueError, KeyError, TypeError, confchange.ConfChangeError) as exc:
             self._error(conn, request_id, ERR_BAD_REQUEST, str(exc))
             return
-        log.info("node %d: admin request %s", self.node.node_id, body)
+        log.info("node %d: admin request %s", self.port.node_id, body)
         self.ops.append(op)
         self.poll()
 
     def _error(self, conn: "Connection", request_id: int, code: int, message: str) -> None:
-        self.node.service._error(conn, request_id, code, message)
+        self.port.error(conn, request_id, code, message)
 
     def _reply(self, op: _Op, index: int, count: int) -> None:
-        self.node.service._reply(op.conn, encode_appended(op.request_id, index, count))
+        self.port.reply(op.conn, encode_appended(op.request_id, index, count))
 
     def poll(self) -> None:
         """Move every waiting request forward; called after each Ready and from the timer."""
@@ -167,7 +152,7 @@ class Membership:
         self.ops = keep
 
     def _step(self, op: _Op, now: float) -> bool:
-        raw = self.node.raw
+        raw = self.port.raw
         if op.transfer_to:
             return self._step_transfer(op)
         if op.index:
@@ -201,11 +186,11 @@ class Membership:
             op.index, op.term = raw.propose_conf_change(op.changes)
         except ProposalDropped:
             return False
-        self.node.kick()
+        self.port.kick()
         return False
 
     def _step_transfer(self, op: _Op) -> bool:
-        raw = self.node.raw
+        raw = self.port.raw
         if op.started:
             if raw.leader_id == op.transfer_to:
                 self._reply(op, 0, 0)
@@ -225,7 +210,7 @@ class Membership:
             return True
         raw.transfer_leadership(op.transfer_to)
         op.started = True
-        self.node.kick()
+        self.port.kick()
         return False
 
     # -- what the node tells us -------------------------------------------------------------
@@ -239,12 +224,10 @@ class Membership:
 
     def learn(self, conf: ConfState) -> None:
         """The engine took `conf` into use: give the transport every new address; note our own removal."""
-        node = self.node
+        node = self.port
         for nid, address in confchange.address_map(conf).items():
-            if nid != node.node_id and node.cfg.peers.get(nid) != address:
-                node.cfg.peers[nid] = address
-                if node.peers is not None:
-                    node.peers.add_peer(nid, address)
+            if nid != node.node_id and node.address_of(nid) != address:
+                node.add_peer(nid, address)
                 log.info("node %d learned the address of node %d: %s", node.node_id, nid, address)
         everyone = confchange.members(conf)
         if conf.voters and node.node_id not in everyone:
@@ -254,77 +237,3 @@ class Membership:
                 self.removed_logged = True
         else:
             self.removed_logged = False
-
-    def members(self) -> list[dict]:
-        """The member table of status(): id, address, voter, match."""
-        return self.node.raw.members()
-
-
-class Joiner:
-    """Makes a node started with `--join` a member: added as a learner, then promoted once caught up."""
-
-    def __init__(self, node: "Node", join_address: str, *, promote: bool = True,
-                 max_lag: int = DEFAULT_PROMOTE_LAG) -> None:
-        self.node = node
-        self.join_address = join_address
-        self.promote = promote
-        self.max_lag = max_lag
-        self.task: Optional[asyncio.Task] = None
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self.run())
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except (asyncio.CancelledError, Exception):
-                pass
-
-    def _role_in_conf(self) -> str:
-        conf = self.node.raw.conf_state
-        nid = self.node.node_id
-        if nid in conf.voters or nid in conf.voters_outgoing:
-            return "voter"
-        if nid in conf.learners:
-            return "learner"
-        return "none"
-
-    async def run(self) -> None:
-        """Retry until this node is a voter (or a learner, when promotion is off)."""
-        from raftlog.runtime.client import AsyncClient
-        node = self.node
-        nid = node.node_id
-        while True:
-            role = self._role_in_conf()
-            if role == "voter" or (role == "learner" and not self.promote):
-                log.info("node %d joined the cluster as a %s", nid, role)
-                return
-            client = AsyncClient([self.join_address, *[a for i, a in node.cfg.peers.items() if i != nid]],
-                                 cluster_id=node.cfg.cluster_id, timeout=30.0,
-                                 tls=getattr(node.cfg, "tls", None), secret=getattr(node.cfg, "secret", None))
-            try:
-                if role == "none":
-                    await client.add_member(nid, node.cfg.address, learner=True)
-                    log.info("node %d was added as a learner", nid)
-                elif self.promote:
-                    await client.promote(nid, max_lag=self.max_lag)
-                    log.info("node %d was promoted to voter", nid)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:   # keep trying: the cluster may be electing, or busy with a change
-                log.info("node %d: join step failed, retrying: %s", nid, exc)
-                await asyncio.sleep(0.5)
-            finally:
-                await client.close()
-            # The change is committed; wait until our own log holds it.
-            for _ in range(100):
-                if self._role_in_conf() != role:
-                    break
-                await asyncio.sleep(0.05)
-
-
-def members_from_status(status: dict) -> list[dict[str, Any]]:
-    """The `members` list of a leader's status (what `raftlog members` prints)."""
-    return list(status.get("member_table") or [])

@@ -38,14 +38,20 @@ from raftlog.core import confchange
 from raftlog.core.config import Config
 from raftlog.core.messages import Message
 from raftlog.core.rawnode import RawNode, Role
+from raftlog.core.messages import SnapshotMeta
 from raftlog.errors import CorruptLogError
+from raftlog.hot import ERR_NOT_LEADER, encode_error
+from raftlog.runtime.connection import Connection
+from raftlog.runtime.joiner import DEFAULT_PROMOTE_LAG, Joiner
 from raftlog.runtime.listener import Listener
-from raftlog.runtime.membership import DEFAULT_PROMOTE_LAG, Joiner, Membership
+from raftlog.runtime.membership import Membership
 from raftlog.runtime.peer_transport import PeerTransport
 from raftlog.runtime.peers import parse_address
+from raftlog.runtime.proposals import Proposals
 from raftlog.runtime.reads import Reads
-from raftlog.runtime.sessions import SessionService
+from raftlog.runtime.replies import send_reply
 from raftlog.runtime.server import ClientService
+from raftlog.runtime.sessions import SessionService, unwrap_snapshot, wrap_snapshot
 from raftlog.runtime.snapshots import Snapshotter
 
 log = logging.getLogger("raftlog.node")
@@ -126,14 +132,16 @@ def open_storage(cfg: NodeConfig) -> Any:
 
 
 class Node:
-    """One running member: its engine, its storage, its port. `await start()`, then `await stop()`."""
+    """One running member: its engine, its storage, its port. `await start()`, then `await stop()`.
+
+    It implements NodePort (runtime/port.py) for its services, and is the only one that hands
+    them committed entries, read states and polls.
+    """
 
     def __init__(self, cfg: NodeConfig, *, storage: Any = None, rng: Optional[random.Random] = None,
                  app: Any = None) -> None:
         self.cfg = cfg
         self.app = app                        # an Application (runtime/snapshots.py), or None: the log is the product
-        self.snapshots = Snapshotter(self, every_entries=cfg.snapshot_every, every_bytes=cfg.snapshot_bytes,
-                                     tail_entries=cfg.snapshot_tail)
         self.node_id = cfg.node_id
         self._storage_arg = storage
         self._rng = rng or random.Random(int.from_bytes(os.urandom(8), "big"))
@@ -141,10 +149,15 @@ class Node:
         self.raw: Any = None
         self.peers: Optional[PeerTransport] = None
         self.listener: Optional[Listener] = None
-        self.service = ClientService(self, request_timeout=cfg.request_timeout)
+        self.proposals = Proposals(self, on_backlog=self._on_backlog)
         self.membership = Membership(self)
         self.reads = Reads(self, cfg.request_timeout)
-        self.sessions = SessionService(self)
+        self.sessions = SessionService(self, self.proposals)
+        self.service = ClientService(self, self.proposals, self.sessions, self.membership, self.reads,
+                                     request_timeout=cfg.request_timeout)
+        self.snapshots = Snapshotter(self, self._capture if app is not None else None,
+                                     every_entries=cfg.snapshot_every, every_bytes=cfg.snapshot_bytes,
+                                     tail_entries=cfg.snapshot_tail)
         self.joiner: Optional[Joiner] = None
         self.applied_index = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftlog-writer-{cfg.node_id}")
@@ -180,15 +193,16 @@ class Node:
             # The log is the state machine: whatever was durably committed before a restart
             # counts as applied, so the engine does not hand the whole log out again.
             applied = self.storage.hard_state().commit
-            if self.app is not None and getattr(self.app, "stateful", True):
+            restored_sessions = None
+            if self.app is not None and self.app.stateful:
                 # An application's state is not durable by itself: restore its snapshot and
                 # let the engine hand out the log tail after it again.
                 meta = self.storage.snapshot_meta()
-                self.app.restore(meta, self.storage.snapshot_path() if meta.index else None)
+                restored_sessions = self._restore_app(meta)
                 applied = meta.index
             self.raw = RawNode(self.cfg.engine_config(applied), self.storage, self._rng)
             self.applied_index = self.raw.applied_index
-            self.sessions.rebuild()
+            self.sessions.rebuild(restored_sessions)
             self._shown = (str(self.raw.role), self.raw.leader_id, self.raw.term)
             # The stored configuration (replicated with every change) knows the members'
             # addresses better than the command line does.
@@ -210,7 +224,10 @@ class Node:
             self.peers.accept_unknown = True    # we learn the members from the log
         self.peers.start()
         if self.cfg.join:
-            self.joiner = Joiner(self, self.cfg.join, promote=self.cfg.promote, max_lag=self.cfg.promote_lag)
+            self.joiner = Joiner(self, self.cfg.join, self.cfg.address, cluster_id=self.cfg.cluster_id,
+                                 member_addresses=lambda: [a for i, a in self.cfg.peers.items() if i != self.node_id],
+                                 tls=self.cfg.tls, secret=self.cfg.secret, promote=self.cfg.promote,
+                                 max_lag=self.cfg.promote_lag)
             self.joiner.start()
         self._tick_origin = time.monotonic()
         self._schedule_tick()
@@ -244,7 +261,9 @@ class Node:
             await self.joiner.stop()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
+        self.proposals.shutdown()      # answered before the client connections close
         self.service.shutdown()
+        self.reads.shutdown()
         if self.listener is not None:
             await self.listener.close()
         if self.peers is not None:
@@ -346,7 +365,7 @@ class Node:
             msg = deferred.popleft()
             self.note_unwritten(len(msg.entries), msg.entries.nbytes)
             self._step(msg)
-        self.service.after_apply()
+        self._after_apply()
 
     def _on_peer(self, peer_id: int, up: bool) -> None:
         """The transport's connection to `peer_id` came up or went down."""
@@ -376,7 +395,7 @@ class Node:
             self.raw.tick()
         self._ticks += max(elapsed, 0)
         if self._ticks % 10 == 0:
-            self.service.expire(now)
+            self.proposals.expire(now)
             self.membership.poll()
             self.reads.expire(now)
             self.sessions.poll()
@@ -413,7 +432,7 @@ class Node:
         self._kick_scheduled = False
         if self._stopping:
             return
-        self.service.flush_staged()
+        self.proposals.flush()
         raw = self.raw
         if self._inflight is not None:
             # A write is running. What needs no durability goes now instead of after it:
@@ -581,8 +600,10 @@ class Node:
             # The installed snapshot replaces the state machine before anything after it applies.
             log.info("node %d installed snapshot %d (term %d, %d bytes)", self.node_id, rd.snapshot.index,
                      rd.snapshot.term, rd.snapshot.size)
-            if self.app is not None:
-                self.app.restore(rd.snapshot, self.storage.snapshot_path())
+            if self.app is not None and self.app.stateful:
+                table = self._restore_app(rd.snapshot)
+                if table is not None:
+                    self.sessions.load(table)
             self.applied_index = max(self.applied_index, rd.snapshot.index)
         self._send(rd.persisted_messages)
         self.raw.advance(rd)
@@ -590,20 +611,50 @@ class Node:
         self.kick()
 
     def _apply(self, committed: list) -> None:
-        """Hand committed batches to the client service (answers their requests), in index order."""
-        service = self.service
+        """Hand committed batches, in index order, to the application and every service (answers their requests)."""
         app = self.app
+        membership, sessions, proposals = self.membership, self.sessions, self.proposals
         for first, batch in committed:
             n = len(batch)
             if n:
                 if app is not None:
                     app.apply(first, batch)
                     self.snapshots.note_applied(batch.nbytes)
-                service.on_committed(first, batch)
+                membership.on_committed(first, batch)
+                sessions.on_committed(first, batch)
+                proposals.on_committed(first, batch)
                 self.applied_index = first + n - 1
-        service.after_apply()
+        self._after_apply()
         if app is not None:
             self.snapshots.maybe_take()
+
+    def _after_apply(self) -> None:
+        """Let every service move on after an apply or a fresh write budget: waiting proposals, admin
+        requests, released reads, waiting session appends."""
+        self.proposals.retry()
+        self.membership.poll()
+        self.reads.serve()
+        self.sessions.poll()
+
+    def _on_backlog(self, waiting: bool) -> None:
+        """Proposals started or stopped waiting for the write budget: the client service stops or resumes reading."""
+        self.service.on_backlog(waiting)
+
+    def _capture(self) -> Any:
+        """The snapshot's bytes: the session table, then the application's image (runtime/sessions.py)."""
+        return wrap_snapshot(self.sessions.table, self.app.snapshot())
+
+    def _restore_app(self, meta: SnapshotMeta) -> Optional[bytes]:
+        """Restore the application from snapshot `meta` (index 0: nothing to restore); the session table it carried."""
+        path = self.storage.snapshot_path() if meta.index else None
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            image, table = unwrap_snapshot(f)
+            self.app.restore(meta, image)
+        log.info("node %d restored its state machine from snapshot %d (%d bytes)", self.node_id, meta.index,
+                 meta.size)
+        return table
 
     def _send(self, messages: list) -> None:
         peers = self.peers
@@ -628,15 +679,38 @@ class Node:
         else:
             log.debug("node %d is %s in term %d (leader unknown)", self.node_id, role, term)
 
-    # -- queries ----------------------------------------------------------------------------
+    # -- NodePort (runtime/port.py): what the services use -----------------------------------
     @property
     def leader_id(self) -> int:
         """The leader this node knows of (0 when none)."""
         return self.raw.leader_id if self.raw is not None else 0
 
+    @property
+    def stopping(self) -> bool:
+        """True once the node began shutting down."""
+        return self._stopping
+
     def address_of(self, node_id: int) -> str:
         """HOST:PORT of member `node_id` ("" when unknown)."""
         return self.cfg.peers.get(node_id, "")
+
+    def add_peer(self, node_id: int, address: str) -> None:
+        """Member `node_id` is at `address` (learned from a configuration): remember it and dial it."""
+        self.cfg.peers[node_id] = address
+        if self.peers is not None:
+            self.peers.add_peer(node_id, address)
+
+    def reply(self, conn: Connection, frame: bytes) -> None:
+        """Send a reply frame to a client (runtime/replies.py: backpressure included)."""
+        send_reply(conn, frame)
+
+    def error(self, conn: Connection, request_id: int, code: int, message: str) -> None:
+        """Answer a request with an error; not-leader names the leader and its address when known."""
+        leader_id = self.leader_id if code == ERR_NOT_LEADER else 0
+        send_reply(conn, encode_error(request_id, code, leader_id, self.address_of(leader_id) if leader_id else "",
+                                      message))
+
+    # -- queries ----------------------------------------------------------------------------
 
     def status(self) -> dict:
         """The node's status as JSON-ready data (the fields of `raftlog status --json` and more)."""
@@ -659,7 +733,7 @@ class Node:
             "configuration": confchange.describe(raw.conf_state),
             "connected": sorted(p for p in self.cfg.peers if peers is not None and peers.connected(p)),
             "dropped_messages": {str(p): n for p, n in sorted(peers.dropped.items())} if peers is not None else {},
-            "pending_requests": len(self.service.pending),
+            "pending_requests": len(self.proposals),
             "writes": self.writes,
             "storage_error": self.storage_error,
             "corrupt_index": self.corrupt_index,

@@ -1,7 +1,9 @@
-"""Linearizable and lease reads on a running node (the runtime side of core/readonly.py).
+"""Reads on a running node: stale reads at once, linearizable and lease reads after their read index
+(the runtime side of core/readonly.py).
 
 Wire: a Read request carries its consistency in its own byte (READ_STALE, READ_LINEARIZABLE,
-READ_LEASE from the codec); a stale read gets this node's applied entries at once.
+READ_LEASE, runtime/wire.py); it returns committed data entries (KIND_DATA only, each with
+its index) from this node's applied log, bounded by count and bytes.
 
 A linearizable (or lease) read asks the engine for a read index with a fresh context; when
 a Ready releases it, the read waits until this node has applied that far and is then served
@@ -16,24 +18,20 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from raftlog.errors import NotLeader
-from raftlog.hot import ERR_NOT_LEADER, ERR_TIMEOUT, READ_LEASE, READ_LINEARIZABLE, READ_STALE
+from raftlog.errors import CorruptLogError, NotLeader
+from raftlog.hot import ERR_INTERNAL, ERR_NOT_LEADER, ERR_TIMEOUT, KIND_DATA, READ_LEASE, READ_STALE, RecordBatch, \
+    encode_entries
+from raftlog.runtime.port import NodePort
+from raftlog.runtime.replies import MAX_READ_BYTES
 
 if TYPE_CHECKING:
     from raftlog.runtime.connection import Connection
-    from raftlog.runtime.node import Node
 
 log = logging.getLogger("raftlog.reads")
 
-CONSISTENCY = {"stale": READ_STALE, "linearizable": READ_LINEARIZABLE, "lease": READ_LEASE}
-
-
-def consistency_code(consistency: str) -> int:
-    """The Read frame's consistency byte for "linearizable", "lease" or "stale"; ValueError otherwise."""
-    try:
-        return CONSISTENCY[consistency]
-    except KeyError:
-        raise ValueError(f"consistency must be one of {', '.join(CONSISTENCY)}, not {consistency!r}") from None
+DEFAULT_READ_ENTRIES = 1000
+MAX_READ_ENTRIES = 100_000
+DEFAULT_READ_BYTES = 1 << 20
 
 
 @dataclass
@@ -48,27 +46,62 @@ class _Read:
 
 
 class Reads:
-    """Reads of one node waiting for their read index, then for the node to apply that far."""
+    """One node's reads: stale ones answered at once, the others waiting for their read index, then for the apply."""
 
-    def __init__(self, node: "Node", timeout: float) -> None:
-        self.node = node
+    def __init__(self, port: NodePort, timeout: float) -> None:
+        self.port = port
         self.timeout = timeout
         self.pending: dict[bytes, _Read] = {}
         self._seq = 0
 
     def request(self, conn: "Connection", request_id: int, start: int, max_entries: int, max_bytes: int,
-                code: int) -> None:
-        """A Read that asks for consistency `code` (READ_LINEARIZABLE or READ_LEASE)."""
+                consistency: int = READ_STALE) -> None:
+        """A Read of committed data entries from `start`: up to max_entries and max_bytes (0 = the defaults)."""
+        if consistency == READ_STALE:
+            self.serve_stale(conn, request_id, start, max_entries, max_bytes)
+            return
         self._seq += 1
         ctx = b"rd" + self._seq.to_bytes(8, "big")
         try:
-            self.node.raw.read_index(ctx, lease=code == READ_LEASE)
+            self.port.raw.read_index(ctx, lease=consistency == READ_LEASE)
         except NotLeader:
-            self.node.service._error(conn, request_id, ERR_NOT_LEADER,
-                                     "no leader known: a linearizable read needs one")
+            self.port.error(conn, request_id, ERR_NOT_LEADER, "no leader known: a linearizable read needs one")
             return
         self.pending[ctx] = _Read(conn, request_id, start, max_entries, max_bytes, time.monotonic() + self.timeout)
-        self.node.kick()
+        self.port.kick()
+
+    def serve_stale(self, conn: "Connection", request_id: int, start: int, max_entries: int, max_bytes: int) -> None:
+        """Answer a read from this node's applied log at once."""
+        port = self.port
+        max_entries = min(max_entries or DEFAULT_READ_ENTRIES, MAX_READ_ENTRIES)
+        max_bytes = min(max_bytes or DEFAULT_READ_BYTES, MAX_READ_BYTES)
+        storage = port.storage
+        start = max(start, 1, storage.first_index())
+        hi = min(port.applied_index, start + max_entries - 1)   # inclusive
+        if start > hi:
+            port.reply(conn, encode_entries(request_id, start, (), b""))
+            return
+        try:
+            batch = storage.records(start, hi + 1, max_bytes)
+        except CorruptLogError as exc:
+            # Never served: the reader gets an error naming the index, status shows it, and
+            # the operator repairs the stopped node from the cluster (`raftlog repair`).
+            if port.corrupt_index is None:
+                log.error("node %d: %s; not serving it (stop the node and run `raftlog repair DIR --peers ...`)",
+                          port.node_id, exc)
+            port.corrupt_index = exc.index
+            port.error(conn, request_id, ERR_INTERNAL, str(exc))
+            return
+        except IndexError:   # compacted under us: the client retries from first_index
+            port.reply(conn, encode_entries(request_id, storage.first_index(), (), b""))
+            return
+        n = len(batch)
+        keep = [i for i in range(n) if batch.kind(i) == KIND_DATA]
+        if len(keep) == n:
+            records: RecordBatch | bytes = batch
+        else:
+            records = b"".join([batch.record(i) for i in keep])
+        port.reply(conn, encode_entries(request_id, start + n, [start + i for i in keep], records))
 
     def on_read_states(self, states: list) -> None:
         """A Ready released reads `(index, ctx)`: note their index, serve those already applied."""
@@ -82,12 +115,12 @@ class Reads:
         """Answer every released read whose index this node has applied."""
         if not self.pending:
             return
-        applied = self.node.applied_index
+        applied = self.port.applied_index
         done = [ctx for ctx, r in self.pending.items() if r.index is not None and r.index <= applied]
         for ctx in done:
             r = self.pending.pop(ctx)
             if not r.conn.closed:
-                self.node.service.read(r.conn, r.request_id, r.start, r.max_entries, r.max_bytes)
+                self.serve_stale(r.conn, r.request_id, r.start, r.max_entries, r.max_bytes)
 
     def expire(self, now: float) -> None:
         """Time out reads that were not released (no quorum, leader lost) or not applied in time."""
@@ -95,8 +128,8 @@ class Reads:
         for ctx in late:
             r = self.pending.pop(ctx)
             if not r.conn.closed:
-                self.node.service._error(r.conn, r.request_id, ERR_TIMEOUT,
-                                         "the read could not be confirmed by a quorum in time")
+                self.port.error(r.conn, r.request_id, ERR_TIMEOUT, "the read could not be confirmed by a quorum in time")
 
     def shutdown(self) -> None:
+        """Forget every waiting read (their connections are closing)."""
         self.pending.clear()

@@ -21,15 +21,17 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, NamedTuple, Optional
 
 from raftlog.core.sessions import DEFAULT_TIMEOUT_MS, SessionFront, SessionTable, decode_header, restamp
 from raftlog.errors import NotLeader, ProposalDropped
-from raftlog.hot import ERR_BAD_REQUEST, ERR_NOT_LEADER, ERR_TIMEOUT, RecordBatch, encode_appended
+from raftlog.hot import ERR_BAD_REQUEST, ERR_NOT_LEADER, ERR_SESSION_EXPIRED, ERR_TIMEOUT, RecordBatch, \
+    encode_appended
+from raftlog.runtime.port import NodePort
+from raftlog.runtime.proposals import Proposals
+from raftlog.runtime.replies import ClientWaiter
 
 if TYPE_CHECKING:
     from raftlog.runtime.connection import Connection
-    from raftlog.runtime.node import Node
 
 log = logging.getLogger("raftlog.sessions")
 
-ERR_SESSION_EXPIRED = 9
 REBUILD_CHUNK_BYTES = 4 << 20
 
 
@@ -45,8 +47,9 @@ class _Op(NamedTuple):
 class SessionService:
     """One node's session table and the leader's handling of session appends."""
 
-    def __init__(self, node: "Node", timeout_ms: int = DEFAULT_TIMEOUT_MS) -> None:
-        self.node = node
+    def __init__(self, port: NodePort, proposals: Proposals, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> None:
+        self.port = port
+        self.proposals = proposals
         self.table = SessionTable(timeout_ms)
         self.front = SessionFront(self.table)
         self.waiting: list[_Op] = []
@@ -56,22 +59,20 @@ class SessionService:
         self.table = SessionTable.from_bytes(data)
         self.front.table = self.table
         self.front.inflight.clear()
-        log.info("node %d: %d client sessions restored from a snapshot (log position %d)", self.node.node_id,
+        log.info("node %d: %d client sessions restored from a snapshot (log position %d)", self.port.node_id,
                  len(self.table.sessions), self.table.position)
 
-    def rebuild(self) -> None:
+    def rebuild(self, restored: Optional[bytes] = None) -> None:
         """Apply the session headers of the log already applied (start-up): the table is a function of the log.
 
-        A snapshot restored at start carries the table up to its position; only the log after it is scanned.
+        `restored`: the table a snapshot restored at start carried (it covers the log up to
+        its position); only the log after it is scanned.
         """
-        app = getattr(self.node, "app", None)
-        restored = getattr(app, "restored_sessions", None)
         if restored is not None:
             self.load(restored)
-            app.restored_sessions = None
-        storage = self.node.storage
+        storage = self.port.storage
         lo = max(storage.first_index(), self.table.position + 1)
-        hi = self.node.applied_index
+        hi = self.port.applied_index
         n = 0
         while lo <= hi:
             batch = storage.records(lo, hi + 1, REBUILD_CHUNK_BYTES)
@@ -79,10 +80,11 @@ class SessionService:
             lo += len(batch)
             n += len(batch)
         if self.table.sessions:
-            log.info("node %d: %d client sessions rebuilt from %d log entries", self.node.node_id,
+            log.info("node %d: %d client sessions rebuilt from %d log entries", self.port.node_id,
                      len(self.table.sessions), n)
 
     def on_committed(self, first: int, batch: RecordBatch) -> None:
+        """Committed entries: apply their session headers to the table."""
         self.table.apply_batch(first, batch)
         self.front.applied_to(first + len(batch) - 1)
 
@@ -94,7 +96,7 @@ class SessionService:
             if seq < 1 or count != len(records) - 1 or count < 1:
                 raise ValueError("the header's count must match the data records that follow it")
         except ValueError as exc:
-            self.node.service._error(conn, request_id, ERR_BAD_REQUEST, f"bad session append: {exc}")
+            self.port.error(conn, request_id, ERR_BAD_REQUEST, f"bad session append: {exc}")
             return
         op = _Op(conn, request_id, records, session, seq, time.monotonic() + timeout)
         if not self._try(op):
@@ -102,45 +104,39 @@ class SessionService:
 
     def _try(self, op: _Op) -> bool:
         """Answer or propose `op`; False when it must wait (new leader not ready, budget full)."""
-        node = self.node
-        service = node.service
-        raw = node.raw
+        port = self.port
+        raw = port.raw
         if str(raw.role) != "leader":
-            service._error(op.conn, op.request_id, ERR_NOT_LEADER, "not the leader")
+            port.error(op.conn, op.request_id, ERR_NOT_LEADER, "not the leader")
             return True
         state, res = self.front.check(raw, op.session, op.seq)
         if state == "wait":
             return False
         if state == "done":
-            log.debug("node %d: session %d seq %d already applied at %d", node.node_id, op.session, op.seq, res[0])
-            service._reply(op.conn, encode_appended(op.request_id, res[0], res[1]))
+            log.debug("node %d: session %d seq %d already applied at %d", port.node_id, op.session, op.seq, res[0])
+            port.reply(op.conn, encode_appended(op.request_id, res[0], res[1]))
             return True
         if state == "pending":
             first, count, term = res
-            service.orphans.append(service._pending_type(first + count - 1, term, first, count, op.conn,
-                                                         op.request_id, op.deadline))
+            self.proposals.watch(first, count, term, op.deadline, ClientWaiter(port, op.conn, op.request_id))
             return True
         if state == "expired":
-            service._error(op.conn, op.request_id, ERR_SESSION_EXPIRED,
-                           f"session {op.session:x} expired (idle past {self.table.timeout_ms} ms of log time)")
+            port.error(op.conn, op.request_id, ERR_SESSION_EXPIRED,
+                       f"session {op.session:x} expired (idle past {self.table.timeout_ms} ms of log time)")
             return True
-        if not node.write_budget_left():
+        if not port.write_budget_left():
             return False
         batch = restamp(op.records, raw.term, int(time.time() * 1000))
-        service.flush_staged()      # plain appends read before this one go first
         try:
-            index, term = raw.propose(batch)
+            index, term = self.proposals.propose_now(batch)     # after plain appends read before it
         except NotLeader:
-            service._error(op.conn, op.request_id, ERR_NOT_LEADER, "not the leader")
+            port.error(op.conn, op.request_id, ERR_NOT_LEADER, "not the leader")
             return True
         except ProposalDropped:
             return False
         count = len(batch) - 1
         self.front.proposed(op.session, op.seq, index, count, term)
-        node.note_unwritten(len(batch), batch.nbytes)
-        service._track(service._pending_type(index + count, term, index + 1, count, op.conn, op.request_id,
-                                             op.deadline))
-        node.kick()
+        self.proposals.track(index + 1, count, term, op.deadline, ClientWaiter(port, op.conn, op.request_id))
         return True
 
     def poll(self) -> None:
@@ -153,7 +149,7 @@ class SessionService:
             if op.conn.closed:
                 continue
             if now > op.deadline:
-                self.node.service._error(op.conn, op.request_id, ERR_TIMEOUT, "not proposed in time")
+                self.port.error(op.conn, op.request_id, ERR_TIMEOUT, "not proposed in time")
                 continue
             if not self._try(op):
                 keep.append(op)

@@ -23,13 +23,11 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Optional, Protocol
+from typing import Any, BinaryIO, Callable, Optional, Protocol
 
 from raftlog.core.messages import SnapshotMeta
 from raftlog.hot import RecordBatch
-
-if TYPE_CHECKING:
-    from raftlog.runtime.node import Node
+from raftlog.runtime.port import NodePort
 
 log = logging.getLogger("raftlog.snapshots")
 
@@ -41,22 +39,27 @@ DEFAULT_TAIL_ENTRIES = 10_000
 class Application(Protocol):
     """What a node drives when it runs a state machine (raftlog.embed implements it)."""
 
+    stateful: bool      # True: its state lives in snapshots (restored at start); False: it only watches the log
+
     def apply(self, first: int, batch: RecordBatch) -> None:
         """Apply committed entries `[first, first + len(batch))` in order (every kind; skip internal ones)."""
 
     def snapshot(self) -> Any:
         """The state after the last applied entry: bytes, a binary file-like object or an iterable of bytes."""
 
-    def restore(self, meta: SnapshotMeta, path: Optional[str]) -> None:
-        """Replace the state by the snapshot `meta` stored at `path` (None: no snapshot, start empty)."""
+    def restore(self, meta: SnapshotMeta, image: Optional[BinaryIO]) -> None:
+        """Replace the state by snapshot `meta`'s application image (None: no snapshot, start empty)."""
 
 
 class Snapshotter:
     """Takes snapshots of a node's application and compacts its log; see the module docstring."""
 
-    def __init__(self, node: "Node", *, every_entries: int = DEFAULT_EVERY_ENTRIES,
-                 every_bytes: int = DEFAULT_EVERY_BYTES, tail_entries: int = DEFAULT_TAIL_ENTRIES) -> None:
-        self.node = node
+    def __init__(self, port: NodePort, capture: Optional[Callable[[], Any]], *,
+                 every_entries: int = DEFAULT_EVERY_ENTRIES, every_bytes: int = DEFAULT_EVERY_BYTES,
+                 tail_entries: int = DEFAULT_TAIL_ENTRIES) -> None:
+        """`capture()` returns the snapshot's bytes at the applied index (None: the node runs no application)."""
+        self.port = port
+        self.capture = capture
         self.every_entries = every_entries
         self.every_bytes = every_bytes
         self.tail_entries = tail_entries
@@ -64,11 +67,12 @@ class Snapshotter:
         self.bytes_since = 0           # applied bytes since the last snapshot
         self.taken = 0                 # snapshots completed (status, tests)
         self.last: Optional[dict] = None   # {index, size, seconds, compacted_to} of the last one
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftlog-snap-{node.cfg.node_id}")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftlog-snap-{port.node_id}")
 
     @property
     def enabled(self) -> bool:
-        return self.node.app is not None and (self.every_entries > 0 or self.every_bytes > 0)
+        """True when snapshots are taken automatically."""
+        return self.capture is not None and (self.every_entries > 0 or self.every_bytes > 0)
 
     def note_applied(self, nbytes: int) -> None:
         """Count applied bytes toward the byte trigger."""
@@ -76,7 +80,7 @@ class Snapshotter:
 
     def maybe_take(self) -> None:
         """Start a snapshot if one is due and none is running (called after entries were applied)."""
-        node = self.node
+        node = self.port
         if self.busy or not self.enabled or node.raw is None:
             return
         applied = node.applied_index
@@ -89,8 +93,8 @@ class Snapshotter:
 
     def take_now(self) -> Optional[asyncio.Future]:
         """Snapshot the application at its applied index now (unless one is running); the future ends with it."""
-        node = self.node
-        if self.busy or node.app is None or node.raw is None:
+        node = self.port
+        if self.busy or self.capture is None or node.raw is None:
             return None
         applied = node.applied_index
         if applied <= node.storage.snapshot_meta().index or applied < node.raw.first_index - 1:
@@ -99,7 +103,7 @@ class Snapshotter:
         self.bytes_since = 0
         started = time.monotonic()
         meta = SnapshotMeta(applied, node.raw.raft.log.term_at(applied), node.raw.conf_state)
-        data = node.app.snapshot()
+        data = self.capture()
         capture = time.monotonic() - started      # the only part on the event loop
         loop = asyncio.get_running_loop()
         done: asyncio.Future = loop.create_future()
@@ -110,7 +114,7 @@ class Snapshotter:
                 raw = node.raw
                 upto = min(saved.index - self.tail_entries, raw.applied_index)
                 compacted = raw.first_index - 1
-                if upto > compacted and not node._stopping:
+                if upto > compacted and not node.stopping:
                     raw.compact(upto)          # the engine first: it must never read what storage drops
                     await loop.run_in_executor(self._thread, node.storage.compact_log, upto)
                     compacted = upto
@@ -127,7 +131,7 @@ class Snapshotter:
                 self.busy = False
                 if not done.done():
                     done.set_result(self.last)
-            if not node._stopping:
+            if not node.stopping:
                 self.maybe_take()      # more may have been applied meanwhile
 
         loop.create_task(run())

@@ -1,0 +1,32 @@
+"""Request encodings the client and the node share, beyond the codec's frames: admin requests and read consistency.
+
+The client (runtime/client.py) builds them, the node's services (runtime/membership.py,
+runtime/reads.py) read them; both import this module and neither imports the other.
+"""
+from __future__ import annotations
+
+import json
+
+from raftlog.hot import KIND_CONF, READ_LEASE, READ_LINEARIZABLE, READ_STALE, RecordBatch
+
+CONSISTENCY = {"stale": READ_STALE, "linearizable": READ_LINEARIZABLE, "lease": READ_LEASE}
+
+
+def consistency_code(consistency: str) -> int:
+    """The Read frame's consistency byte for "linearizable", "lease" or "stale"; ValueError otherwise."""
+    try:
+        return CONSISTENCY[consistency]
+    except KeyError:
+        raise ValueError(f"consistency must be one of {', '.join(CONSISTENCY)}, not {consistency!r}") from None
+
+
+def admin_request(body: dict) -> RecordBatch:
+    """The records of an admin request (what the client sends in an Append): one KIND_CONF record of JSON.
+
+    Bodies (runtime/membership.py answers them):
+        {"op": "add", "id": 4, "address": "127.0.0.1:7004", "learner": true}
+        {"op": "remove", "id": 2}
+        {"op": "promote", "id": 4, "max_lag": 0}
+        {"op": "transfer", "to": 3}
+    """
+    return RecordBatch.encode(0, KIND_CONF, [json.dumps(body, separators=(",", ":")).encode()])

@@ -1,0 +1,197 @@
+"""The one propose path (runtime/proposals.py) against a real engine, without sockets or threads.
+
+A single-voter RawNode on MemoryStorage is the engine; `PortDouble` implements NodePort
+whole (the same protocol the node implements), and `drive` plays the node's Ready loop.
+"""
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from raftlog.core.config import Config
+from raftlog.core.rawnode import RawNode, Role
+from raftlog.core.storage import MemoryStorage
+from raftlog.hot import ERR_NOT_LEADER, ERR_SHUTTING_DOWN, ERR_TIMEOUT, KIND_DATA, RecordBatch
+from raftlog.runtime.proposals import Proposals
+
+
+class PortDouble:
+    """NodePort over a real RawNode; replies are not used by Proposals and fail loudly if called."""
+
+    def __init__(self, voters: tuple[int, ...] = (1,)) -> None:
+        self.node_id = 1
+        self.storage = MemoryStorage()
+        self.raw = RawNode(Config(1, voters), self.storage, random.Random(1))
+        self.applied_index = 0
+        self.corrupt_index = None
+        self.kicks = 0
+        self.budget = 1 << 30
+        self.unwritten = 0
+        self.stopping = False
+
+    @property
+    def leader_id(self) -> int:
+        return self.raw.leader_id
+
+    def address_of(self, node_id: int) -> str:
+        return f"127.0.0.1:{7000 + node_id}"
+
+    def kick(self) -> None:
+        self.kicks += 1
+
+    def write_budget_left(self) -> bool:
+        return self.unwritten < self.budget
+
+    def note_unwritten(self, count: int, nbytes: int) -> None:
+        self.unwritten += count
+
+    def status(self) -> dict:
+        return self.raw.status()
+
+    def reply(self, conn, frame: bytes) -> None:
+        raise AssertionError("Proposals never replies to connections itself")
+
+    def error(self, conn, request_id: int, code: int, message: str) -> None:
+        raise AssertionError("Proposals never replies to connections itself")
+
+
+class Recorder:
+    """A Waiter that records what it was told."""
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.proposed_at: list[tuple[int, int]] = []
+        self.outcome: list[tuple] = []
+
+    def proposed(self, first: int, term: int) -> None:
+        self.proposed_at.append((first, term))
+
+    def appended(self, first: int, count: int) -> None:
+        self.outcome.append(("appended", first, count))
+
+    def failed(self, code: int, message: str) -> None:
+        self.outcome.append(("failed", code, message))
+
+
+def drive(port: PortDouble, proposals: Proposals) -> None:
+    """The node's Ready loop, synchronously: flush, persist, hand committed batches over, advance."""
+    for _ in range(20):
+        proposals.flush()
+        if not port.raw.has_ready():
+            return
+        rd = port.raw.ready()
+        port.unwritten = 0
+        port.storage.save(hard_state=rd.hard_state, truncate_from=rd.truncate_from,
+                          first_index=rd.entries_index, records=rd.entries)
+        for first, batch in rd.committed:
+            proposals.on_committed(first, batch)
+            port.applied_index = first + len(batch) - 1
+        port.raw.advance(rd)
+        proposals.retry()
+    raise AssertionError("the engine did not settle")
+
+
+def leader_port() -> PortDouble:
+    port = PortDouble()
+    port.raw.campaign()
+    drive(port, Proposals(port))
+    assert port.raw.role is Role.LEADER
+    return port
+
+
+def records(n: int) -> RecordBatch:
+    return RecordBatch.encode(0, KIND_DATA, [b"r%d" % i for i in range(n)])
+
+
+def later() -> float:
+    return time.monotonic() + 60
+
+
+def test_requests_of_one_turn_are_one_proposal_each_answered_with_its_own_indexes() -> None:
+    port = leader_port()
+    proposals = Proposals(port)
+    base = port.raw.last_index
+    waiters = [Recorder() for _ in range(3)]
+    for n, w in zip((2, 1, 3), waiters):
+        proposals.submit(records(n), later(), w)
+    assert all(not w.proposed_at for w in waiters)      # staged until the Ready pass
+    proposed_before = port.raw.last_index
+    drive(port, proposals)
+    assert port.raw.last_index == proposed_before + 6
+    assert [w.outcome for w in waiters] == [[("appended", base + 1, 2)], [("appended", base + 3, 1)],
+                                            [("appended", base + 4, 3)]]
+    assert {w.proposed_at[0][1] for w in waiters} == {port.raw.term}
+
+
+def test_a_follower_fails_every_request_with_not_leader() -> None:
+    port = PortDouble(voters=(1, 2, 3))           # never campaigned: a follower with no leader
+    proposals = Proposals(port)
+    waiters = [Recorder(), Recorder()]
+    for w in waiters:
+        proposals.submit(records(1), later(), w)
+    proposals.flush()
+    assert [w.outcome[0][:2] for w in waiters] == [("failed", ERR_NOT_LEADER)] * 2
+
+
+def test_requests_over_the_write_budget_wait_in_arrival_order_and_backpressure_is_signalled() -> None:
+    port = leader_port()
+    signals: list[bool] = []
+    proposals = Proposals(port, on_backlog=signals.append)
+    port.budget = port.unwritten + 1              # one more request fits in this transaction
+    first, second, third = Recorder(), Recorder(), Recorder()
+    proposals.submit(records(1), later(), first)
+    proposals.submit(records(1), later(), second)     # over budget: backlogged
+    proposals.submit(records(1), later(), third)      # behind it, even if budget frees up
+    assert signals == [True]
+    port.budget = 1 << 30
+    drive(port, proposals)
+    assert signals[-1] is False
+    firsts = [w.outcome[0][1] for w in (first, second, third)]
+    assert firsts == sorted(firsts) and len(set(firsts)) == 3
+
+
+def test_a_request_replaced_by_another_leaders_entry_fails_with_not_leader() -> None:
+    port = leader_port()
+    proposals = Proposals(port)
+    w = Recorder()
+    term = port.raw.term
+    # A request this node proposed at index 5 in an older term; the committed batch holding
+    # index 5 carries the current term, i.e. another leader's entry took the index.
+    proposals.watch(5, 1, term - 1, later(), w)
+    proposals.submit(records(5), later(), Recorder())
+    drive(port, proposals)
+    assert w.outcome == [("failed", ERR_NOT_LEADER, "the entries were replaced by another leader; retry")]
+
+
+def test_deadlines_and_shutdown_answer_every_request_once() -> None:
+    port = PortDouble(voters=(1, 2, 3))
+    proposals = Proposals(port)
+    late, queued, proposed = Recorder(), Recorder(), Recorder()
+    proposals.watch(1, 1, 1, time.monotonic() - 1, late)
+    proposals.track(2, 1, 1, later(), proposed)
+    port.budget = 0
+    proposals.submit(records(1), later(), queued)
+    proposals.expire(time.monotonic())
+    assert late.outcome == [("failed", ERR_TIMEOUT, "not committed in time; the outcome is unknown")]
+    proposals.shutdown()
+    assert [w.outcome[-1][:2] for w in (late, queued, proposed)] == [
+        ("failed", ERR_TIMEOUT), ("failed", ERR_SHUTTING_DOWN), ("failed", ERR_SHUTTING_DOWN)]
+    refused = Recorder()
+    proposals.submit(records(1), later(), refused)
+    assert refused.outcome[0][:2] == ("failed", ERR_SHUTTING_DOWN)
+    assert len(proposals) == 0
+
+
+@pytest.mark.parametrize("gone_at", ["staged", "pending"])
+def test_a_waiter_that_went_away_is_dropped_silently(gone_at: str) -> None:
+    port = leader_port()
+    proposals = Proposals(port)
+    w = Recorder()
+    proposals.submit(records(1), later(), w)
+    if gone_at == "pending":
+        proposals.flush()
+    w.gone = True
+    drive(port, proposals)
+    assert w.outcome == []
