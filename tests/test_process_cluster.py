@@ -133,6 +133,11 @@ class ProcCluster:
     def inspect(self, i: int) -> dict:
         return inspect_json(self.data_dir(i))
 
+    def log_of(self, i: int) -> str:
+        """Everything node i has logged so far (all its runs: restarts append to the same file)."""
+        with open(os.path.join(self.root, f"node{i}.log"), errors="replace") as f:
+            return f.read()
+
     def close(self) -> None:
         kill_all(self.all_procs)
 
