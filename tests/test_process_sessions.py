@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from raftlog.errors import SessionExpired
 from raftlog.runtime.client import AsyncClient
 from support.polling import wait_for
 from test_process_cluster import ProcCluster
@@ -42,7 +43,7 @@ def test_appends_retried_across_a_sigkill_of_the_leader_are_not_duplicated(clust
         # committed (or replicated) but unanswered, and the client resends those (same session and seq).
         async with AsyncClient(list(c.addresses.values()), cluster_id="proc-test", timeout=30.0) as client:
             # The session's first request alone: a session is known to the leader only once its
-            # seq 1 is applied.
+            # seq 1 is applied (see test_a_fresh_session_takes_pipelined_appends below).
             results[b"w%d-first" % w] = await client.append(b"w%d-first" % w)
 
             async def stream(s: int) -> None:
@@ -99,3 +100,17 @@ def test_appends_retried_across_a_sigkill_of_the_leader_are_not_duplicated(clust
     wrong = [(p, i) for p, i in results.items() if at.get(i) != p]
     assert not wrong, f"acknowledged indexes that do not hold their payload: {wrong[:3]}"
 
+
+@pytest.mark.xfail(strict=True, raises=SessionExpired,
+                   reason="bug: the leader answers 'expired' to seq > 1 of a session whose seq 1 is not applied yet "
+                          "(SessionTable.lookup via SessionFront.check, core/sessions.py)")
+def test_a_fresh_session_takes_pipelined_appends(cluster):
+    """A new client's first append_many of several requests (sent at once, seq 1, 2, 3, ...) is accepted."""
+    c = cluster
+    c.start_all()
+    wait_for("a leader", lambda: c.leader())
+    payloads = [b"%04d" % k + b"x" * 1000 for k in range(3000)]     # about 3 MiB: three or more requests
+    with c.client() as client:
+        indexes = client.append_many(payloads)
+        at = {e.index: e.data for e in client.read(1)}
+    assert [at.get(i) for i in indexes] == payloads
