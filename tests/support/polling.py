@@ -5,7 +5,7 @@ A check polled by `wait_for` answers in one of three ways:
 - a falsy value, `NotYet`, or an error of a member that is down, busy or unreachable
   (`NOT_YET_ERRORS`): not yet, poll again;
 - anything else, above all an AssertionError (a safety check that failed: agreement below
-  commit, a lost acknowledged entry, a read of something never written): fail at once.
+  commit, a lost acknowledged entry, another payload read at an acknowledged index): fail at once.
   A violation seen once is a failure, even if a later poll would agree.
 
 On timeout, `WaitTimeout` names what was awaited and what the last poll saw.
