@@ -17,7 +17,6 @@ keeping at most `max_faulty` members down at once, and heals everything at the e
 from __future__ import annotations
 
 import asyncio
-import base64
 import random
 import signal
 import threading
@@ -42,6 +41,8 @@ from raftlog.hot import (
 )
 
 from raftlog.runtime.wire import consistency_code
+from support.polling import NOT_YET_ERRORS, NotYet, WaitTimeout, wait_for
+from support.safety import assert_committed_prefixes_agree, entries_between
 
 REPLY_TIMEOUT = 3.0          # seconds an operation waits for its reply before it is unknown
 
@@ -280,10 +281,7 @@ class ProcessNemesis:
         self.membership_problems: list[str] = []
 
     def _leader(self) -> Optional[int]:
-        try:
-            found = self.cluster.leader()
-        except Exception:
-            return None
+        found = self.cluster.leader()
         return found[0] if found else None
 
     def _note(self, kind: str, what: str) -> None:
@@ -362,9 +360,10 @@ class ProcessNemesis:
         # Every step starts from a cluster that has a leader and all of whose members answer
         # (the previous fault has been healed, restarted nodes are up).
         try:
-            self._wait("a leader and every member up before a membership change",
-                       lambda: self._leader() is not None and all(s is not None for s in c.statuses().values()), 30.0)
-        except AssertionError as exc:
+            wait_for("a leader and every member up before a membership change",
+                     lambda: self._leader() is not None and all(s is not None for s in c.statuses().values()),
+                     timeout=30.0, every=0.1)
+        except WaitTimeout as exc:
             self.say(f"  nemesis membership step skipped: {exc}")
             return
         if kind in ("remove", "replace"):
@@ -374,19 +373,6 @@ class ProcessNemesis:
                 return
         if kind in ("join", "replace"):
             self._join(fresh, kind)
-
-    def _wait(self, what: str, check: Callable[[], object], timeout: float) -> object:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                got = check()
-            except Exception:
-                got = None
-            if got:
-                return got
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            time.sleep(0.1)
 
     def _configuration(self) -> Optional[dict[int, dict]]:
         """The leader's member table once every member listed uses the same non-joint configuration."""
@@ -424,14 +410,14 @@ class ProcessNemesis:
         c = self.cluster
         table: Optional[dict] = None
         try:
-            table = self._wait(what, lambda: (lambda t: t if t is not None and want(t) else None)(self._configuration()),
-                               timeout)
-        except AssertionError as exc:
+            table = wait_for(what, lambda: (lambda t: t if t is not None and want(t) else None)(self._configuration()),
+                             timeout=timeout, every=0.1)
+        except WaitTimeout as exc:
             self.membership_problems.append(str(exc))
             self.say(f"  nemesis membership: {exc}")
             try:
-                table = self._wait("a settled configuration", self._configuration, 30.0)
-            except AssertionError:
+                table = wait_for("a settled configuration", self._configuration, timeout=30.0, every=0.1)
+            except WaitTimeout:
                 return False
         c.set_members({i: m["address"] for i, m in table.items()})
         if self.on_members is not None:
@@ -455,22 +441,25 @@ class ProcessNemesis:
 
 
 def final_committed_log(cluster, ids: list[int], wait_for: Callable) -> dict[int, bytes]:  # noqa: ANN001
-    """The committed data entries once every node agrees: identical up to a common commit index."""
+    """The committed data entries once every node agrees: identical up to a common commit index.
+
+    Every poll checks the committed prefixes seen so far (support/safety.py): a disagreement
+    below a commit index fails at once, even if a later poll would agree. `wait_for` is
+    support.polling.wait_for, which never retries past such an AssertionError.
+    """
     state: dict[str, dict[int, bytes]] = {}
 
     def settled() -> bool:
         dumps = {i: cluster.inspect(i) for i in ids}
-        top = max(d["commit"] for d in dumps.values())
+        assert_committed_prefixes_agree(dumps, {})
+        bounds = {i: (d["commit"], d["last_index"]) for i, d in dumps.items()}
         # Settled: one commit index everywhere and nothing uncommitted left anywhere (the new
         # leader's no-op commits whatever it kept; followers dropped whatever it did not).
-        if any(d["commit"] != top or d["last_index"] != top for d in dumps.values()):
-            return False
-        logs = {i: [(e["index"], e["term"], e["kind"], e["data_b64"]) for e in d["entries"] if e["index"] <= top]
-                for i, d in dumps.items()}
-        ref = logs[ids[0]]
-        for i in ids[1:]:
-            assert logs[i] == ref, f"node {i} disagrees with node {ids[0]} below commit {top}"
-        state["log"] = {idx: base64.b64decode(data) for idx, _t, kind, data in ref if kind == "data"}
+        if len({b for pair in bounds.values() for b in pair}) > 1:
+            raise NotYet(f"(commit, last index) per node {bounds}")
+        ref = dumps[ids[0]]
+        state["log"] = {index: payload for index, _term, kind, payload in entries_between(ref, 1, ref["commit"])
+                        if kind == "data"}
         return True
     wait_for("every node to agree up to a common commit index", settled, timeout=60.0)
     return state["log"]
@@ -513,11 +502,7 @@ class DurabilityProbe:
 
     def _run(self) -> None:
         while not self.stop.wait(self.every):
-            try:
-                sts = self.cluster.statuses()
-            except Exception:
-                continue
-            for lid, st in sts.items():
+            for lid, st in self.cluster.statuses().items():
                 if not st or st.get("role") != "leader":
                     continue
                 for row in st.get("member_table") or []:
@@ -526,7 +511,7 @@ class DurabilityProbe:
                         continue
                     try:
                         last, term = self.durable(fid)
-                    except Exception:
+                    except NOT_YET_ERRORS:
                         continue          # a restart holds the lock for a moment or the dir is new
                     if term > st["term"]:
                         continue

@@ -19,7 +19,8 @@ import pytest
 from raftlog.history import check
 
 from history_workload import DurabilityProbe, ProcessNemesis, Workload, final_committed_log
-from test_process_cluster import free_ports, wait_for
+from support.polling import wait_for
+from test_process_cluster import free_ports
 from test_process_membership import MemberCluster
 
 pytestmark = pytest.mark.process

@@ -1,13 +1,13 @@
 """Real OS processes on 127.0.0.1: `raftlog node` x3 and x5, SIGKILL, restart, SIGSTOP/SIGCONT.
 
-Every wait polls against a generous deadline, so the tests do not depend on timing luck;
-every process started is killed by PID in a finalizer. After each scenario every node's
+Every wait polls against a generous deadline (support/polling.py), so the tests do not depend
+on timing luck, and a safety check that fails in any poll fails the test at once; every
+process started is killed by PID in a finalizer. After each scenario every node's
 `raftlog inspect --json` must show identical entries up to the commit index.
 """
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import signal
@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 import pytest
 
@@ -32,25 +32,10 @@ from raftlog.hot import (
     encode_handshake,
 )
 from raftlog.runtime.client import Client, query_status
+from support.polling import NotYet, wait_for
+from support.safety import assert_committed_prefixes_agree, holds_acked
 
 pytestmark = pytest.mark.process
-
-DEADLINE = 30.0          # seconds for anything that should take well under one
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = DEADLINE, every: float = 0.05) -> object:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last_exc: Optional[BaseException] = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as exc:   # a member may be down or busy: keep polling
-            last_exc = exc
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last_exc!r})")
 
 
 def inspect_json(data_dir: str, timeout: float = 60) -> dict:
@@ -76,11 +61,15 @@ def kill_all(procs: list[subprocess.Popen]) -> None:
 
 
 class ProcCluster:
-    """N `raftlog node` processes on ephemeral ports; kill/stop/cont/restart by node id."""
+    """N `raftlog node` processes on ephemeral ports; kill/stop/cont/restart by node id.
 
-    def __init__(self, n: int, root: str) -> None:
+    `verbosity` is the nodes' -v count: 1 logs events (INFO), 2 also DEBUG lines.
+    """
+
+    def __init__(self, n: int, root: str, verbosity: int = 1) -> None:
         self.n = n
         self.root = root
+        self.verbosity = verbosity
         ports = free_ports(n)
         self.addresses = {i: f"127.0.0.1:{ports[i - 1]}" for i in range(1, n + 1)}
         self.peers = ",".join(f"{i}={a}" for i, a in self.addresses.items())
@@ -93,8 +82,8 @@ class ProcCluster:
 
     def start(self, i: int) -> None:
         log = open(os.path.join(self.root, f"node{i}.log"), "ab")
-        cmd = [sys.executable, "-m", "raftlog", "-v", "node", "--id", str(i), "--data", self.data_dir(i),
-               "--peers", self.peers, "--cluster-id", "proc-test"]
+        cmd = [sys.executable, "-m", "raftlog", "-" + "v" * self.verbosity, "node", "--id", str(i),
+               "--data", self.data_dir(i), "--peers", self.peers, "--cluster-id", "proc-test"]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.procs[i] = proc
@@ -122,13 +111,6 @@ class ProcCluster:
         ids = ids or list(self.addresses)
         return Client([self.addresses[i] for i in ids], cluster_id="proc-test", timeout=kw.pop("timeout", 20.0), **kw)
 
-    def status(self, i: int) -> Optional[dict]:
-        out = subprocess.run([sys.executable, "-m", "raftlog", "status", "--peers", f"{i}={self.addresses[i]}",
-                              "--cluster-id", "proc-test", "--json", "--timeout", "1"],
-                             capture_output=True, text=True, timeout=20)
-        row = json.loads(out.stdout)[0]
-        return None if row["role"] == "unreachable" else row
-
     def statuses(self, ids: Optional[list[int]] = None) -> dict[int, Optional[dict]]:
         """Every member's status, asked in-process in parallel (fast polling; None = no answer)."""
         ids = ids or list(self.addresses)
@@ -151,6 +133,11 @@ class ProcCluster:
     def inspect(self, i: int) -> dict:
         return inspect_json(self.data_dir(i))
 
+    def log_of(self, i: int) -> str:
+        """Everything node i has logged so far (all its runs: restarts append to the same file)."""
+        with open(os.path.join(self.root, f"node{i}.log"), errors="replace") as f:
+            return f.read()
+
     def close(self) -> None:
         kill_all(self.all_procs)
 
@@ -169,32 +156,26 @@ def make_cluster(tmp_path):
         c.close()
 
 
-def data_entries(dump: dict, upto: int) -> list[tuple[int, int, str, bytes]]:
-    return [(e["index"], e["term"], e["kind"], base64.b64decode(e["data_b64"]))
-            for e in dump["entries"] if e["index"] <= upto]
-
-
 def assert_logs_agree(cluster: ProcCluster, ids: list[int], acked: dict[int, bytes]) -> None:
-    """Every node's committed prefix is a prefix of the others' (identical entries up to the commit index),
-    and every acknowledged append is in it at the index it was acknowledged with."""
+    """Once the nodes `ids` converge, identical entries up to one commit index holding every acknowledged append.
+
+    Every poll checks what is committed so far (support/safety.py): a disagreement below a
+    commit index or a lost acknowledged entry fails at once, even if a later poll would agree.
+    Only convergence (every node at the same commit index, covering every acknowledged
+    index) is waited for.
+    """
     def settled() -> bool:
         dumps = {i: cluster.inspect(i) for i in ids}
+        assert_committed_prefixes_agree(dumps, acked)
         commits = {i: d["commit"] for i, d in dumps.items()}
-        top = max(commits.values())
-        if min(commits.values()) < top or min(d["last_index"] for d in dumps.values()) < top:
-            return False      # a follower has not heard the latest commit yet: poll again
-        ref = data_entries(dumps[ids[0]], top)
-        for i in ids[1:]:
-            assert data_entries(dumps[i], top) == ref, f"node {i} disagrees with node {ids[0]} below commit {top}"
-        by_index = {e[0]: e for e in ref}
-        for index, payload in acked.items():
-            assert index in by_index and by_index[index][2] == "data" and by_index[index][3] == payload, \
-                f"acknowledged entry {index} lost or changed"
+        if len(set(commits.values())) > 1 or max(commits.values()) < max(acked, default=0):
+            raise NotYet(f"commit index per node {commits}, highest acknowledged index {max(acked, default=0)}")
         return True
-    wait_for("logs to agree up to the commit index", settled)
+    wait_for(f"nodes {ids} to agree up to one commit index", settled)
 
 
 def read_all(client: Client) -> dict[int, bytes]:
+    """index -> payload of every committed data entry, read (linearizable) through `client`."""
     return {e.index: e.data for e in client.read(1)}
 
 
@@ -217,8 +198,7 @@ def test_three_nodes_elect_replicate_failover_restart_and_stall(make_cluster):
     # Read back from every node (each one's own committed log).
     for i in cluster.addresses:
         with cluster.client([i], read_from="any") as c:
-            wait_for(f"node {i} to serve every acked entry",
-                     lambda: all(read_all(c).get(k) == v for k, v in acked.items()))
+            wait_for(f"node {i} to serve every acked entry", lambda: holds_acked(read_all(c), acked, f"node {i}"))
     assert_logs_agree(cluster, [1, 2, 3], acked)
 
     # SIGKILL the leader: a new one takes over; every acknowledged append survives.
@@ -240,8 +220,7 @@ def test_three_nodes_elect_replicate_failover_restart_and_stall(make_cluster):
     # Restart the killed node: it catches up.
     cluster.start(lid)
     with cluster.client([lid], read_from="any") as c:
-        wait_for(f"restarted node {lid} to catch up",
-                 lambda: all(read_all(c).get(k) == v for k, v in acked.items()))
+        wait_for(f"restarted node {lid} to catch up", lambda: holds_acked(read_all(c), acked, f"node {lid}"))
     assert_logs_agree(cluster, [1, 2, 3], acked)
 
     # SIGSTOP the leader past an election timeout, hand it appends it cannot acknowledge,
@@ -267,9 +246,9 @@ def test_three_nodes_elect_replicate_failover_restart_and_stall(make_cluster):
         for k in range(30):
             p = f"during-stop-{k}".encode()
             acked[client.append(p)] = p
-    time.sleep(0.5)        # the leader has now been stopped well past an election timeout (150-300 ms)
+    # The others elected a leader and committed without it: it has been stopped past an election timeout.
     cluster.signal(lid, signal.SIGCONT)
-    wait_for(f"node {lid} to step down", lambda: (cluster.status(lid) or {}).get("role") == "follower")
+    wait_for(f"node {lid} to step down", lambda: (cluster.statuses([lid])[lid] or {}).get("role") == "follower")
     frames = []
     while not frames:
         chunk = raw.recv(65536)

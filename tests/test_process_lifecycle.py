@@ -7,13 +7,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
 from raftlog.runtime.client import Client
-
-from test_process_cluster import ProcCluster, free_ports, wait_for
+from support.polling import wait_for
+from support.safety import holds_acked
+from test_process_cluster import ProcCluster, free_ports, read_all
 
 pytestmark = pytest.mark.process
 
@@ -47,33 +47,42 @@ def test_sigterm_stops_a_node_cleanly_under_load_and_it_restarts(tmp_path):
         cluster.start_all()
         lid, _ = wait_for("a leader", lambda: cluster.leader())
         acked: dict[int, bytes] = {}
+        errors: list[BaseException] = []
         stop = threading.Event()
 
         def load() -> None:
-            with cluster.client(timeout=30.0) as c:
-                k = 0
-                while not stop.is_set():
-                    items = [b"load-%d" % (k + j) for j in range(50)]
-                    for i, p in zip(c.append_many(items), items):
-                        acked[i] = p
-                    k += 50
+            try:
+                with cluster.client(timeout=30.0) as c:
+                    k = 0
+                    while not stop.is_set():
+                        items = [b"load-%d" % (k + j) for j in range(50)]
+                        for i, p in zip(c.append_many(items), items):
+                            acked[i] = p
+                        k += 50
+            except BaseException as exc:   # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        def more_load(what: str, count: int) -> None:
+            before = len(acked)
+            wait_for(what, lambda: errors or len(acked) > before + count)
+            assert not errors, f"the load failed: {errors[0]!r}"
         t = threading.Thread(target=load)
         t.start()
-        wait_for("some load", lambda: len(acked) > 200)
-        proc = cluster.procs[lid]
-        proc.send_signal(signal.SIGTERM)           # the leader, with writes in flight
-        assert proc.wait(20) == 0
-        log = (tmp_path / f"node{lid}.log").read_text()
-        assert f"node {lid} stopped" in log
-        time.sleep(0.5)
-        stop.set()
-        t.join(60)
+        try:
+            more_load("some load", 200)
+            proc = cluster.procs[lid]
+            proc.send_signal(signal.SIGTERM)           # the leader, with writes in flight
+            assert proc.wait(20) == 0
+            log = (tmp_path / f"node{lid}.log").read_text()
+            assert f"node {lid} stopped" in log
+            more_load(f"appends to go on without node {lid}", 200)     # entries the restarted node must catch up on
+        finally:
+            stop.set()
+            t.join(60)
+        assert not errors, f"the load failed: {errors[0]!r}"
         cluster.start(lid)                         # the lock was released, LMDB closed cleanly
         with cluster.client([lid], read_from="any") as c:
-            def caught_up() -> bool:
-                seen = {e.index: e.data for e in c.read(1)}
-                return all(seen.get(i) == p for i, p in acked.items())
-            wait_for(f"node {lid} back and caught up", caught_up)
+            wait_for(f"node {lid} back and caught up", lambda: holds_acked(read_all(c), acked, f"node {lid}"))
         for i in cluster.addresses:
             if i != lid:
                 cluster.procs[i].send_signal(signal.SIGTERM)

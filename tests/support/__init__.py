@@ -1,0 +1,1 @@
+"""Helpers shared by the process, history, fuzz and namespace tests (imported as `support.<module>`)."""
