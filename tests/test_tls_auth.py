@@ -1,7 +1,8 @@
 """Mutual TLS and the shared secret: who gets in, who is refused (with which log line), and that
 the cluster is unaffected by every refusal.
 
-Certificates are made at test time with the `openssl` command (skipped if it is missing):
+Certificates are made at test time with the `openssl` command (skipped if it is missing; a
+failure under RAFTLOG_REQUIRE_ALL_TESTS, which CI sets):
 a cluster CA, a foreign CA, node and client certificates from the cluster CA, a client
 certificate from the foreign CA, and an expired one from the cluster CA.
 
@@ -9,7 +10,8 @@ Refusals checked, each with its log line on the node and the cluster still servi
 TLS: a client certificate from another CA, an expired one, none at all, plain TCP to a TLS
 port, and a member started with a foreign certificate (refused until restarted with a good
 one, then catches up). Secret: a wrong secret, no secret, the wrong cluster id, a peer with
-the wrong secret, a member started with the wrong secret (likewise).
+the wrong secret (whose Raft message, sent before or with its failed proof, is never stepped:
+the node's term stays below the forged one), a member started with the wrong secret (likewise).
 """
 from __future__ import annotations
 
@@ -24,9 +26,10 @@ from typing import Optional
 
 import pytest
 
+from raftlog.core.messages import MessageType
 from raftlog.errors import RaftlogError
 from raftlog.hot import FRAME_ERROR, FRAME_HANDSHAKE, PROTOCOL_VERSION, ROLE_CLIENT, ROLE_PEER, FrameDecoder
-from raftlog.hot import encode_handshake
+from raftlog.hot import encode_handshake, encode_raft
 from raftlog.runtime.auth import AcceptorAuth, AuthError, ConnectorAuth, load_secret
 from raftlog.runtime.client import AsyncClient, Client, RequestRejected, query_status
 from raftlog.runtime.tls import TlsFiles
@@ -181,6 +184,43 @@ async def raw_attempt(address: str, ctx: Optional[ssl.SSLContext], hello: bytes)
         writer.close()
 
 
+async def raft_before_authenticating(address: str, node_id: int, secret: bytes, *, with_proof: bool,
+                                     forged_term: int) -> list[str]:
+    """As peer 2 holding `secret`, send node `node_id` a heartbeat of `forged_term` before it admitted us.
+
+    Without `with_proof` the heartbeat follows the challenge in the same write (no proof at all);
+    with it, it follows our proof in the same write, once the node has answered the challenge.
+    Returns what came back, in order: 'handshake', 'error: ...', 'raft' (any other frame, such as
+    a heartbeat response), then 'closed', or 'open' if nothing more came for 5 s.
+    """
+    host, port = address.rsplit(":", 1)
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 5)
+    auth = ConnectorAuth(secret, CID, ROLE_PEER, 2)
+    hello = encode_handshake(PROTOCOL_VERSION, ROLE_PEER, 2, CID, auth.hello())
+    heartbeat = encode_raft(int(MessageType.HEARTBEAT), node_id, 2, forged_term, 0, 0, 0, False, 0, 0)
+    names = {FRAME_HANDSHAKE: "handshake", FRAME_ERROR: "error"}
+    seen: list[str] = []
+    dec = FrameDecoder()
+    try:
+        writer.write(hello if with_proof else hello + heartbeat)
+        while True:
+            try:
+                data = await asyncio.wait_for(reader.read(65536), 5)
+            except asyncio.TimeoutError:
+                return seen + ["open"]
+            except OSError:
+                data = b""
+            if not data:
+                return seen + ["closed"]
+            for f in dec.feed(data):
+                seen.append(f"error: {f[5]}" if f[0] == FRAME_ERROR else names.get(f[0], "raft"))
+                if with_proof and f[0] == FRAME_HANDSHAKE:
+                    proof, _ = auth.answer(f[5], f[3])
+                    writer.write(encode_handshake(PROTOCOL_VERSION, ROLE_PEER, 2, CID, proof) + heartbeat)
+    finally:
+        writer.close()
+
+
 def good_appends(cluster: SecuredCluster, acked: dict[int, bytes], tag: str, n: int = 20) -> None:
     with cluster.client() as c:
         items = [f"{tag}-{k}".encode() for k in range(n)]
@@ -300,11 +340,18 @@ def test_shared_secret_admits_holders_and_refuses_the_rest(tmp_path):
         wait_for("the refusals in node 1's log", lambda: cluster.log_of(1).count("authentication failed") >= before + 2,
                  timeout=10)
         assert "cluster id 'elsewhere' is not 'proc-test'" in cluster.log_of(1)
-        # A peer with the wrong secret, by hand: refused before any Raft message is read.
-        c = ConnectorAuth(wrong.read_bytes(), CID, ROLE_PEER, 2)
-        outcome = asyncio.run(raw_attempt(addrs[0], None, encode_handshake(PROTOCOL_VERSION, ROLE_PEER, 2, CID,
-                                                                            c.hello())))
-        assert outcome == "handshake"     # the node's challenge reply; our proof would fail
+        # A peer with the wrong secret, by hand: refused before any Raft message is read. Its
+        # heartbeat carries a term far ahead; had node 1 stepped it, node 1 would have adopted
+        # that term at once (paper 5.1), before answering, so its term right after the refusal says.
+        forged_term = max(st["term"] for st in cluster.statuses([1, 2]).values()) + 1000
+        for with_proof, refusal in ((False, "authentication failed: expected the shared-secret proof"),
+                                    (True, "authentication failed: wrong shared secret (the HMAC proof does not match)")):
+            seen = asyncio.run(raft_before_authenticating(addrs[0], 1, wrong.read_bytes(), with_proof=with_proof,
+                                                          forged_term=forged_term))
+            assert seen == ["handshake", f"error: {refusal}", "closed"], seen
+            terms = {i: st["term"] for i, st in cluster.statuses([1, 2]).items()}   # node 3 has the wrong secret
+            assert all(t < forged_term for t in terms.values()), (
+                f"a Raft message sent before authenticating was stepped: terms {terms}, forged {forged_term}")
         good_appends(cluster, acked, "secret-after", 5)
         out = cli("status", "--peers", cluster.peers, "--cluster-id", CID, "--json", "--secret-file", str(secret))
         assert out.returncode == 0 and '"role": "leader"' in out.stdout, out
