@@ -1,4 +1,4 @@
-"""Hostile input against a running node: the limits in runtime/transport.py and a seeded fuzzer.
+"""Hostile input against a running node: the limits in runtime/listener.py and a seeded fuzzer.
 
 In-process (fast, limits lowered with monkeypatch so each one is seen to act):
 - a client that trickles a frame (slow loris) and one that says nothing are closed;

@@ -19,7 +19,7 @@ from raftlog.hot import (
     encode_read,
 )
 from raftlog.runtime.client import Client
-from raftlog.runtime.reads import consistency_code
+from raftlog.runtime.wire import consistency_code
 from support.polling import wait_for
 from support.safety import holds_acked
 from test_process_cluster import ProcCluster

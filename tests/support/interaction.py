@@ -23,7 +23,7 @@ from raftlog.core.messages import ConfState, HardState, Message, MessageType
 from raftlog.core.rawnode import RawNode, Ready, Role
 from raftlog.core.readonly import ReadState, decode_round
 from raftlog.hot import KIND_CONF, KIND_DATA, KIND_NOOP, RecordBatch
-from raftlog.storage.base import MemoryStorage
+from raftlog.core.storage import MemoryStorage
 
 __all__ = ["Network", "preloaded_storage", "format_message", "format_ready",
            "format_entries", "log_terms", "log_runs"]
