@@ -3,34 +3,29 @@
 One Ready at a time, in the order the engine's contract demands:
 
 1. `ready.messages` go out at once (a leader's AppendEntries overlap its own write);
-2. everything the Ready asks to persist (truncation, entries, hard state) is one
-   `storage.save` call, i.e. one LMDB write transaction, run on the single writer thread
-   (LMDB write transactions are thread-bound; py-lmdb releases the GIL during the commit,
-   so the event loop keeps receiving, stepping and proposing while the fsync runs), except
-   a follower's small write, which runs on the loop itself (see Node._write);
+2. everything the Ready asks to persist (truncation, entries, hard state) is one LMDB write
+   transaction, run by the write path (runtime/writer.py: the writer thread, a follower's
+   small writes inline, commit-only hard states riding along, disk full);
 3. when the write is durable, `ready.persisted_messages` go out (votes and acknowledgements
    only ever describe durable state, DESIGN.md section 3), committed batches are applied
    (pending client requests answered), and `advance` is called.
 
 Proposals and messages that arrive while a write is in flight go into the engine at once;
-the next Ready carries all of them, so they share the next transaction (group commit). Two
-refinements, each explained where it is made: a transaction takes at most
-WRITE_BATCH_ENTRIES / WRITE_BATCH_BYTES (the rest waits for the next one), and a Ready that
-only moves the commit index is not a transaction of its own (COMMIT_FLUSH_SECONDS).
+the next Ready carries all of them, so they share the next transaction (group commit). A
+transaction takes at most WRITE_BATCH_ENTRIES / WRITE_BATCH_BYTES (the rest waits for the
+next one).
 Measured on the 2-core dev box, 3 local processes, fsync on: ~400K entries/s durable with
 append_many of 100-byte payloads, 1.7 ms for one append (leader write + follower write + RTT).
 """
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import random
 import signal
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -53,6 +48,7 @@ from raftlog.runtime.replies import send_reply
 from raftlog.runtime.server import ClientService
 from raftlog.runtime.sessions import SessionService, unwrap_snapshot, wrap_snapshot
 from raftlog.runtime.snapshots import Snapshotter
+from raftlog.runtime.writer import INLINE_WRITE_ENTRIES, Writer
 
 log = logging.getLogger("raftlog.node")
 
@@ -67,14 +63,6 @@ MAX_CATCHUP_TICKS = 5         # after a stall (SIGSTOP, GC) replay at most this 
 # until the next Ready is taken.
 WRITE_BATCH_ENTRIES = 8192
 WRITE_BATCH_BYTES = 4 << 20
-# Disk full (issue 8): a write that fails for lack of space is retried every DISK_RETRY_SECONDS
-# instead of stopping the node; nothing it carried is acknowledged meanwhile. An lmdb.Error
-# counts as "no space" when the data dir's filesystem has less than DISK_LOW_BYTES free
-# (LMDB reports ENOSPC on a full tmpfs as EIO; any other failure still stops the node).
-DISK_RETRY_SECONDS = 0.5
-DISK_LOW_BYTES = 16 << 20
-INLINE_WRITE_ENTRIES = 64     # a follower writes up to this many entries on the loop thread (see Node._write)
-COMMIT_FLUSH_SECONDS = 0.05   # a commit-only hard state waits at most this long for a write to join
 
 
 @dataclass
@@ -160,8 +148,7 @@ class Node:
                                      tail_entries=cfg.snapshot_tail)
         self.joiner: Optional[Joiner] = None
         self.applied_index = 0
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftlog-writer-{cfg.node_id}")
-        self._inflight: Optional[asyncio.Future] = None
+        self.writer: Optional[Writer] = None      # the write path, once storage is open
         self._kick_scheduled = False
         self._tick_handle: Optional[asyncio.TimerHandle] = None
         self._tick_origin = 0.0
@@ -171,17 +158,10 @@ class Node:
         self._failure: Optional[BaseException] = None
         self._shown: tuple = ("follower", 0, 0)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self.writes = 0                       # transactions committed (for tests and status)
-        self.storage_error: Optional[str] = None   # set while writes fail for lack of space
         self.corrupt_index: Optional[int] = None   # a stored entry that failed its CRC when read
-        self._full_since = 0.0
-        self._retry_handle: Optional[asyncio.TimerHandle] = None
-        self._placeholder: Optional[asyncio.Future] = None   # stands in for the write while it waits to retry
         self.unwritten_entries = 0            # entries fed to the engine since the last ready()
         self.unwritten_bytes = 0
         self._deferred: deque[Message] = deque()   # AppendEntries held back by the write budget
-        self._lazy_hs: Any = None             # a commit-only hard state not yet written (see _pump)
-        self._lazy_timer: Optional[asyncio.TimerHandle] = None
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -218,8 +198,9 @@ class Node:
                 await self.listener.start(host, port)
         except BaseException:
             self.storage.close()
-            self._writer.shutdown(wait=True)
             raise
+        self.writer = Writer(self.node_id, self.cfg.data_dir, self.storage, self._loop, on_durable=self._finish,
+                             on_failure=self._fail, kick=self.kick, stopping=lambda: self._stopping)
         if self.cfg.join:
             self.peers.accept_unknown = True    # we learn the members from the log
         self.peers.start()
@@ -268,25 +249,8 @@ class Node:
             await self.listener.close()
         if self.peers is not None:
             await self.peers.close()
-        if self._retry_handle is not None:           # disk full: give up the retry, nothing was written
-            self._retry_handle.cancel()
-            self._retry_handle = None
-        if self._placeholder is not None and not self._placeholder.done():
-            self._placeholder.set_result(None)
-        if self._inflight is not None:
-            try:
-                await asyncio.shield(self._inflight)   # a commit cannot be interrupted halfway: let it end
-            except Exception:
-                pass
-        if self._lazy_timer is not None:
-            self._lazy_timer.cancel()
-        if self._lazy_hs is not None and self._failure is None:
-            hs, self._lazy_hs = self._lazy_hs, None
-            try:
-                await asyncio.get_running_loop().run_in_executor(self._writer, lambda: self.storage.save(hard_state=hs))
-            except Exception as exc:
-                log.warning("node %d: could not save the last commit index: %r", self.node_id, exc)
-        self._writer.shutdown(wait=True)
+        if self.writer is not None:
+            await self.writer.close(save_deferred=self._failure is None)
         self.snapshots.close()
         if self.storage is not None:
             self.storage.close()
@@ -434,7 +398,9 @@ class Node:
             return
         self.proposals.flush()
         raw = self.raw
-        if self._inflight is not None:
+        writer = self.writer
+        assert writer is not None
+        if writer.busy:
             # A write is running. What needs no durability goes now instead of after it:
             # AppendEntries for proposals that came in meanwhile (the followers write batch
             # k+1 while we fsync batch k), and replies for entries that became committed.
@@ -466,134 +432,23 @@ class Node:
             # re-learned from the leader), so this hard state rides along with the next write
             # or is flushed after COMMIT_FLUSH_SECONDS: a follower then spends no fsync per
             # commit advance, which would delay the next AppendEntries behind it.
-            self._lazy_hs = hs
-            self._schedule_lazy_flush()
+            writer.defer(hs)
             self._finish(rd)
             return
         if hs is not None or log_write:
-            assert self._loop is not None
-            write_hs = hs if hs is not None else self._lazy_hs
-            self._lazy_hs = None
-            self._write(rd, lambda: self._persist(rd, write_hs))
+            writer.write(rd, hs, inline=self._inline(rd))
         else:
             self._finish(rd)
 
-    def _persist(self, rd: Any, hard_state: Any) -> None:
-        """Writer thread: the Ready's whole write in one transaction (durable on return when sync)."""
-        entries = rd.entries if rd.entries is not None and len(rd.entries) else None
-        storage = self.storage
-        for meta, offset, data in rd.snapshot_chunks:      # InstallSnapshot: chunks first, durably
-            storage.write_snapshot_chunk(meta, offset, data)
-        if rd.snapshot is not None:                        # then replace the log by the snapshot
-            storage.install_snapshot(rd.snapshot)
-        self.storage.save(hard_state=hard_state, truncate_from=rd.truncate_from,
-                          first_index=rd.entries_index if entries is not None else 0, records=entries,
-                          conf_state=rd.conf_state)
-
-    def _schedule_lazy_flush(self) -> None:
-        if self._lazy_timer is None and self._loop is not None:
-            self._lazy_timer = self._loop.call_later(COMMIT_FLUSH_SECONDS, self._flush_lazy_hs)
-
-    def _flush_lazy_hs(self) -> None:
-        """Write a deferred commit-only hard state, unless a write is running (then try again later)."""
-        self._lazy_timer = None
-        if self._lazy_hs is None or self._stopping:
-            return
-        if self._inflight is not None:
-            self._schedule_lazy_flush()
-            return
-        hs, self._lazy_hs = self._lazy_hs, None
-        assert self._loop is not None
-        self._write(None, lambda: self.storage.save(hard_state=hs))
-
-    def _write(self, rd: Any, write: Any) -> None:
-        """Run `write` on the writer thread as the in-flight transaction; `_persisted` takes its outcome.
-
-        A follower's small write (at most INLINE_WRITE_ENTRIES entries, no snapshot) runs
-        right here on the loop instead: a follower has nothing to overlap with its fsync
-        (its acknowledgement waits for it, and AppendEntries arriving meanwhile wait in the
-        socket and join the next write), and the two thread hand-offs cost 0.2-0.3 ms each
-        on a busy machine. Measured with `raftlog bench --clients 1 --inflight 1 --batch 1`,
-        alternating runs: p50 3.37/3.70/3.37 ms through the thread, 2.81/3.26/2.47 ms inline;
-        the throughput ceiling (large writes) still goes through the thread.
-        """
-        assert self._loop is not None
-        if rd is not None and self._inline(rd):
-            fut = self._loop.create_future()
-            try:
-                write()
-                fut.set_result(None)
-            except Exception as exc:    # handled by _persisted exactly like a failed threaded write
-                fut.set_exception(exc)
-            self._persisted(rd, fut, write)
-            return
-        fut = self._loop.run_in_executor(self._writer, write)
-        self._inflight = fut
-        fut.add_done_callback(lambda f: self._persisted(rd, f, write))
-
     def _inline(self, rd: Any) -> bool:
-        """True for a write that runs on the loop thread (see _write)."""
+        """True for a follower's small write, which runs on the loop thread (see Writer.write)."""
         return (self.raw.role is not Role.LEADER and not rd.snapshot_chunks and rd.snapshot is None
                 and (rd.entries is None or len(rd.entries) <= INLINE_WRITE_ENTRIES))
 
-    def _out_of_space(self, exc: BaseException) -> bool:
-        """True when a failed write failed for lack of space (see DISK_LOW_BYTES)."""
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        import lmdb
-        if not isinstance(exc, lmdb.Error) or isinstance(exc, lmdb.MapFullError):
-            return False
-        try:
-            st = os.statvfs(self.cfg.data_dir)
-        except OSError:
-            return False
-        return st.f_bavail * st.f_frsize < DISK_LOW_BYTES
-
-    def _disk_full(self, rd: Any, write: Any, exc: BaseException) -> None:
-        """Hold the failed write and retry it later; the loop keeps sending what needs no durability."""
-        assert self._loop is not None
-        if self.storage_error is None:
-            self._full_since = time.monotonic()
-            log.error("node %d: disk full: cannot write to %s (%s); acknowledging nothing until a write "
-                      "succeeds, retrying every %.1fs", self.node_id, self.cfg.data_dir, exc, DISK_RETRY_SECONDS)
-        self.storage_error = f"disk full: {exc}"
-        placeholder = self._loop.create_future()
-        self._placeholder = self._inflight = placeholder
-
-        def retry() -> None:
-            self._retry_handle = None
-            if not placeholder.done():
-                placeholder.set_result(None)
-            if not self._stopping:
-                self._write(rd, write)
-        self._retry_handle = self._loop.call_later(DISK_RETRY_SECONDS, retry)
-
-    def _persisted(self, rd: Any, fut: asyncio.Future, write: Any = None) -> None:
-        self._inflight = None
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        if exc is not None and write is not None and not self._stopping and self._out_of_space(exc):
-            self._disk_full(rd, write, exc)   # the transaction was aborted whole: the same write can be redone
-            return
-        if exc is None and self.storage_error is not None:
-            log.warning("node %d: storage writable again after %.1fs of disk full; resuming", self.node_id,
-                        time.monotonic() - self._full_since)
-            self.storage_error = None
-        if exc is not None:
-            # Nothing of this Ready was acknowledged; continuing would build on a write we
-            # cannot trust, so the node stops (fail-stop) and a restart recovers from disk.
-            log.error("node %d: storage write failed, stopping: %r", self.node_id, exc)
-            self._failure = exc
-            self.request_stop()
-            return
-        self.writes += 1
-        if self._stopping:
-            return
-        if rd is None:       # a deferred hard state was written: nothing to acknowledge
-            self.kick()
-            return
-        self._finish(rd)
+    def _fail(self, exc: BaseException) -> None:
+        """A write failed (not for lack of space): nothing of it was acknowledged; stop (fail-stop)."""
+        self._failure = exc
+        self.request_stop()
 
     def _finish(self, rd: Any) -> None:
         if rd.snapshot is not None:
@@ -734,8 +589,8 @@ class Node:
             "connected": sorted(p for p in self.cfg.peers if peers is not None and peers.connected(p)),
             "dropped_messages": {str(p): n for p, n in sorted(peers.dropped.items())} if peers is not None else {},
             "pending_requests": len(self.proposals),
-            "writes": self.writes,
-            "storage_error": self.storage_error,
+            "writes": self.writer.writes if self.writer is not None else 0,
+            "storage_error": self.writer.storage_error if self.writer is not None else None,
             "corrupt_index": self.corrupt_index,
             "first_index": raw.first_index,
             "snapshot": {"index": self.storage.snapshot_meta().index, "size": self.storage.snapshot_meta().size,
