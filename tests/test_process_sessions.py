@@ -7,7 +7,6 @@ from collections import Counter
 
 import pytest
 
-from raftlog.errors import SessionExpired
 from raftlog.runtime.client import AsyncClient
 from support.polling import wait_for
 from test_process_cluster import ProcCluster
@@ -101,9 +100,6 @@ def test_appends_retried_across_a_sigkill_of_the_leader_are_not_duplicated(clust
     assert not wrong, f"acknowledged indexes that do not hold their payload: {wrong[:3]}"
 
 
-@pytest.mark.xfail(strict=True, raises=SessionExpired,
-                   reason="bug: the leader answers 'expired' to seq > 1 of a session whose seq 1 is not applied yet "
-                          "(SessionTable.lookup via SessionFront.check, core/sessions.py)")
 def test_a_fresh_session_takes_pipelined_appends(cluster):
     """A new client's first append_many of several requests (sent at once, seq 1, 2, 3, ...) is accepted."""
     c = cluster

@@ -24,7 +24,7 @@ def test_retries_across_crashes_partitions_and_lost_replies_are_applied_once() -
 
 def test_checks_catch_a_leader_that_does_not_deduplicate(monkeypatch) -> None:
     """Must be able to fail: a front that always appends makes retried requests land twice."""
-    monkeypatch.setattr(SessionFront, "check", lambda self, raw, session, seq: ("propose", None))
+    monkeypatch.setattr(SessionFront, "check", lambda self, raw, session, seq, floor: ("propose", None))
     caught = 0
     for seed in range(10):
         try:
@@ -38,10 +38,10 @@ def test_checks_catch_a_new_leader_that_answers_before_applying_its_predecessors
     """Must be able to fail: skip the "apply your term's first entry first" rule."""
     real = SessionFront.check
 
-    def hasty(self, raw, session, seq):
-        state, res = real(self, raw, session, seq)
+    def hasty(self, raw, session, seq, floor):
+        state, res = real(self, raw, session, seq, floor)
         if state == "wait":
-            st, r = self.table.lookup(session, seq)
+            st, r = self.table.lookup(session, seq, floor)
             return (st if st != "new" else "propose"), r
         return state, res
     monkeypatch.setattr(SessionFront, "check", hasty)
@@ -82,12 +82,14 @@ def test_table_expiry_is_a_function_of_the_log_and_round_trips() -> None:
     t = SessionTable(timeout_ms=100)
     assert t.apply(10, encode_header(7, 1, 1, 2, 1000)) is None
     assert t.apply(13, encode_header(8, 1, 1, 1, 1050)) is None
-    assert t.lookup(7, 1) == ("done", (11, 2))
+    assert t.lookup(7, 1, 1) == ("done", (11, 2))
     assert t.apply(15, encode_header(7, 1, 1, 2, 1060)) == (11, 2)        # a duplicate returns the original
-    assert t.lookup(7, 2) == ("new", None)
+    assert t.lookup(7, 2, 2) == ("new", None)
     copy = SessionTable.from_bytes(t.to_bytes())
     for table in (t, copy):
         table.apply(20, encode_header(8, 2, 2, 1, 1200))                 # log time 1200: 7 idle since 1060
     assert t.to_bytes() == copy.to_bytes()
-    assert t.lookup(7, 2) == ("expired", None) and t.lookup(8, 2)[0] == "done"
-    assert t.lookup(9, 1) == ("new", None) and t.lookup(9, 5) == ("expired", None)
+    assert t.lookup(7, 2, 2) == ("expired", None) and t.lookup(8, 2, 2)[0] == "done"
+    assert t.lookup(9, 1, 1) == ("new", None) and t.lookup(9, 5, 5) == ("expired", None)
+    # A new client's pipelined requests: seq 3 may arrive before seq 1 is applied (floor 1).
+    assert t.lookup(9, 3, 1) == ("new", None)

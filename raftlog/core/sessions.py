@@ -17,8 +17,10 @@ The leader uses the table (plus its own requests still in flight) to answer a re
 request with the ORIGINAL index instead of appending it again. Rules that make that exact:
 - a leader takes session requests only after it has applied its own term's first entry,
   so the table covers every request in its log that an earlier leader appended;
-- a request of a session the table does not know is accepted only as seq 1 (a new
-  session); any other seq of an unknown session means it expired (SessionExpired).
+- a request of a session the table does not know is accepted only while its floor is 1:
+  the client has had no answer yet, so the session is new (its first requests may arrive
+  pipelined, seq 2 before seq 1 is applied); a higher floor means the client was answered
+  before and the table forgot the session: it expired (SessionExpired).
 """
 from __future__ import annotations
 
@@ -121,11 +123,11 @@ class SessionTable:
             del self.sessions[sid]
         self.expired += len(gone)
 
-    def lookup(self, session: int, seq: int) -> tuple[str, Optional[tuple[int, int]]]:
-        """("done", result) | ("new", None) | ("expired", None) for a request arriving at the leader."""
+    def lookup(self, session: int, seq: int, floor: int) -> tuple[str, Optional[tuple[int, int]]]:
+        """("done", result) | ("new", None) | ("expired", None) for request `seq` (with the client's `floor`)."""
         s = self.sessions.get(session)
         if s is None:
-            return ("new", None) if seq == 1 else ("expired", None)
+            return ("new", None) if floor <= 1 else ("expired", None)
         if seq in s.results:
             return "done", s.results[seq]
         if seq < s.floor:
@@ -167,7 +169,7 @@ class SessionFront:
         self.inflight: dict[tuple[int, int], tuple[int, int, int]] = {}
         self.term = 0
 
-    def check(self, raw, session: int, seq: int) -> tuple[str, Optional[tuple]]:
+    def check(self, raw, session: int, seq: int, floor: int) -> tuple[str, Optional[tuple]]:
         """One of ("wait", None): the leader has not applied its term's first entry yet;
         ("done", (first, count)): already applied, answer at once; ("pending", (first, count, term)):
         in flight, answer when it commits; ("expired", None); ("propose", None).
@@ -180,7 +182,7 @@ class SessionFront:
         r = raw.raft
         if r.log.term_at(raw.applied_index) != raw.term:
             return "wait", None
-        state, result = self.table.lookup(session, seq)
+        state, result = self.table.lookup(session, seq, floor)
         if state == "done":
             return state, result
         pending = self.inflight.get((session, seq))

@@ -130,7 +130,8 @@ class SessionSimulation(Simulation):
         node = self.nodes[lid]
         raw = node.raw
         front = self.fronts[lid]
-        state, res = front.check(raw, c.session, c.seq)
+        floor = min([c.seq] + [q for q in range(1, c.seq) if q not in c.acked])
+        state, res = front.check(raw, c.session, c.seq, floor)
         if state == "done":
             self.ack(c, res)
             c.waiting = None
@@ -140,7 +141,6 @@ class SessionSimulation(Simulation):
             c.expired = True
             self.log(f"session {c.session} expired at seq {c.seq}")
         elif state == "propose":
-            floor = min([c.seq] + [q for q in range(1, c.seq) if q not in c.acked])
             head = RecordBatch.encode(0, KIND_SESSION, [encode_header(c.session, c.seq, floor, len(c.payloads))])
             batch = restamp(RecordBatch.concat([head, RecordBatch.encode(0, KIND_DATA, c.payloads)]), raw.term,
                             self.now)

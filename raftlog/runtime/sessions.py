@@ -41,6 +41,7 @@ class _Op(NamedTuple):
     records: RecordBatch
     session: int
     seq: int
+    floor: int
     deadline: float
 
 
@@ -92,13 +93,13 @@ class SessionService:
     def handle(self, conn: "Connection", request_id: int, records: RecordBatch, timeout: float) -> None:
         """A session append (header + data records)."""
         try:
-            session, seq, _floor, count, _t = decode_header(records.payload(0))
+            session, seq, floor, count, _t = decode_header(records.payload(0))
             if seq < 1 or count != len(records) - 1 or count < 1:
                 raise ValueError("the header's count must match the data records that follow it")
         except ValueError as exc:
             self.port.error(conn, request_id, ERR_BAD_REQUEST, f"bad session append: {exc}")
             return
-        op = _Op(conn, request_id, records, session, seq, time.monotonic() + timeout)
+        op = _Op(conn, request_id, records, session, seq, floor, time.monotonic() + timeout)
         if not self._try(op):
             self.waiting.append(op)
 
@@ -109,7 +110,7 @@ class SessionService:
         if str(raw.role) != "leader":
             port.error(op.conn, op.request_id, ERR_NOT_LEADER, "not the leader")
             return True
-        state, res = self.front.check(raw, op.session, op.seq)
+        state, res = self.front.check(raw, op.session, op.seq, op.floor)
         if state == "wait":
             return False
         if state == "done":
