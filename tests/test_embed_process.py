@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import raftlog
-from raftlog.bench import free_ports
+from raftlog.runtime.launcher import free_ports
 from support.polling import NotYet, wait_for
 
 pytestmark = pytest.mark.process

@@ -19,7 +19,7 @@ from typing import Optional
 
 import pytest
 
-from raftlog.bench import free_ports
+from raftlog.runtime.launcher import free_ports
 from raftlog.hot import (
     FRAME_ERROR,
     FRAME_HANDSHAKE,
