@@ -3,8 +3,6 @@ SIGKILL during a change, graceful leader shutdown hands over. Every process is k
 """
 from __future__ import annotations
 
-import json
-import os
 import re
 import signal
 import subprocess
@@ -13,65 +11,16 @@ from typing import Optional
 
 import pytest
 
-from support.polling import NotYet, wait_for
-from test_process_cluster import ProcCluster, assert_logs_agree, free_ports
+from support.cluster import MemberCluster, assert_logs_agree, clusters
+from support.polling import wait_for
 
 pytestmark = pytest.mark.process
 
 
-class MemberCluster(ProcCluster):
-    """ProcCluster plus nodes that join a running cluster by address."""
-
-    def add_address(self, i: int) -> None:
-        self.addresses[i] = f"127.0.0.1:{free_ports(1)[0]}"
-
-    def start_joiner(self, i: int, via: int, *extra: str) -> None:
-        log = open(os.path.join(self.root, f"node{i}.log"), "ab")
-        cmd = [sys.executable, "-m", "raftlog", "-v", "node", "--id", str(i), "--data", self.data_dir(i),
-               "--listen", self.addresses[i], "--join", self.addresses[via], "--cluster-id", "proc-test", *extra]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self.procs[i] = proc
-        self.all_procs.append(proc)
-
-    def cli(self, *args: str, via: list[int], timeout: float = 30) -> subprocess.CompletedProcess:
-        peers = ",".join(self.addresses[i] for i in via)
-        return subprocess.run([sys.executable, "-m", "raftlog", *args[:1], "--peers", peers, "--cluster-id",
-                               "proc-test", *args[1:]], capture_output=True, text=True, timeout=timeout)
-
-    def members(self, via: list[int]) -> list[dict]:
-        """The member table, asked through `via`; NotYet when no member could answer (no leader, down)."""
-        out = self.cli("members", "--json", via=via)
-        if out.returncode != 0:
-            raise NotYet(f"raftlog members failed: {out.stderr.strip()}")
-        return json.loads(out.stdout)
-
-    def voters(self, via: list[int]) -> set[int]:
-        return {m["id"] for m in self.members(via) if m["voter"]}
-
-    def leader_of(self, ids: list[int]):
-        """(leader id, term) when a member of `ids` leads and a majority of `ids` agree."""
-        sts = {i: s for i, s in self.statuses(ids).items() if s is not None}
-        leaders = [(s["term"], i) for i, s in sts.items() if s["role"] == "leader"]
-        if not leaders:
-            return None
-        term, lid = max(leaders)
-        agree = sum(1 for s in sts.values() if s["term"] == term and s["leader"] == lid)
-        return (lid, term) if agree > len(ids) // 2 else None
-
-
 @pytest.fixture
 def make_members(tmp_path):
-    made: list[MemberCluster] = []
-
-    def make(n: int) -> MemberCluster:
-        c = MemberCluster(n, str(tmp_path))
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
+    with clusters(str(tmp_path), MemberCluster) as make:
+        yield make
 
 
 def test_grow_to_five_by_joining_remove_two_originals_with_the_leader_and_transfer(make_members):

@@ -20,9 +20,9 @@ from raftlog.hot import (
 )
 from raftlog.runtime.client import Client
 from raftlog.runtime.wire import consistency_code
+from support.cluster import ProcCluster
 from support.polling import wait_for
 from support.safety import holds_acked
-from test_process_cluster import ProcCluster
 
 pytestmark = pytest.mark.process
 

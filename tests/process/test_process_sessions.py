@@ -9,8 +9,8 @@ import pytest
 
 from raftlog.errors import SessionExpired
 from raftlog.runtime.client import AsyncClient
+from support.cluster import ProcCluster
 from support.polling import wait_for
-from test_process_cluster import ProcCluster
 
 pytestmark = pytest.mark.process
 

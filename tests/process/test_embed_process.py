@@ -22,7 +22,7 @@ from support.polling import NotYet, wait_for
 
 pytestmark = pytest.mark.process
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 WRITER = textwrap.dedent("""
     import asyncio, os, sys
