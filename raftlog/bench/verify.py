@@ -1,4 +1,4 @@
-"""Verification after a run: every node's log identical over the committed range, every acknowledged request in place."""
+"""After a run: every node's log identical over the committed range, every acknowledged request in place."""
 from __future__ import annotations
 
 from raftlog.bench.load import Stats

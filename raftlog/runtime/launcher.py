@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Optional
+from typing import Any, Optional
 
 GRACE_SECONDS = 5.0          # SIGTERM -> SIGKILL
 REAP_SECONDS = 10.0          # how long close() waits for a SIGKILLed process to be reaped
@@ -72,7 +72,7 @@ def node_command(node_id: int, data_dir: str, *, cluster_id: str, peers: Optiona
 
 
 class NodeProcesses:
-    """Node processes by id; every process started is reaped by `stop()` or `close()`, whatever happened.
+    """Node processes by id: `stop()` shuts the current ones down, `close()` kills and reaps every one ever started.
 
     `addresses` (id -> host:port) are the members; node i's data dir is ROOT/node{i} and its
     output goes to ROOT/node{i}.log (appended: a restarted node adds to the same file), or,
@@ -112,24 +112,21 @@ class NodeProcesses:
 
     def command(self, i: int, join: Optional[str] = None) -> list[str]:
         """Node i's argv: a member started with `--peers`, or with `join` (an address) a joiner."""
-        if join is None:
-            cmd = node_command(i, self.data_dir(i), cluster_id=self.cluster_id, peers=self.peers, sync=self.sync,
-                               verbosity=self.verbosity, extra=self.args.get(i, ()))
-        else:
-            cmd = node_command(i, self.data_dir(i), cluster_id=self.cluster_id, listen=self.addresses[i], join=join,
-                               sync=self.sync, verbosity=self.verbosity, extra=self.args.get(i, ()))
-        return self.prefix.get(i, []) + cmd
+        membership = {"peers": self.peers} if join is None else {"listen": self.addresses[i], "join": join}
+        return self.prefix.get(i, []) + node_command(i, self.data_dir(i), cluster_id=self.cluster_id, sync=self.sync,
+                                                     verbosity=self.verbosity, extra=self.args.get(i, ()),
+                                                     **membership)
 
     def start(self, i: int, join: Optional[str] = None) -> subprocess.Popen:
         """Start node i (again, after it exited: over the same data dir); `join`: see command()."""
         cmd = self.command(i, join)
-        common = dict(stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
-                      preexec_fn=die_with_parent)
+        common: dict[str, Any] = dict(stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=self.env,
+                                      start_new_session=True, preexec_fn=die_with_parent)
         if self.pipe_output:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1, **common)  # type: ignore[call-overload]
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1, **common)
         else:
             with open(self.log_path(i), "ab") as log:
-                proc = subprocess.Popen(cmd, stdout=log, **common)  # type: ignore[call-overload]
+                proc = subprocess.Popen(cmd, stdout=log, **common)
         self.procs[i] = proc
         self.all_procs.append(proc)
         self.paused.discard(i)
@@ -186,11 +183,6 @@ class NodeProcesses:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-    def restart(self, i: int, grace: float = GRACE_SECONDS) -> subprocess.Popen:
-        """stop() node i, then start it again over the same data dir."""
-        self.stop([i], grace)
-        return self.start(i)
 
     def wait(self, i: int, timeout: Optional[float] = None) -> int:
         """Node i's exit status once its process has exited (subprocess.TimeoutExpired after `timeout`)."""

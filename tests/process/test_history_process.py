@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 from typing import Optional
 
@@ -61,7 +60,7 @@ class ChangingCluster(MemberCluster):
         """Track the configuration `members` (id -> address); a member no longer in it is killed by PID."""
         for i in sorted(set(self.addresses) - set(members)):
             if i in self.procs and self.procs[i].poll() is None:
-                self.signal(i, signal.SIGCONT)
+                self.resume(i)
                 self.kill(i)
             self.procs.pop(i, None)
             self.removed.append(i)

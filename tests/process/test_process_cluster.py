@@ -7,7 +7,6 @@ process started is killed by PID in a finalizer. After each scenario every node'
 """
 from __future__ import annotations
 
-import signal
 import socket
 import time
 
@@ -93,7 +92,7 @@ def test_three_nodes_elect_replicate_failover_restart_and_stall(make_cluster):
     while not frames:
         frames += dec.feed(raw.recv(65536))
     assert frames[0][0] == FRAME_HANDSHAKE
-    cluster.signal(lid, signal.SIGSTOP)
+    cluster.pause(lid)
     # Queued in the stopped leader's socket before any newer-term message can be: on SIGCONT
     # it most likely proposes these at its old term first, and they are then replaced.
     doomed = [f"doomed-{k}".encode() for k in range(20)]
@@ -105,7 +104,7 @@ def test_three_nodes_elect_replicate_failover_restart_and_stall(make_cluster):
             p = f"during-stop-{k}".encode()
             acked[client.append(p)] = p
     # The others elected a leader and committed without it: it has been stopped past an election timeout.
-    cluster.signal(lid, signal.SIGCONT)
+    cluster.resume(lid)
     wait_for(f"node {lid} to step down", lambda: (cluster.statuses([lid])[lid] or {}).get("role") == "follower")
     frames = []
     while not frames:

@@ -130,7 +130,7 @@ def test_sigkill_of_the_leader_in_the_joint_phase_of_a_voter_change(make_members
     lid, _ = wait_for("a leader", lambda: c.leader_of([1, 2, 3]))
     held, running = [i for i in (1, 2, 3) if i != lid]
     c.add_address(4)
-    c.signal(held, signal.SIGSTOP)
+    c.pause(held)
     admin = subprocess.Popen([sys.executable, "-m", "raftlog", "members", "--peers",
                               ",".join(c.addresses[i] for i in (lid, running)), "--cluster-id", "proc-test",
                               "--timeout", "60", "add", f"4={c.addresses[4]}"],
@@ -145,7 +145,7 @@ def test_sigkill_of_the_leader_in_the_joint_phase_of_a_voter_change(make_members
     print(f"\nnode {lid} seen as {seen['role']} in term {seen['term']} with configuration {joint!r}; killed")
     c.kill(lid)
     c.start(lid)
-    c.signal(held, signal.SIGCONT)
+    c.resume(held)
     out, err = admin.communicate(timeout=90)     # the CLI retries at whoever leads
     assert admin.returncode == 0, err
     # Node 4 is a voter of the final configuration; started by joining (already a member), it catches up.

@@ -314,7 +314,7 @@ class ProcessNemesis:
                 if action.startswith("kill"):
                     c.kill(v)
                 elif action.startswith("stop"):
-                    c.signal(v, signal.SIGSTOP)
+                    c.pause(v)
                 else:
                     c.signal(v, signal.SIGTERM)
                     c.wait(v, 20)
@@ -326,7 +326,7 @@ class ProcessNemesis:
             time.sleep(hold)
             for v in victims:
                 if action.startswith("stop"):
-                    c.signal(v, signal.SIGCONT)
+                    c.resume(v)
                 else:
                     c.start(v)
             time.sleep(self.rng.uniform(0.2, 1.5))
@@ -431,7 +431,7 @@ class ProcessNemesis:
         c = self.cluster
         for i in sorted(c.addresses):
             if i in c.paused:
-                c.signal(i, signal.SIGCONT)
+                c.resume(i)
             if c.procs[i].poll() is not None:
                 c.start(i)
 
