@@ -37,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
-from raftlog.bench import free_ports
+from raftlog.runtime.launcher import free_ports
 
 _LEN = struct.Struct(">I")
 STORES = ("none", "fdatasync", "prealloc", "lmdb")

@@ -131,7 +131,7 @@ def run_node(args: argparse.Namespace) -> None:
 
 def run_pysyncobj(nodes: int, payload: int, duration: float, window: int, flush: bool, warmup: float) -> dict:
     """One PySyncObj cluster of `nodes` processes; the driver's result."""
-    from raftlog.bench import free_ports
+    from raftlog.runtime.launcher import free_ports
     root = tempfile.mkdtemp(prefix="pysyncobj-bench-")
     ports = free_ports(nodes)
     addrs = [f"127.0.0.1:{p}" for p in ports]

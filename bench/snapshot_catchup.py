@@ -22,7 +22,7 @@ import tempfile
 import time
 
 import raftlog
-from raftlog.bench import free_ports
+from raftlog.runtime.launcher import free_ports
 
 
 class KV:

@@ -42,7 +42,9 @@ def import_impl(impl: str) -> SimpleNamespace:
         hot = importlib.import_module("raftlog.hot")
         node = importlib.import_module("raftlog.runtime.node")
         client = importlib.import_module("raftlog.runtime.client")
-        bench = importlib.import_module("raftlog.bench")
+        config = importlib.import_module("raftlog.bench.config")
+        load = importlib.import_module("raftlog.bench.load")
+        launcher = importlib.import_module("raftlog.runtime.launcher")
     finally:
         if old is None:
             os.environ.pop("RAFTLOG_PURE", None)
@@ -50,7 +52,7 @@ def import_impl(impl: str) -> SimpleNamespace:
             os.environ["RAFTLOG_PURE"] = old
     if hot.IMPLEMENTATION != impl:
         pytest.skip(f"the {impl} hot path is not available")
-    return SimpleNamespace(hot=hot, node=node, client=client, bench=bench)
+    return SimpleNamespace(hot=hot, node=node, client=client, config=config, load=load, launcher=launcher)
 
 
 class InProcessCluster:
@@ -60,11 +62,11 @@ class InProcessCluster:
         self.mods = mods
         self.loop = asyncio.new_event_loop()
         self.root = tempfile.mkdtemp(prefix="raftlog-e2e-")
-        ports = mods.bench.free_ports(n)
+        ports = mods.launcher.free_ports(n)
         self.peers = {i: f"127.0.0.1:{ports[i - 1]}" for i in range(1, n + 1)}
         self.nodes = [mods.node.Node(mods.node.NodeConfig(node_id=i, peers=self.peers,
                                                           data_dir=os.path.join(self.root, f"node{i}"),
-                                                          cluster_id=mods.bench.CLUSTER_ID))
+                                                          cluster_id=mods.config.CLUSTER_ID))
                       for i in self.peers]
         self.run(self._start())
 
@@ -107,11 +109,11 @@ def cluster(request: pytest.FixtureRequest):  # noqa: ANN201
 def test_e2e_pipelined_appends(benchmark, cluster: InProcessCluster) -> None:
     """20,000 entries of 100 B committed: 4 connections x 4 requests in flight x 256 payloads."""
     benchmark.group = f"e2e: {ENTRIES_PER_ROUND:,} appends, 4 x 4 x 256, 3 nodes, fsync"
-    b = cluster.mods.bench
-    cfg = b.BenchConfig(count=ENTRIES_PER_ROUND, clients=4, inflight=4, batch=256, warmup=0)
+    mods = cluster.mods
+    cfg = mods.config.BenchConfig(count=ENTRIES_PER_ROUND, clients=4, inflight=4, batch=256, warmup=0)
 
     def one_round() -> int:
-        driver = b.LoadDriver(cfg, cluster.peers, lambda d, t: None)
+        driver = mods.load.LoadDriver(cfg, cluster.peers, lambda d, t: None)
         cluster.run(driver.run(cluster.leader_address, 0.0))
         return driver.stats.entries
 
@@ -124,7 +126,7 @@ def test_e2e_pipelined_appends(benchmark, cluster: InProcessCluster) -> None:
 def test_e2e_single_append(benchmark, cluster: InProcessCluster) -> None:
     """One client, one 100-byte append at a time: the commit latency of a lone request."""
     benchmark.group = "e2e: one append of 100 B, one in flight, 3 nodes, fsync"
-    client = cluster.mods.client.AsyncClient(list(cluster.peers.values()), cluster_id=cluster.mods.bench.CLUSTER_ID)
+    client = cluster.mods.client.AsyncClient(list(cluster.peers.values()), cluster_id=cluster.mods.config.CLUSTER_ID)
     payload = b"x" * 100
     cluster.run(client.append(payload))      # connect and find the leader first
 

@@ -20,7 +20,7 @@ from raftlog.errors import CorruptLogError
 from raftlog.runtime.client import AsyncClient
 from raftlog.runtime.node import Node, NodeConfig
 
-from test_disk_corruption import flip_byte_of
+from support.corruption import flip_byte_of
 from test_runtime_transport import free_port
 
 CLUSTER = "corrupt-leader"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 
 import raftlog
-from raftlog.bench import free_ports
+from raftlog.runtime.launcher import free_ports
 
 from async_wait import until
 

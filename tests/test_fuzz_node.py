@@ -292,8 +292,9 @@ def rss_kib(pid: int) -> int:
 
 @pytest.mark.process
 def test_fuzzing_a_running_cluster(tmp_path):
-    from history_workload import final_committed_log
-    from test_process_cluster import ProcCluster, wait_for
+    from support.cluster import ProcCluster
+    from support.history_workload import final_committed_log
+    from support.polling import wait_for
 
     seed = int(os.environ.get("RAFTLOG_FUZZ_SEED") or random.SystemRandom().randrange(1 << 31))
     print(f"\nfuzz seed {seed} (RAFTLOG_FUZZ_SEED={seed} replays it)")

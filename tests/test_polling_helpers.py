@@ -15,10 +15,10 @@ from typing import Callable
 import pytest
 
 from raftlog.errors import Timeout
-from history_workload import final_committed_log
+from support.cluster import assert_logs_agree
+from support.history_workload import final_committed_log
 from support.polling import NotYet, WaitTimeout, wait_for
 from support.safety import assert_committed_prefixes_agree, holds_acked
-from test_process_cluster import assert_logs_agree
 
 
 def dump(commit: int, entries: list[tuple[int, bytes]], first_index: int = 1, kind: str = "data") -> dict:

@@ -1,41 +1,19 @@
 """`raftlog cluster`: N local node processes on consecutive ports, their events streamed, all stopped together.
 
-Each node is a child process running `raftlog node`. The children run in their own session
-(so a terminal's Ctrl-C reaches only this supervisor, which then stops them in order with
-SIGTERM, and SIGKILL after a grace period) and get SIGTERM from the kernel if the supervisor
-itself dies (PR_SET_PDEATHSIG), so no node outlives it.
+The nodes are launched by raftlog.runtime.launcher: each in its own session (so a terminal's
+Ctrl-C reaches only this supervisor, which then stops them in order with SIGTERM, and SIGKILL
+after a grace period), and each gets SIGTERM from the kernel if the supervisor itself dies
+(PR_SET_PDEATHSIG), so no node outlives it.
 """
 from __future__ import annotations
 
-import ctypes
-import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from typing import Callable, Optional, TextIO
 
-GRACE_SECONDS = 5.0
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: ask Linux to SIGTERM this child when its parent exits."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)     # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def node_command(node_id: int, peers: str, data_dir: str, *, cluster_id: str, sync: bool,
-                 extra: tuple[str, ...] = ()) -> list[str]:
-    """The argv that starts one node with INFO logging."""
-    cmd = [sys.executable, "-m", "raftlog", "-v", "node", "--id", str(node_id), "--data", data_dir,
-           "--peers", peers, "--cluster-id", cluster_id]
-    if not sync:
-        cmd.append("--no-sync")
-    return cmd + list(extra)
+from raftlog.runtime.launcher import NodeProcesses
 
 
 class LocalCluster:
@@ -44,25 +22,23 @@ class LocalCluster:
     def __init__(self, n: int, base_port: int, data_dir: str, *, host: str = "127.0.0.1", cluster_id: str = "raftlog",
                  sync: bool = True, out: TextIO = sys.stdout, extra: tuple[str, ...] = ()) -> None:
         self.n = n
-        self.addresses = {i: f"{host}:{base_port + i - 1}" for i in range(1, n + 1)}
-        self.peers = ",".join(f"{i}={a}" for i, a in self.addresses.items())
         self.data_dir = data_dir
         self.cluster_id = cluster_id
         self.sync = sync
         self.out = out
         self.extra = extra
-        self.procs: dict[int, subprocess.Popen] = {}
+        self.nodes = NodeProcesses({i: f"{host}:{base_port + i - 1}" for i in range(1, n + 1)}, data_dir,
+                                   cluster_id=cluster_id, sync=sync, extra=extra, pipe_output=True)
+        self.addresses = self.nodes.addresses
+        self.peers = self.nodes.peers
+        self.procs = self.nodes.procs
         self._lock = threading.Lock()
         self._exited = threading.Event()
 
     def start(self) -> None:
         """Start every node; each one's log lines are printed as `[node i] ...`."""
         for i in self.addresses:
-            cmd = node_command(i, self.peers, os.path.join(self.data_dir, f"node{i}"), cluster_id=self.cluster_id,
-                               sync=self.sync, extra=self.extra)
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, bufsize=1, start_new_session=True, preexec_fn=_die_with_parent)
-            self.procs[i] = proc
+            proc = self.nodes.start(i)
             threading.Thread(target=self._pump, args=(i, proc), daemon=True).start()
 
     def _pump(self, node_id: int, proc: subprocess.Popen) -> None:
@@ -98,19 +74,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """SIGTERM every node, SIGKILL whoever is still there after the grace period, reap all."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                try:
-                    proc.send_signal(signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + GRACE_SECONDS
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        self.nodes.stop()
 
 
 def _strip_time(line: str) -> str:

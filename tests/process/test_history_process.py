@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import os
 import random
-import signal
+import subprocess
+from typing import Optional
 
 import pytest
 
 from raftlog.history import check
 
-from history_workload import DurabilityProbe, ProcessNemesis, Workload, final_committed_log
+from raftlog.runtime.launcher import free_ports
+from support.cluster import MemberCluster
+from support.history_workload import DurabilityProbe, ProcessNemesis, Workload, final_committed_log
 from support.polling import wait_for
-from test_process_cluster import free_ports
-from test_process_membership import MemberCluster
 
 pytestmark = pytest.mark.process
 
@@ -39,11 +40,11 @@ class ChangingCluster(MemberCluster):
         self.ever = set(self.addresses)
         self.removed: list[int] = []
 
-    def start(self, i: int) -> None:
-        if i in self.original:
-            super().start(i)
-        else:
-            self.start_joiner(i, self.join_via(i))
+    def start(self, i: int, join: Optional[str] = None) -> subprocess.Popen:
+        """Start node i; one that joined (not an original member) restarts with `--join`."""
+        if join is None and i not in self.original:
+            join = self.addresses[self.join_via(i)]
+        return super().start(i, join)
 
     def join_via(self, i: int) -> int:
         """Some other member to join through (the lowest id: any member forwards the request)."""
@@ -59,7 +60,7 @@ class ChangingCluster(MemberCluster):
         """Track the configuration `members` (id -> address); a member no longer in it is killed by PID."""
         for i in sorted(set(self.addresses) - set(members)):
             if i in self.procs and self.procs[i].poll() is None:
-                self.signal(i, signal.SIGCONT)
+                self.resume(i)
                 self.kill(i)
             self.procs.pop(i, None)
             self.removed.append(i)

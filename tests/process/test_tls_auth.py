@@ -21,7 +21,6 @@ import shutil
 import ssl
 import subprocess
 import sys
-import time
 from typing import Optional
 
 import pytest
@@ -31,10 +30,11 @@ from raftlog.errors import RaftlogError
 from raftlog.hot import FRAME_ERROR, FRAME_HANDSHAKE, PROTOCOL_VERSION, ROLE_CLIENT, ROLE_PEER, FrameDecoder
 from raftlog.hot import encode_handshake, encode_raft
 from raftlog.runtime.auth import AcceptorAuth, AuthError, ConnectorAuth, load_secret
-from raftlog.runtime.client import AsyncClient, Client, RequestRejected, query_status
+from raftlog.runtime.client import AsyncClient, RequestRejected
 from raftlog.runtime.tls import TlsFiles
 
-from test_process_cluster import ProcCluster, wait_for
+from support.cluster import ProcCluster
+from support.polling import wait_for
 
 CID = "proc-test"
 
@@ -124,38 +124,10 @@ def make_pki(root: str) -> dict[str, TlsFiles]:
 
 
 class SecuredCluster(ProcCluster):
-    """ProcCluster whose nodes get extra arguments (per node), and whose status calls use the same security."""
+    """ProcCluster whose nodes all get `args` (`args[i]` changes node i's), and whose clients use `security`."""
 
     def __init__(self, n: int, root: str, args: list[str], security: dict) -> None:
-        super().__init__(n, root)
-        self.args = {i: list(args) for i in self.addresses}
-        self.security = security
-
-    def start(self, i: int) -> None:
-        log = open(os.path.join(self.root, f"node{i}.log"), "ab")
-        cmd = [sys.executable, "-m", "raftlog", "-v", "node", "--id", str(i), "--data", self.data_dir(i),
-               "--peers", self.peers, "--cluster-id", CID, *self.args[i]]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self.procs[i] = proc
-        self.all_procs.append(proc)
-
-    def statuses(self, ids: Optional[list[int]] = None) -> dict:
-        ids = ids or list(self.addresses)
-
-        async def ask() -> list:
-            return await asyncio.gather(*(query_status(self.addresses[i], cluster_id=CID, timeout=1.0,
-                                                       **self.security) for i in ids))
-        return dict(zip(ids, asyncio.run(ask())))
-
-    def client(self, ids: Optional[list[int]] = None, **kw: object) -> Client:
-        ids = ids or list(self.addresses)
-        return Client([self.addresses[i] for i in ids], cluster_id=CID, timeout=kw.pop("timeout", 20.0),
-                      **{**self.security, **kw})
-
-    def log_of(self, i: int) -> str:
-        with open(os.path.join(self.root, f"node{i}.log"), errors="replace") as f:
-            return f.read()
+        super().__init__(n, root, cluster_id=CID, extra=args, security=security)
 
 
 def logged(cluster: SecuredCluster, ids: list[int], text: str) -> bool:

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from raftlog.runtime.client import AsyncClient
+from support.cluster import ProcCluster
 from support.polling import wait_for
-from test_process_cluster import ProcCluster
 
 pytestmark = pytest.mark.process
 

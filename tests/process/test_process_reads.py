@@ -3,7 +3,6 @@ while it is stopped and behind (ReadIndex, diss. 6.4); a leader without a quorum
 """
 from __future__ import annotations
 
-import signal
 import socket
 
 import pytest
@@ -20,9 +19,9 @@ from raftlog.hot import (
 )
 from raftlog.runtime.client import Client
 from raftlog.runtime.wire import consistency_code
+from support.cluster import ProcCluster
 from support.polling import wait_for
 from support.safety import holds_acked
-from test_process_cluster import ProcCluster
 
 pytestmark = pytest.mark.process
 
@@ -69,7 +68,7 @@ def test_a_linearizable_read_sent_to_a_follower_while_it_is_behind_misses_nothin
         for k in range(5):
             acked[client.append(b"before-%d" % k)] = b"before-%d" % k
         for rnd in range(3):
-            c.signal(f, signal.SIGSTOP)          # cut off: it misses what follows
+            c.pause(f)          # cut off: it misses what follows
             this_round: dict[int, bytes] = {}
             for k in range(30):
                 payload = b"r%d-%d" % (rnd, k)
@@ -79,7 +78,7 @@ def test_a_linearizable_read_sent_to_a_follower_while_it_is_behind_misses_nothin
             stored = c.inspect(f)
             assert stored["last_index"] < min(this_round), (stored["last_index"], min(this_round))
             with send_read(c.addresses[f], 1) as sock:
-                c.signal(f, signal.SIGCONT)
+                c.resume(f)
                 got = read_reply(sock)
             print(f"\nround {rnd}: node {f} had stored up to {stored['last_index']} (commit {stored['commit']}) "
                   f"when the read was sent; acknowledged up to {max(acked)}; it answered up to {max(got)}")
@@ -99,7 +98,7 @@ def test_a_leader_cut_off_from_its_quorum_serves_no_linearizable_read(cluster):
         client.append(b"x")
     others = [i for i in c.addresses if i != lid]
     for i in others:
-        c.signal(i, signal.SIGSTOP)
+        c.pause(i)
     try:
         with Client([c.addresses[lid]], cluster_id="proc-test", read_from="any", timeout=2.0) as at_leader:
             stale = at_leader.read(1, consistency="stale")
@@ -108,6 +107,6 @@ def test_a_leader_cut_off_from_its_quorum_serves_no_linearizable_read(cluster):
                 at_leader.read(1)                            # linearizable: no quorum, no answer
     finally:
         for i in others:
-            c.signal(i, signal.SIGCONT)
+            c.resume(i)
     with c.client() as client:
         assert [e.data for e in client.read(1)] == [b"x"]

@@ -3,8 +3,6 @@ SIGKILL during a change, graceful leader shutdown hands over. Every process is k
 """
 from __future__ import annotations
 
-import json
-import os
 import re
 import signal
 import subprocess
@@ -13,65 +11,16 @@ from typing import Optional
 
 import pytest
 
-from support.polling import NotYet, wait_for
-from test_process_cluster import ProcCluster, assert_logs_agree, free_ports
+from support.cluster import MemberCluster, assert_logs_agree, clusters
+from support.polling import wait_for
 
 pytestmark = pytest.mark.process
 
 
-class MemberCluster(ProcCluster):
-    """ProcCluster plus nodes that join a running cluster by address."""
-
-    def add_address(self, i: int) -> None:
-        self.addresses[i] = f"127.0.0.1:{free_ports(1)[0]}"
-
-    def start_joiner(self, i: int, via: int, *extra: str) -> None:
-        log = open(os.path.join(self.root, f"node{i}.log"), "ab")
-        cmd = [sys.executable, "-m", "raftlog", "-v", "node", "--id", str(i), "--data", self.data_dir(i),
-               "--listen", self.addresses[i], "--join", self.addresses[via], "--cluster-id", "proc-test", *extra]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self.procs[i] = proc
-        self.all_procs.append(proc)
-
-    def cli(self, *args: str, via: list[int], timeout: float = 30) -> subprocess.CompletedProcess:
-        peers = ",".join(self.addresses[i] for i in via)
-        return subprocess.run([sys.executable, "-m", "raftlog", *args[:1], "--peers", peers, "--cluster-id",
-                               "proc-test", *args[1:]], capture_output=True, text=True, timeout=timeout)
-
-    def members(self, via: list[int]) -> list[dict]:
-        """The member table, asked through `via`; NotYet when no member could answer (no leader, down)."""
-        out = self.cli("members", "--json", via=via)
-        if out.returncode != 0:
-            raise NotYet(f"raftlog members failed: {out.stderr.strip()}")
-        return json.loads(out.stdout)
-
-    def voters(self, via: list[int]) -> set[int]:
-        return {m["id"] for m in self.members(via) if m["voter"]}
-
-    def leader_of(self, ids: list[int]):
-        """(leader id, term) when a member of `ids` leads and a majority of `ids` agree."""
-        sts = {i: s for i, s in self.statuses(ids).items() if s is not None}
-        leaders = [(s["term"], i) for i, s in sts.items() if s["role"] == "leader"]
-        if not leaders:
-            return None
-        term, lid = max(leaders)
-        agree = sum(1 for s in sts.values() if s["term"] == term and s["leader"] == lid)
-        return (lid, term) if agree > len(ids) // 2 else None
-
-
 @pytest.fixture
 def make_members(tmp_path):
-    made: list[MemberCluster] = []
-
-    def make(n: int) -> MemberCluster:
-        c = MemberCluster(n, str(tmp_path))
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
+    with clusters(str(tmp_path), MemberCluster) as make:
+        yield make
 
 
 def test_grow_to_five_by_joining_remove_two_originals_with_the_leader_and_transfer(make_members):
@@ -181,7 +130,7 @@ def test_sigkill_of_the_leader_in_the_joint_phase_of_a_voter_change(make_members
     lid, _ = wait_for("a leader", lambda: c.leader_of([1, 2, 3]))
     held, running = [i for i in (1, 2, 3) if i != lid]
     c.add_address(4)
-    c.signal(held, signal.SIGSTOP)
+    c.pause(held)
     admin = subprocess.Popen([sys.executable, "-m", "raftlog", "members", "--peers",
                               ",".join(c.addresses[i] for i in (lid, running)), "--cluster-id", "proc-test",
                               "--timeout", "60", "add", f"4={c.addresses[4]}"],
@@ -196,7 +145,7 @@ def test_sigkill_of_the_leader_in_the_joint_phase_of_a_voter_change(make_members
     print(f"\nnode {lid} seen as {seen['role']} in term {seen['term']} with configuration {joint!r}; killed")
     c.kill(lid)
     c.start(lid)
-    c.signal(held, signal.SIGCONT)
+    c.resume(held)
     out, err = admin.communicate(timeout=90)     # the CLI retries at whoever leads
     assert admin.returncode == 0, err
     # Node 4 is a voter of the final configuration; started by joining (already a member), it catches up.

@@ -254,10 +254,10 @@ class Workload:
 
 
 class ProcessNemesis:
-    """A seeded schedule of process faults on a ProcCluster (see tests/test_process_cluster.py)."""
+    """A seeded schedule of process faults on a ProcCluster (support/cluster.py)."""
 
     ACTIONS = ("kill", "kill-leader", "stop", "stop-leader", "term", "kill-two", "transfer")
-    # With a cluster that can change membership (start_joiner/retire, see tests/test_history_process.py):
+    # With a cluster that can change membership (start_joiner/retire, see tests/process/test_history_process.py):
     # one "membership" step is, by the seeded schedule, a join (a fresh node id on a fresh data
     # dir, `--join`: a learner promoted once caught up), the removal of a member (the leader or
     # not) when the cluster has more voters than it started with, or a replacement (remove a
@@ -314,10 +314,10 @@ class ProcessNemesis:
                 if action.startswith("kill"):
                     c.kill(v)
                 elif action.startswith("stop"):
-                    c.signal(v, signal.SIGSTOP)
+                    c.pause(v)
                 else:
-                    c.procs[v].send_signal(signal.SIGTERM)
-                    c.procs[v].wait(20)
+                    c.signal(v, signal.SIGTERM)
+                    c.wait(v, 20)
                 kind = {"kill": "SIGKILL+restart", "stop": "SIGSTOP/SIGCONT", "term": "SIGTERM+restart"}[
                     action.split("-")[0]]
                 self._note(kind + (" of the leader" if leader is not None else ""),
@@ -326,7 +326,7 @@ class ProcessNemesis:
             time.sleep(hold)
             for v in victims:
                 if action.startswith("stop"):
-                    c.signal(v, signal.SIGCONT)
+                    c.resume(v)
                 else:
                     c.start(v)
             time.sleep(self.rng.uniform(0.2, 1.5))
@@ -430,8 +430,8 @@ class ProcessNemesis:
         """Every member running and not stopped."""
         c = self.cluster
         for i in sorted(c.addresses):
-            if i in c.stopped:
-                c.signal(i, signal.SIGCONT)
+            if i in c.paused:
+                c.resume(i)
             if c.procs[i].poll() is not None:
                 c.start(i)
 
@@ -491,15 +491,6 @@ class DurabilityProbe:
         self._thread.join(60)
         assert not self.violations, "acknowledged before durable:\n  " + "\n  ".join(self.violations[:10])
 
-    def durable(self, i: int) -> tuple[int, int]:
-        import json
-        import subprocess
-        import sys
-        out = subprocess.run([sys.executable, "-m", "raftlog", "inspect", self.cluster.data_dir(i), "--json",
-                              "--from", "1", "--to", "1"], capture_output=True, text=True, timeout=30, check=True)
-        d = json.loads(out.stdout)
-        return d["last_index"], d["term"]
-
     def _run(self) -> None:
         while not self.stop.wait(self.every):
             for lid, st in self.cluster.statuses().items():
@@ -510,7 +501,7 @@ class DurabilityProbe:
                     if fid == lid:
                         continue
                     try:
-                        last, term = self.durable(fid)
+                        last, term = self.cluster.durable(fid)
                     except NOT_YET_ERRORS:
                         continue          # a restart holds the lock for a moment or the dir is new
                     if term > st["term"]:

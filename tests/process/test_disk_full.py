@@ -13,16 +13,15 @@ under RAFTLOG_REQUIRE_ALL_TESTS, which CI sets.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from test_process_cluster import ProcCluster, assert_logs_agree, wait_for
+from support.cluster import ProcCluster, assert_logs_agree
+from support.polling import wait_for
 
 pytestmark = pytest.mark.process
 
@@ -48,17 +47,6 @@ class SmallDiskCluster(ProcCluster):
 
     def data_dir(self, i: int) -> str:
         return os.path.join(self.small, "node3") if i == 3 else super().data_dir(i)
-
-    def log_of(self, i: int) -> str:
-        with open(os.path.join(self.root, f"node{i}.log"), errors="replace") as f:
-            return f.read()
-
-    def durable(self, i: int) -> tuple[int, int]:
-        """(last index, term) stored in node i's data dir."""
-        out = subprocess.run([sys.executable, "-m", "raftlog", "inspect", self.data_dir(i), "--json", "--from", "1",
-                              "--to", "1"], capture_output=True, text=True, timeout=30, check=True)
-        d = json.loads(out.stdout)
-        return d["last_index"], d["term"]
 
     def durable_last(self, i: int) -> int:
         return self.durable(i)[0]

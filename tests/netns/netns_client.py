@@ -1,8 +1,8 @@
 """The client side of the network-namespace tests, run inside the client namespace.
 
-    python tests/netns_client.py --peers 1=10.77.0.11:7000,... --out DIR --seed N
+    python tests/netns/netns_client.py --peers 1=10.77.0.11:7000,... --out DIR --seed N
 
-Runs the recorded workload of tests/history_workload.py and a leader watcher (every member's
+Runs the recorded workload of tests/support/history_workload.py and a leader watcher (every member's
 status every 100 ms, one JSON line per round in DIR/leaders.jsonl, with monotonic times, which
 are the same clock in every namespace) until DIR/stop exists; then saves the history to
 DIR/history.jsonl and exits.
@@ -17,12 +17,11 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from history_workload import Workload  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # tests/, for support.*
 
 from raftlog.history import History  # noqa: E402
 from raftlog.runtime.client import query_status  # noqa: E402
+from support.history_workload import Workload  # noqa: E402
 
 
 def watch(addresses: list[str], cluster_id: str, path: str, stop: threading.Event) -> None:

@@ -11,9 +11,10 @@ import threading
 import pytest
 
 from raftlog.runtime.client import Client
+from raftlog.runtime.launcher import free_ports
+from support.cluster import ProcCluster, read_all
 from support.polling import wait_for
 from support.safety import holds_acked
-from test_process_cluster import ProcCluster, free_ports, read_all
 
 pytestmark = pytest.mark.process
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 import raftlog
-from raftlog.bench import free_ports
+from raftlog.runtime.launcher import free_ports
 from support.polling import NotYet, wait_for
 
 pytestmark = pytest.mark.process
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 WRITER = textwrap.dedent("""
     import asyncio, os, sys

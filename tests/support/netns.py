@@ -17,11 +17,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from typing import Optional
 
-from test_process_cluster import inspect_json, kill_all
+from support.cluster import ProcCluster, agreed_leader
 
 SUBNET = "10.77.0"
 
@@ -41,31 +40,24 @@ def netns_unavailable() -> Optional[str]:
     return None
 
 
-class NetnsCluster:
-    """N nodes, one per namespace; the interface of tests/test_process_cluster.py's ProcCluster where it matters."""
+class NetnsCluster(ProcCluster):
+    """N nodes, one per namespace (each started through `ip netns exec`), a client namespace, and faults."""
 
     def __init__(self, n: int, root: str, cluster_id: str = "proc-test") -> None:
-        self.n = n
-        self.root = root
-        self.cluster_id = cluster_id
         self.tag = f"rl8{os.getpid() % 100000}"
         self.hub = f"{self.tag}hub"
         self.client_ns = f"{self.tag}cl"
         self.ns = {i: f"{self.tag}n{i}" for i in range(1, n + 1)}
         self.ip = {i: f"{SUBNET}.{10 + i}" for i in range(1, n + 1)}
         self.client_ip = f"{SUBNET}.2"
-        self.addresses = {i: f"{self.ip[i]}:7000" for i in self.ip}
-        self.peers = ",".join(f"{i}={a}" for i, a in self.addresses.items())
-        self.procs: dict[int, subprocess.Popen] = {}
-        self.all_procs: list[subprocess.Popen] = []
-        self.stopped: set[int] = set()
+        super().__init__(n, root, addresses={i: f"{self.ip[i]}:7000" for i in self.ip}, cluster_id=cluster_id)
+        self.prefix = {i: ["ip", "netns", "exec", name] for i, name in self.ns.items()}
         self.made: list[str] = []
         self.cuts: set[tuple[int, int]] = set()
         self.lossy: set[int] = set()
         self.shaped: set[int] = set()
         self.down: set[int] = set()
 
-    # -- plumbing ---------------------------------------------------------------------------
     def sh(self, *cmd: str, ns: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess:
         full = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
         done = subprocess.run(full, capture_output=True, text=True, timeout=30)
@@ -104,34 +96,12 @@ class NetnsCluster:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
         self.made.clear()
 
-    # -- processes --------------------------------------------------------------------------
-    def data_dir(self, i: int) -> str:
-        return os.path.join(self.root, f"node{i}")
-
-    def start(self, i: int) -> None:
-        log = open(os.path.join(self.root, f"node{i}.log"), "ab")
-        cmd = ["ip", "netns", "exec", self.ns[i], sys.executable, "-m", "raftlog", "-v", "node", "--id", str(i),
-               "--data", self.data_dir(i), "--peers", self.peers, "--cluster-id", self.cluster_id]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self.procs[i] = proc
-        self.all_procs.append(proc)
-
-    def start_all(self) -> None:
-        for i in self.ns:
-            self.start(i)
-
     def in_client_ns(self, *args: str, **kw: object) -> subprocess.Popen:
-        """Start `args` (argv) inside the client namespace."""
-        return subprocess.Popen(["ip", "netns", "exec", self.client_ns, *args], **kw)  # type: ignore[call-overload]
+        """Start `args` (argv) inside the client namespace; close() kills it with the nodes."""
+        proc = subprocess.Popen(["ip", "netns", "exec", self.client_ns, *args], **kw)  # type: ignore[call-overload]
+        self.all_procs.append(proc)
+        return proc
 
-    def inspect(self, i: int) -> dict:
-        return inspect_json(self.data_dir(i))
-
-    def close(self) -> None:
-        kill_all(self.all_procs)
-
-    # -- faults -----------------------------------------------------------------------------
     def loss(self, i: int, pct: int) -> None:
         """Drop pct% of node i's outgoing TCP packets, at random."""
         ns = self.ns[i]
@@ -198,13 +168,8 @@ def read_jsonl(path: str) -> list[dict]:
 
 def leader_at(sample: dict, n: int) -> Optional[int]:
     """The leader in one watcher sample, if a majority of members agree on it (same term)."""
-    sts = [s for s in sample["statuses"] if s]
-    leaders = [(s["term"], s["id"]) for s in sts if s["role"] == "leader"]
-    if not leaders:
-        return None
-    term, lid = max(leaders)
-    agree = sum(1 for s in sts if s["term"] == term and s.get("leader") == lid)
-    return lid if agree > n // 2 else None
+    found = agreed_leader({s["id"]: s for s in sample["statuses"] if s}, n)
+    return found[0] if found else None
 
 
 def wait_leader_since(path: str, n: int, since: float, timeout: float) -> Optional[float]:

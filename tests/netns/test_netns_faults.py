@@ -1,4 +1,4 @@
-"""Nodes in separate network namespaces under real network faults (tests/netns.py), with the
+"""Nodes in separate network namespaces under real network faults (tests/support/netns.py), with the
 recorded client workload running in its own namespace throughout.
 
 Faults: random loss of 3-10% of every node's outgoing TCP packets (nftables), a bandwidth
@@ -29,9 +29,9 @@ import pytest
 
 from raftlog.history import History, check
 
-from history_workload import final_committed_log
-from netns import NetnsCluster, leader_at, netns_unavailable, read_jsonl, wait_leader_since
-from test_process_cluster import wait_for
+from support.history_workload import final_committed_log
+from support.netns import NetnsCluster, leader_at, netns_unavailable, read_jsonl, wait_leader_since
+from support.polling import wait_for
 
 pytestmark = pytest.mark.process
 
@@ -106,8 +106,7 @@ def run_netns(c: NetnsCluster, out: str, seconds: float, seed: int, scenarios: l
     here = os.path.dirname(os.path.abspath(__file__))
     client = c.in_client_ns(sys.executable, os.path.join(here, "netns_client.py"), "--peers", c.peers,
                             "--out", out, "--seed", str(seed), stdout=client_log, stderr=client_log,
-                            cwd=os.path.dirname(here))
-    c.all_procs.append(client)
+                            cwd=os.path.dirname(os.path.dirname(here)))
     leaders = os.path.join(out, "leaders.jsonl")
     recoveries: list[tuple[str, float]] = []
     faults = 0
