@@ -52,8 +52,8 @@ from raftlog.runtime import listener as transport_mod
 from raftlog.runtime import replies as replies_mod
 from raftlog.runtime.client import AsyncClient
 
-from async_wait import until
-from test_runtime_transport import CLUSTER, Raw, start_nodes, stop_all, wait_leader
+from support.async_wait import until
+from support.nodes import CLUSTER, Raw, start_nodes, stop_all, wait_leader
 
 
 def messages_of(caplog, level: int = logging.INFO) -> list[str]:

@@ -1,0 +1,26 @@
+"""Damaging a node's stored log on purpose, for the corruption tests."""
+from __future__ import annotations
+
+import os
+
+
+def flip_byte_of(path: str, needle: bytes) -> int:
+    """Flip one bit in the middle of every occurrence of `needle` in the file at `path`; how many.
+
+    LMDB's copy-on-write can leave stale copies of a page in free pages (how many depends on
+    where transactions happened to end); flipping those too is harmless.
+    """
+    with open(path, "r+b") as f:
+        data = f.read()
+        pos = data.find(needle)
+        assert pos >= 0, f"{needle!r} is not in {path}"
+        n = 0
+        while pos >= 0:
+            at = pos + len(needle) // 2
+            f.seek(at)
+            f.write(bytes([data[at] ^ 0x20]))
+            n += 1
+            pos = data.find(needle, pos + 1)
+        f.flush()
+        os.fsync(f.fileno())
+    return n
