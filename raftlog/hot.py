@@ -2,7 +2,7 @@
 
 Everything else in raftlog imports these names from here, never from the implementations.
 Every name is listed explicitly, so readers and type checkers see what the facade holds;
-tests/test_hot_api.py pins the list against both implementations.
+tests/unit/test_hot_api.py pins the list against both implementations.
 """
 from __future__ import annotations
 

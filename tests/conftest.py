@@ -1,10 +1,14 @@
-"""Shared pytest fixtures, and the skip policy: with RAFTLOG_REQUIRE_ALL_TESTS=1 only the skips
-listed in EXPECTED_SKIPS are allowed; any other skip fails the test (CI sets it)."""
+"""Shared pytest fixtures; the tier markers (each test is marked by its directory: tests/unit ->
+`unit`, tests/sim -> `sim`, tests/process -> `process`, tests/netns -> `netns`); and the skip
+policy: with RAFTLOG_REQUIRE_ALL_TESTS=1 only the skips listed in EXPECTED_SKIPS are allowed; any
+other skip fails the test (CI sets it). tests/ itself is on sys.path (pyproject's `pythonpath`),
+so a test in any tier imports its helpers as `support.<module>`."""
 from __future__ import annotations
 
 import importlib
 import os
 from collections.abc import Generator
+from pathlib import Path
 from types import ModuleType
 from typing import Union
 
@@ -12,6 +16,29 @@ import pytest
 from pytest import CollectReport, TestReport
 
 from raftlog import _ext
+
+# ---- tiers: a test's directory is its tier, and its marker ----------------------------------
+TESTS_DIR = Path(__file__).resolve().parent
+TIERS = ("unit", "sim", "process", "netns")
+
+
+def tier_of(path: Path) -> str | None:
+    """The tier whose directory (tests/<tier>/) holds `path`, or None for a file outside them."""
+    try:
+        top = path.resolve().relative_to(TESTS_DIR).parts[0]
+    except ValueError:
+        return None
+    return top if top in TIERS else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in a tier directory carries that tier's marker, before `-m` selects by it."""
+    for item in items:
+        tier = tier_of(item.path)
+        if tier is not None:
+            item.add_marker(tier)
+# ---- end of tiers ----------------------------------------------------------------------------
 
 # ---- skip policy: RAFTLOG_REQUIRE_ALL_TESTS ------------------------------------------------
 PURE_NO_DIFFERENTIAL = "RAFTLOG_PURE=1: differential tests need the Cython extension"

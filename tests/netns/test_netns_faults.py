@@ -33,7 +33,6 @@ from support.history_workload import final_committed_log
 from support.netns import NetnsCluster, leader_at, netns_unavailable, read_jsonl, wait_leader_since
 from support.polling import wait_for
 
-pytestmark = pytest.mark.process
 
 RECOVERY_DEADLINE = 30.0   # seconds from healing to a leader agreed on by a majority
 ALL_FAULTS = ["loss", "bandwidth", "leader-link-down", "leader-minority", "bridge", "one-way", "flapping"]

@@ -1,7 +1,7 @@
 """A lock-step network of RawNodes on MemoryStorage, and a stable text form of what they do.
 
 The rule tests (test_core_paper.py) drive `Network` step by step; the interaction scripts
-(test_interaction.py, tests/interaction/*.txt) replay commands against it and compare the
+(test_interaction.py, tests/unit/interaction/*.txt) replay commands against it and compare the
 text it prints. Nothing here changes how the engine behaves: every Ready is persisted in
 one `storage.save`, its `messages` and `persisted_messages` are queued for their
 recipients (in that order: the write is synchronous), its committed entries are recorded

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 
 import pytest
@@ -13,7 +12,8 @@ from raftlog import Compacted, Entry, NotLeader
 from raftlog.core.messages import MessageType
 from raftlog.core.snapshot import hold_transfers
 
-from async_wait import until
+from support.async_wait import until
+from support.nodes import free_port
 
 
 class KV:
@@ -176,14 +176,6 @@ def test_open_sync_from_plain_threads(tmp_path) -> None:
         assert log.append_many([b"x=1", b"y=2"])[1].result is None
     with pytest.raises(raftlog.Closed):
         log.append(b"late")
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 async def compacted_past(log, index: int) -> None:

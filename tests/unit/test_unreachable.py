@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 
 from raftlog.core.config import Config
 from raftlog.core.progress import ProgressState
 from raftlog.core.rawnode import RawNode, Role
 from raftlog.core.storage import MemoryStorage
 from raftlog.runtime.node import Node, NodeConfig
+
+from support.nodes import free_port
 
 
 def _stabilize(nodes: dict[int, RawNode], stores: dict[int, MemoryStorage]) -> None:
@@ -63,16 +64,10 @@ def test_report_unreachable_is_ignored_off_the_leader_and_for_strangers() -> Non
     assert all(pr.state is ProgressState.REPLICATE for p, pr in nodes[1].raft.progress.items() if p != 1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_node_reports_a_lost_connection_to_the_engine(tmp_path) -> None:
     """A follower that stops: the leader's transport loses it and its progress goes back to probe."""
     async def main() -> None:
-        addrs = {i: f"127.0.0.1:{_free_port()}" for i in (1, 2, 3)}
+        addrs = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
         nodes = {i: Node(NodeConfig(node_id=i, peers=dict(addrs), data_dir=str(tmp_path / f"n{i}"),
                                     cluster_id="unreachable", sync=False)) for i in addrs}
         for node in nodes.values():

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hot_strategies import encode, frame_args
+from support.hot_strategies import encode, frame_args
 from raftlog.errors import FrameError
 
 FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -7,8 +7,8 @@ import pytest
 
 from raftlog.errors import SessionExpired
 from raftlog.runtime.client import AsyncClient
-from async_wait import until
-from test_runtime_transport import CLUSTER, start_nodes, stop_all, wait_leader
+from support.async_wait import until
+from support.nodes import CLUSTER, start_nodes, stop_all, wait_leader
 
 
 def test_expired_session_raises_then_the_client_starts_a_new_one(tmp_path) -> None:

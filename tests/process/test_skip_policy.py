@@ -19,7 +19,7 @@ from conftest import PURE_NO_DIFFERENTIAL
 
 pytestmark = pytest.mark.process
 
-HERE = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 CASES = f'''
 import pytest
@@ -58,7 +58,7 @@ def outcomes(tmp_path: Path, require_all: str) -> dict[str, str]:
     "exit code" maps to pytest's exit status. Plugin autoloading is off: only the conftest's
     hooks matter here, and pytest starts in a fraction of the time.
     """
-    shutil.copy(HERE / "conftest.py", tmp_path / "conftest.py")
+    shutil.copy(TESTS / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "test_cases.py").write_text(CASES)
     (tmp_path / "test_module_skip.py").write_text(MODULE_SKIP)

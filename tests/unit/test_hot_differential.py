@@ -9,7 +9,7 @@ from types import ModuleType
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hot_strategies import U64, error_type, encode, frame_args, normalize, outcome
+from support.hot_strategies import U64, error_type, encode, frame_args, normalize, outcome
 
 SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

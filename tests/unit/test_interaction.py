@@ -1,4 +1,4 @@
-"""Data-driven interaction tests: each tests/interaction/*.txt script, replayed, prints exactly what it records.
+"""Data-driven interaction tests: each tests/unit/interaction/*.txt script, replayed, prints exactly what it records.
 
 A script is a sequence of blocks separated by blank lines. A block is optional `#` comment
 lines, one command line, a `----` line, then the expected output (never blank; `ok` when a
@@ -6,7 +6,7 @@ command prints nothing). The runner executes each command on a `Network`
 (tests/support/interaction.py, which documents the text form) and compares the whole
 regenerated file with the stored one, so a failure shows a diff of what changed.
 
-    RAFTLOG_REWRITE=1 python -m pytest tests/test_interaction.py
+    RAFTLOG_REWRITE=1 python -m pytest tests/unit/test_interaction.py
 
 rewrites every script's expected output in place from what the engine prints now. A
 rewritten file is reviewed as code: its diff is the behaviour change, and it goes into the

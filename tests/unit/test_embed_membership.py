@@ -6,7 +6,7 @@ import asyncio
 import raftlog
 from raftlog.runtime.launcher import free_ports
 
-from async_wait import until
+from support.async_wait import until
 
 
 def test_embedded_members_transfer_and_remove(tmp_path) -> None:

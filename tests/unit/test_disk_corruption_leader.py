@@ -20,22 +20,12 @@ from raftlog.errors import CorruptLogError
 from raftlog.runtime.client import AsyncClient
 from raftlog.runtime.node import Node, NodeConfig
 
+from support.async_wait import until
 from support.corruption import flip_byte_of
-from test_runtime_transport import free_port
+from support.nodes import free_port
 
 CLUSTER = "corrupt-leader"
 NEEDLE = b"leader-disk-corrupt-me-0100"
-
-
-async def until(what: str, check, timeout: float = 10.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        got = check()
-        if got:
-            return got
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_leader_reading_a_corrupt_entry_from_disk_stops_rather_than_send_it(tmp_path, caplog):
@@ -54,9 +44,9 @@ def test_leader_reading_a_corrupt_entry_from_disk_stops_rather_than_send_it(tmp_
             for i, node in nodes.items():
                 await node.start()
                 running.add(i)
-            leader = await until("a leader", lambda: next(
+            leader = await until(lambda: next(
                 (n for n in nodes.values() if str(n.raw.role) == "leader"
-                 and all(m.raw.leader_id == n.node_id for m in nodes.values())), None))
+                 and all(m.raw.leader_id == n.node_id for m in nodes.values())), None), "a leader")
             lid = leader.node_id
             lagger_id = next(i for i in nodes if i != lid)
             third_id = next(i for i in nodes if i not in (lid, lagger_id))
@@ -74,7 +64,7 @@ def test_leader_reading_a_corrupt_entry_from_disk_stops_rather_than_send_it(tmp_
                     acked[await c.append(p)] = p
             bad = next(i for i, p in acked.items() if p == NEEDLE)
             lg = leader.raw.raft.log
-            await until("the leader to evict the entry from its cache", lambda: lg._cache_first > bad)
+            await until(lambda: lg._cache_first > bad, "the leader to evict the entry from its cache")
 
             assert flip_byte_of(os.path.join(leader.cfg.data_dir, "data.mdb"), NEEDLE) >= 1
             with pytest.raises(CorruptLogError) as info:   # the leader's stored copy is now bad
@@ -102,10 +92,10 @@ def test_leader_reading_a_corrupt_entry_from_disk_stops_rather_than_send_it(tmp_
 
             # The healthy majority: a new leader, the lagger caught up, nothing acknowledged lost.
             healthy = [nodes[third_id], lagger]
-            await until("a new leader", lambda: any(str(n.raw.role) == "leader" for n in healthy))
+            await until(lambda: any(str(n.raw.role) == "leader" for n in healthy), "a new leader")
             last = max(acked)
-            await until("the lagger to catch up", lambda: lagger.raw.raft.log.stable >= last
-                        and lagger.raw.raft.log.committed >= last, timeout=10)
+            await until(lambda: lagger.raw.raft.log.stable >= last and lagger.raw.raft.log.committed >= last,
+                        "the lagger to catch up", timeout=10)
             for n in healthy:
                 async with AsyncClient([n.cfg.address], cluster_id=CLUSTER, read_from="any", sessions=False) as c:
                     got = {e.index: e.data for e in await c.read(min(acked), consistency="stale")}
