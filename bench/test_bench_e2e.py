@@ -41,7 +41,7 @@ def import_impl(impl: str) -> SimpleNamespace:
     try:
         hot = importlib.import_module("raftlog.hot")
         node = importlib.import_module("raftlog.runtime.node")
-        client = importlib.import_module("raftlog.runtime.client")
+        client = importlib.import_module("raftlog.client")
         config = importlib.import_module("raftlog.bench.config")
         load = importlib.import_module("raftlog.bench.load")
         launcher = importlib.import_module("raftlog.runtime.launcher")

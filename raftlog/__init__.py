@@ -34,7 +34,7 @@ def __getattr__(name: str):
     # Client and AsyncClient pull in asyncio; importing them lazily keeps `import raftlog.core`
     # free of asyncio and sockets (DESIGN.md section 1).
     if name in ("Client", "AsyncClient"):
-        from raftlog.runtime import client
+        from raftlog import client
         return getattr(client, name)
     if name in _EMBED:
         from raftlog import embed

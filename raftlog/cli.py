@@ -35,7 +35,7 @@ class BadArgument(click.ClickException):
 
 
 def _members(text: str, *, require_ids: bool) -> dict[int, str]:
-    from raftlog.runtime.peers import PeerSpecError, parse_peers
+    from raftlog.wire.addresses import PeerSpecError, parse_peers
     try:
         return parse_peers(text, require_ids=require_ids)
     except PeerSpecError as exc:
@@ -98,8 +98,8 @@ def _secured(f):  # noqa: ANN001, ANN201 - a click command callback
                 secret_file: str | None = None, **kwargs: object) -> object:
         import ssl
 
-        from raftlog.runtime.auth import load_secret
-        from raftlog.runtime.tls import tls_files
+        from raftlog.wire.auth import load_secret
+        from raftlog.wire.tls import tls_files
         try:
             tls = tls_files(tls_cert, tls_key, tls_ca)
             if tls is not None:
@@ -156,7 +156,7 @@ def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, joi
     import asyncio
 
     if join is not None:
-        from raftlog.runtime.peers import PeerSpecError, format_address, parse_address
+        from raftlog.wire.addresses import PeerSpecError, format_address, parse_address
         if listen is None:
             raise BadArgument("--join needs --listen HOST:PORT (the address the cluster will know this node by)")
         try:
@@ -180,12 +180,13 @@ def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, joi
         raise BadArgument("--cluster-id: 1 to 255 bytes")
     _info_logging()
     from raftlog.errors import CorruptLogError, IdentityMismatch, RaftlogError
+    from raftlog.joiner import joiner_for
     from raftlog.runtime.node import NodeConfig, run_node
     cfg = NodeConfig(node_id=node_id, peers=members, data_dir=data_dir, cluster_id=cluster_id, sync=not no_sync,
                      election_timeout_ms=(lo, hi), heartbeat_ms=heartbeat, join=join, promote=not no_promote,
                      promote_lag=promote_lag, **_security())
     try:
-        status = asyncio.run(run_node(cfg))
+        status = asyncio.run(run_node(cfg, joiner_for(cfg) if cfg.join else None))
     except IdentityMismatch as exc:
         raise BadArgument(str(exc)) from None
     except CorruptLogError as exc:
@@ -244,7 +245,7 @@ def cluster(nodes: int, data_dir: str, base_port: int, host: str, cluster_id: st
 
 
 def _client(peers: str, cluster_id: str, timeout: float, **kw: object) -> "raftlog.Client":
-    from raftlog.runtime.client import Client
+    from raftlog.client import Client
     return Client(list(_members(peers, require_ids=False).values()), cluster_id=cluster_id, timeout=timeout,
                   **{**_security(), **kw})
 
@@ -352,7 +353,7 @@ def status(peers: str, cluster_id: str, as_json: bool, timeout: float) -> None:
     import asyncio
     import json
 
-    from raftlog.runtime.client import query_status
+    from raftlog.client import query_status
     members = _members(peers, require_ids=False)
 
     async def ask_all() -> list:
@@ -564,7 +565,7 @@ def _admin(peers: str, cluster_id: str, timeout: float, what: str, call) -> obje
 
 
 def _member_spec(text: str) -> tuple[int, str]:
-    from raftlog.runtime.peers import PeerSpecError, parse_peers
+    from raftlog.wire.addresses import PeerSpecError, parse_peers
     try:
         (ident, address), = parse_peers(text).items()
     except (PeerSpecError, ValueError) as exc:

@@ -34,8 +34,9 @@ from raftlog.core.messages import SnapshotMeta
 from raftlog.entry import Entry
 from raftlog.errors import Closed, Compacted, NotLeader, RaftlogError, Timeout
 from raftlog.hot import ERR_BAD_REQUEST, ERR_NOT_LEADER, ERR_SHUTTING_DOWN, ERR_TIMEOUT, KIND_DATA, RecordBatch
+from raftlog.joiner import joiner_for
 from raftlog.runtime.node import Node, NodeConfig
-from raftlog.runtime.peers import parse_peers
+from raftlog.wire.addresses import parse_peers
 from raftlog.runtime.snapshots import DEFAULT_EVERY_BYTES, DEFAULT_EVERY_ENTRIES, DEFAULT_TAIL_ENTRIES
 
 __all__ = ["open", "open_sync", "RaftLog", "SyncRaftLog", "Appended"]
@@ -219,7 +220,7 @@ class RaftLog:
         """Open storage, restore the state machine, start the node (and listen, with peers)."""
         if self._node is not None:
             return self
-        node = Node(self._cfg, app=self._app)
+        node = Node(self._cfg, app=self._app, joiner=joiner_for(self._cfg) if self._cfg.join else None)
         await node.start()
         self._node = node
         if self.single and node.raw.role.value != "leader":
@@ -419,7 +420,7 @@ class RaftLog:
 
     # -- membership and leadership (issue 7): admin requests go to the leader, as a Client's do --
     def _admin_client(self) -> Any:
-        from raftlog.runtime.client import AsyncClient
+        from raftlog.client import AsyncClient
         node = self._live()
         addrs = [node.cfg.address] + [a for i, a in sorted(node.cfg.peers.items()) if i != node.node_id]
         return AsyncClient(addrs, cluster_id=node.cfg.cluster_id, timeout=node.cfg.request_timeout,

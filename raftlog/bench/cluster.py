@@ -35,7 +35,7 @@ class BenchCluster:
     def start(self) -> None:
         """Start every node (each logging to ROOT/nodeI.log)."""
         if self.cfg.tls:
-            from raftlog.runtime.tls import make_dev_pki
+            from raftlog.wire.tls import make_dev_pki
             node_tls, client_tls = make_dev_pki(os.path.join(self.root, "pki"))
             self.security = {"tls": client_tls}
             self.ssl_context = client_tls.client_context()
@@ -81,7 +81,7 @@ class BenchCluster:
 
     async def statuses(self) -> dict[int, Optional[dict]]:
         """Every member's status (None for one that does not answer)."""
-        from raftlog.runtime.client import query_status
+        from raftlog.client import query_status
         got = await asyncio.gather(*(query_status(a, cluster_id=CLUSTER_ID, timeout=1.0, **self.security)
                                      for a in self.addresses.values()))
         return dict(zip(self.addresses, got))

@@ -207,7 +207,7 @@ class LoadDriver:
             self._loop.create_task(self._reconnect(conn.client, len(conn.sent) + len(conn.backlog)))
 
     async def _reconnect(self, client: int, owed: int) -> None:
-        from raftlog.runtime.client import query_status
+        from raftlog.client import query_status
         try:
             for _ in range(200):
                 if self.done:

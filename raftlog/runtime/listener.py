@@ -2,8 +2,8 @@
 
 Admission, in order: a connection over the limit is closed before anything is read; with TLS
 the socket is upgraded before a byte reaches the `Connection`; the first frame must be an
-acceptable handshake (runtime/handshake.py), from a member when it claims to be a peer; with a
-shared secret the connector must then prove it (runtime/auth.py). An admitted peer connection
+acceptable handshake (wire/handshake.py), from a member when it claims to be a peer; with a
+shared secret the connector must then prove it (wire/auth.py). An admitted peer connection
 goes to the `PeerSink` the listener is given (runtime/peer_transport.py), a client connection
 to the handler the client service makes for it (runtime/server.py). The listener also closes
 client connections that sit idle or trickle a frame too slowly (slow loris).
@@ -24,10 +24,10 @@ from raftlog.hot import (
     FRAME_HANDSHAKE,
     ROLE_PEER,
 )
-from raftlog.runtime.auth import AcceptorAuth, AuthError
+from raftlog.wire.auth import AcceptorAuth, AuthError
 from raftlog.runtime.connection import Connection, Handler
-from raftlog.runtime.handshake import HANDSHAKE_TIMEOUT, check_handshake, node_handshake
-from raftlog.runtime.tls import TlsFiles, describe
+from raftlog.wire.handshake import HANDSHAKE_TIMEOUT, check_handshake, node_handshake
+from raftlog.wire.tls import TlsFiles, describe
 
 log = logging.getLogger("raftlog.transport")
 

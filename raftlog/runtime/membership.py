@@ -1,7 +1,7 @@
 """Membership and leadership administration for a running node: the runtime side of issue 7.
 
 Requests. An admin request travels as a client Append whose single record has kind
-KIND_CONF and a JSON body (runtime/wire.py's admin_request; the server never proposes such
+KIND_CONF and a JSON body (wire/requests.py's admin_request; the server never proposes such
 a record as it is). `max_lag` in a promotion waits until the learner is that close.
 
 It is answered with Appended(request_id, index, count): for a change, the index of its
@@ -15,7 +15,7 @@ Peers. Every configuration the engine takes into use carries the members' addres
 node hands new ones to the transport (`learn`), so a member added by address is dialed
 without any restart, and a node started with `--join` learns the whole cluster from the log.
 
-Joining: runtime/joiner.py (a node started with `--join` asks the cluster to add it).
+Joining: joiner.py (a node started with `--join` asks the cluster to add it).
 """
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from raftlog.core import confchange
 from raftlog.core.config import Config
@@ -37,11 +37,11 @@ from raftlog.core.messages import SnapshotMeta
 from raftlog.errors import CorruptLogError
 from raftlog.hot import ERR_NOT_LEADER, encode_error
 from raftlog.runtime.connection import Connection
-from raftlog.runtime.joiner import DEFAULT_PROMOTE_LAG, Joiner
 from raftlog.runtime.listener import Listener
 from raftlog.runtime.membership import Membership
 from raftlog.runtime.peer_transport import PeerTransport
-from raftlog.runtime.peers import parse_address
+from raftlog.wire.addresses import parse_address
+from raftlog.runtime.port import Joining, NodePort
 from raftlog.runtime.proposals import Proposals
 from raftlog.runtime.reads import Reads
 from raftlog.runtime.replies import send_reply
@@ -63,6 +63,7 @@ MAX_CATCHUP_TICKS = 5         # after a stall (SIGSTOP, GC) replay at most this 
 # until the next Ready is taken.
 WRITE_BATCH_ENTRIES = 8192
 WRITE_BATCH_BYTES = 4 << 20
+DEFAULT_PROMOTE_LAG = 64      # a joined learner within this many entries of the leader is promoted
 
 
 @dataclass
@@ -90,9 +91,9 @@ class NodeConfig:
     promote: bool = True
     promote_lag: int = DEFAULT_PROMOTE_LAG
     transfer_on_stop: bool = True     # a leader hands over leadership before a clean shutdown
-    # Issue 8: mutual TLS on every connection (runtime/tls.py) and/or a shared secret proved
-    # by HMAC challenge-response in the handshake (runtime/auth.py).
-    tls: Any = None                   # a raftlog.runtime.tls.TlsFiles, or None
+    # Issue 8: mutual TLS on every connection (wire/tls.py) and/or a shared secret proved
+    # by HMAC challenge-response in the handshake (wire/auth.py).
+    tls: Any = None                   # a raftlog.wire.tls.TlsFiles, or None
     secret: Optional[bytes] = None
 
     @property
@@ -127,8 +128,12 @@ class Node:
     """
 
     def __init__(self, cfg: NodeConfig, *, storage: Any = None, rng: Optional[random.Random] = None,
-                 app: Any = None) -> None:
+                 app: Any = None, joiner: Optional[Callable[[NodePort], Joining]] = None) -> None:
+        """`joiner`: how to join when `cfg.join` is set (raftlog.joiner.joiner_for(cfg))."""
+        if cfg.join and joiner is None:
+            raise ValueError("a node started with join= needs joiner= (raftlog.joiner.joiner_for)")
         self.cfg = cfg
+        self._make_joiner = joiner
         self.app = app                        # an Application (runtime/snapshots.py), or None: the log is the product
         self.node_id = cfg.node_id
         self._storage_arg = storage
@@ -146,7 +151,7 @@ class Node:
         self.snapshots = Snapshotter(self, self._capture if app is not None else None,
                                      every_entries=cfg.snapshot_every, every_bytes=cfg.snapshot_bytes,
                                      tail_entries=cfg.snapshot_tail)
-        self.joiner: Optional[Joiner] = None
+        self.joiner: Optional[Joining] = None
         self.applied_index = 0
         self.writer: Optional[Writer] = None      # the write path, once storage is open
         self._kick_scheduled = False
@@ -204,11 +209,8 @@ class Node:
         if self.cfg.join:
             self.peers.accept_unknown = True    # we learn the members from the log
         self.peers.start()
-        if self.cfg.join:
-            self.joiner = Joiner(self, self.cfg.join, self.cfg.address, cluster_id=self.cfg.cluster_id,
-                                 member_addresses=lambda: [a for i, a in self.cfg.peers.items() if i != self.node_id],
-                                 tls=self.cfg.tls, secret=self.cfg.secret, promote=self.cfg.promote,
-                                 max_lag=self.cfg.promote_lag)
+        if self._make_joiner is not None and self.cfg.join:
+            self.joiner = self._make_joiner(self)
             self.joiner.start()
         self._tick_origin = time.monotonic()
         self._schedule_tick()
@@ -598,9 +600,9 @@ class Node:
         }
 
 
-async def run_node(cfg: NodeConfig) -> int:
-    """Run one node until SIGTERM/SIGINT; the process's exit status."""
-    node = Node(cfg)
+async def run_node(cfg: NodeConfig, joiner: Optional[Callable[[NodePort], Joining]] = None) -> int:
+    """Run one node until SIGTERM/SIGINT; the process's exit status. `joiner`: see Node."""
+    node = Node(cfg, joiner=joiner)
     await node.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -26,11 +26,11 @@ from raftlog.hot import (
     ROLE_PEER,
     encode_raft,
 )
-from raftlog.runtime.auth import ConnectorAuth
+from raftlog.wire.auth import ConnectorAuth
 from raftlog.runtime.connection import PEER_QUEUE_BYTES, Connection
-from raftlog.runtime.handshake import HANDSHAKE_TIMEOUT, check_handshake, node_handshake
-from raftlog.runtime.peers import parse_address
-from raftlog.runtime.tls import TlsFiles, describe
+from raftlog.wire.handshake import HANDSHAKE_TIMEOUT, check_handshake, node_handshake
+from raftlog.wire.addresses import parse_address
+from raftlog.wire.tls import TlsFiles, describe
 
 log = logging.getLogger("raftlog.transport")
 

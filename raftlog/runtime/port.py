@@ -16,6 +16,16 @@ if TYPE_CHECKING:
     from raftlog.runtime.connection import Connection
 
 
+class Joining(Protocol):
+    """How a node started with `join` becomes a member (raftlog/joiner.py: as a client of the cluster)."""
+
+    def start(self) -> None:
+        """Begin joining in the background."""
+
+    async def stop(self) -> None:
+        """Stop trying (the node is shutting down)."""
+
+
 class NodePort(Protocol):
     """What a service may use of its node: identity, the engine, storage, the write budget, replies."""
 

@@ -2,7 +2,7 @@
 (the runtime side of core/readonly.py).
 
 Wire: a Read request carries its consistency in its own byte (READ_STALE, READ_LINEARIZABLE,
-READ_LEASE, runtime/wire.py); it returns committed data entries (KIND_DATA only, each with
+READ_LEASE, wire/requests.py); it returns committed data entries (KIND_DATA only, each with
 its index) from this node's applied log, bounded by count and bytes.
 
 A linearizable (or lease) read asks the engine for a read index with a fresh context; when

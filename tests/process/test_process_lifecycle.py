@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from raftlog.runtime.client import Client
+from raftlog.client import Client
 from raftlog.runtime.launcher import free_ports
 from support.cluster import ProcCluster, read_all
 from support.polling import wait_for

@@ -17,8 +17,8 @@ from raftlog.hot import (
     encode_handshake,
     encode_read,
 )
-from raftlog.runtime.client import Client
-from raftlog.runtime.wire import consistency_code
+from raftlog.client import Client
+from raftlog.wire.requests import consistency_code
 from support.cluster import ProcCluster
 from support.polling import wait_for
 from support.safety import holds_acked

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from raftlog.runtime.client import AsyncClient
+from raftlog.client import AsyncClient
 from support.cluster import ProcCluster
 from support.polling import wait_for
 

@@ -29,9 +29,9 @@ from raftlog.core.messages import MessageType
 from raftlog.errors import RaftlogError
 from raftlog.hot import FRAME_ERROR, FRAME_HANDSHAKE, PROTOCOL_VERSION, ROLE_CLIENT, ROLE_PEER, FrameDecoder
 from raftlog.hot import encode_handshake, encode_raft
-from raftlog.runtime.auth import ConnectorAuth
-from raftlog.runtime.client import AsyncClient, RequestRejected
-from raftlog.runtime.tls import TlsFiles
+from raftlog.wire.auth import ConnectorAuth
+from raftlog.client import AsyncClient, RequestRejected
+from raftlog.wire.tls import TlsFiles
 
 from support.cluster import ProcCluster
 from support.polling import wait_for

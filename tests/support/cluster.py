@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Optional, TypeVar
 
-from raftlog.runtime.client import Client, query_status
+from raftlog.client import Client, query_status
 from raftlog.runtime.launcher import NodeProcesses, free_ports
 from support.polling import NotYet, wait_for
 from support.safety import assert_committed_prefixes_agree

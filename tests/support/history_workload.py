@@ -40,7 +40,7 @@ from raftlog.hot import (
     encode_read,
 )
 
-from raftlog.runtime.wire import consistency_code
+from raftlog.wire.requests import consistency_code
 from support.polling import NOT_YET_ERRORS, NotYet, WaitTimeout, wait_for
 from support.safety import assert_committed_prefixes_agree, entries_between
 

@@ -1,4 +1,4 @@
-"""The shared-secret exchange (runtime/auth.py) without sockets: who proves the secret, and what a proof is bound to."""
+"""The shared-secret exchange (wire/auth.py) without sockets: who proves the secret, and what a proof is bound to."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ import os
 import pytest
 
 from raftlog.hot import ROLE_CLIENT, ROLE_PEER
-from raftlog.runtime.auth import AcceptorAuth, AuthError, ConnectorAuth, load_secret
+from raftlog.wire.auth import AcceptorAuth, AuthError, ConnectorAuth, load_secret
 
 CID = "proc-test"
 

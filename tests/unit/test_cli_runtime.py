@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from raftlog.cli import main
 from raftlog.core.messages import HardState
 from raftlog.hot import KIND_DATA, KIND_NOOP, RecordBatch
-from raftlog.runtime.peers import PeerSpecError, parse_peers
+from raftlog.wire.addresses import PeerSpecError, parse_peers
 from raftlog.storage.lmdb import LmdbStorage
 
 PEERS = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003"

@@ -17,7 +17,7 @@ import os
 import pytest
 
 from raftlog.errors import CorruptLogError
-from raftlog.runtime.client import AsyncClient
+from raftlog.client import AsyncClient
 from raftlog.runtime.node import Node, NodeConfig
 
 from support.async_wait import until

@@ -61,7 +61,7 @@ def test_client_sessions_survive_snapshots_compaction_and_a_restart(tmp_path) ->
     """A retry of a request whose log entries were compacted away still gets its original index."""
     from raftlog.core.sessions import encode_header
     from raftlog.hot import KIND_DATA, KIND_SESSION, RecordBatch, encode_append
-    from raftlog.runtime.client import AsyncClient
+    from raftlog.client import AsyncClient
 
     async def main() -> None:
         ports = free_ports(3)

@@ -27,7 +27,7 @@ from raftlog.hot import (
 )
 from raftlog.runtime import listener as transport_mod
 from raftlog.runtime import replies as replies_mod
-from raftlog.runtime.client import AsyncClient
+from raftlog.client import AsyncClient
 
 from support.async_wait import until
 from support.nodes import CLUSTER, Raw, start_nodes, stop_all, wait_leader

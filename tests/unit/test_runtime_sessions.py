@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from raftlog.errors import SessionExpired
-from raftlog.runtime.client import AsyncClient
+from raftlog.client import AsyncClient
 from support.async_wait import until
 from support.nodes import CLUSTER, start_nodes, stop_all, wait_leader
 

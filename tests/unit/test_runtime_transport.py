@@ -36,7 +36,7 @@ from raftlog.hot import (
     encode_read,
     encode_status,
 )
-from raftlog.runtime.client import AsyncClient, RequestRejected
+from raftlog.client import AsyncClient, RequestRejected
 from raftlog.runtime.node import Node, NodeConfig
 from raftlog.runtime.peer_transport import PeerTransport
 

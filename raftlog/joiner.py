@@ -3,7 +3,7 @@
 It asks (through ADDR and every member it knows, following redirects) to be added as a
 learner, then asks for its promotion with a lag bound: the leader promotes it once its log
 is within `max_lag` entries of the leader's. It is a client of the cluster like any other
-(runtime/client.py); the node learns the members' addresses from the log meanwhile.
+(client.py); the node learns the members' addresses from the log meanwhile.
 """
 from __future__ import annotations
 
@@ -11,12 +11,21 @@ import asyncio
 import logging
 from typing import Any, Callable, Optional
 
-from raftlog.runtime.client import AsyncClient
+from raftlog.client import AsyncClient
+from raftlog.runtime.node import DEFAULT_PROMOTE_LAG, NodeConfig
 from raftlog.runtime.port import NodePort
 
 log = logging.getLogger("raftlog.membership")
 
-DEFAULT_PROMOTE_LAG = 64      # a learner within this many entries of the leader is promoted (--join)
+
+def joiner_for(cfg: NodeConfig) -> Callable[[NodePort], "Joiner"]:
+    """The joiner a node started with `cfg.join` takes: Node(cfg, joiner=joiner_for(cfg))."""
+    def make(port: NodePort) -> Joiner:
+        assert cfg.join is not None
+        return Joiner(port, cfg.join, cfg.address, cluster_id=cfg.cluster_id,
+                      member_addresses=lambda: [a for i, a in cfg.peers.items() if i != cfg.node_id],
+                      tls=cfg.tls, secret=cfg.secret, promote=cfg.promote, max_lag=cfg.promote_lag)
+    return make
 
 
 class Joiner:

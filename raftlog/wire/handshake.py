@@ -6,7 +6,7 @@ checks magic, version and cluster id with `check_handshake` (runtime/listener.py
 peer, that the id is a member) and answers with its own `node_handshake`, or with an error
 frame and a close. The dialer checks that answer with `check_handshake` too
 (runtime/peer_transport.py). With a shared secret, the auth field carries the exchange of
-runtime/auth.py.
+wire/auth.py.
 """
 from __future__ import annotations
 

@@ -49,9 +49,9 @@ from raftlog.hot import (
     encode_read,
     encode_status,
 )
-from raftlog.runtime.auth import ConnectorAuth
-from raftlog.runtime.peers import parse_address, parse_peers
-from raftlog.runtime.wire import admin_request, consistency_code
+from raftlog.wire.auth import ConnectorAuth
+from raftlog.wire.addresses import parse_address, parse_peers
+from raftlog.wire.requests import admin_request, consistency_code
 
 __all__ = ["AsyncClient", "Client", "RequestRejected", "Addresses"]
 
@@ -195,8 +195,8 @@ class AsyncClient:
         self.session_id = random.getrandbits(63) | 1
         self._seq = 0
         self._unanswered: set[int] = set()
-        # Issue 8: `tls` is a raftlog.runtime.tls.TlsFiles (mutual TLS), `secret` the cluster's
-        # shared secret (HMAC challenge-response, runtime/auth.py); both must match the nodes'.
+        # Issue 8: `tls` is a raftlog.wire.tls.TlsFiles (mutual TLS), `secret` the cluster's
+        # shared secret (HMAC challenge-response, wire/auth.py); both must match the nodes'.
         self._ssl = tls.client_context() if tls is not None else None
         self._secret = secret
         self.attempt_timeout = attempt_timeout

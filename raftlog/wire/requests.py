@@ -1,6 +1,6 @@
 """Request encodings the client and the node share, beyond the codec's frames: admin requests and read consistency.
 
-The client (runtime/client.py) builds them, the node's services (runtime/membership.py,
+The client (client.py) builds them, the node's services (runtime/membership.py,
 runtime/reads.py) read them; both import this module and neither imports the other.
 """
 from __future__ import annotations

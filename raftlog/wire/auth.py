@@ -18,7 +18,7 @@ connection (to the peer transport or the client service) only after mac_c checks
 Raft message or client request is read from a connection before that. A connector that finds
 mac_a wrong still sends its own proof (so the acceptor logs the refusal too), then closes.
 
-This authenticates; it does not encrypt. Use TLS (runtime/tls.py) when the network is not
+This authenticates; it does not encrypt. Use TLS (wire/tls.py) when the network is not
 trusted against eavesdropping or tampering.
 """
 from __future__ import annotations
