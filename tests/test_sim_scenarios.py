@@ -12,6 +12,7 @@ import random
 import pytest
 
 from raftlog.core.messages import MessageType
+from raftlog.core import raft as raft_module
 from raftlog.core.raft import Raft, Role
 from raftlog.core.sim import InvariantViolation, SimOptions, Simulation
 
@@ -368,3 +369,12 @@ def test_regression_queued_ack_for_truncated_entries_is_withdrawn():
     a truncation of the entries it claims (§5.3: acks mean "I hold these entries durably")."""
     sim = Simulation(SimOptions(nodes=5, seed=58, disk_ms=(1, 15), fault_every_ms=200, fault_len_ms=(20, 1000)))
     sim.run(2000)
+
+
+def test_durability_check_does_not_trust_the_engine_list(monkeypatch):
+    """diss. 3.8: a vote is durable before its reply. Drop VOTE_RESP from the engine's own list of replies that
+    wait (raft.AFTER_PERSIST) and the simulator, which keeps its own list, sees the first early vote."""
+    monkeypatch.setattr(raft_module, "AFTER_PERSIST", raft_module.AFTER_PERSIST - {MessageType.VOTE_RESP})
+    sim = quiet(3)
+    with pytest.raises(InvariantViolation, match="would send VOTE_RESP before persisting"):
+        sim.wait_for_leader(1000)

@@ -29,11 +29,32 @@ from typing import Callable, Iterable, Optional
 
 from raftlog.core.config import Config
 from raftlog.core.messages import Message, MessageType, SnapshotMeta
-from raftlog.core.raft import AFTER_PERSIST, Role
+from raftlog.core.raft import Role
 from raftlog.core.rawnode import RawNode, Ready
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import KIND_DATA
 from raftlog.storage.base import MemoryStorage
+
+# Replies that must wait until the state they reveal is durable, derived from the rules and
+# kept apart from the engine's own list (raft.AFTER_PERSIST), so that a wrong entry there is
+# caught here. Figure 2 of the Raft paper (dissertation figure 3.1) keeps currentTerm,
+# votedFor and log[] "updated on stable storage before responding to RPCs"; dissertation 3.8
+# ("Persisted state and server restarts") says why: term and vote, so that a server never
+# votes twice in a term nor replaces a newer leader's entries with a deposed leader's; new
+# entries, before they are counted towards commitment, so that nothing committed is lost.
+MUST_WAIT_FOR_PERSISTENCE: dict[MessageType, str] = {
+    MessageType.VOTE_RESP: "a granted vote promises the candidate no other vote in its term (§5.2): the "
+                           "(term, vote) it grants must survive a crash; a refusal reveals the voter's term",
+    MessageType.APPEND_RESP: "an ack makes the leader count the entries it claims towards commitment (§5.3, "
+                             "§5.4.2): they must survive a crash; a rejection reveals the responder's term",
+    MessageType.HEARTBEAT_RESP: "a heartbeat is an empty AppendEntries (§5.2), so figure 2's rule covers its "
+                                "reply, which reveals the term the responder adopted from it",
+    MessageType.SNAPSHOT_RESP: "InstallSnapshot's receiver writes the chunk, then replies (§7): the leader "
+                               "resumes after the acknowledged bytes and, after the last, counts the snapshot's "
+                               "index as the follower's match",
+}
+# Not listed: a pre-vote reply (diss. 9.6) changes and promises nothing, a ReadIndex reply
+# carries the leader's commit index (diss. 6.4), volatile state; requests promise nothing.
 
 REQUESTS = frozenset({MessageType.APPEND, MessageType.VOTE, MessageType.PRE_VOTE, MessageType.HEARTBEAT,
                       MessageType.SNAPSHOT, MessageType.TIMEOUT_NOW, MessageType.READ_INDEX})
@@ -273,8 +294,7 @@ class Simulation:
         if rd.soft_state is not None:
             self.on_soft_state(node, rd.soft_state)
         for m in rd.messages:
-            if m.type in AFTER_PERSIST:
-                self.fail(f"node {node.id} would send {MessageType(m.type).name} before persisting")
+            self.check_sent_before_persisting(node, m)
             self.send(m)
         if self.opts.pipeline:
             for first, batch in rd.committed:      # durable here already (Ready.committed)
@@ -325,8 +345,7 @@ class Simulation:
         """Between ready() and advance(): send what may go at once, apply what is committed and durable."""
         raw = node.raw
         for m in raw.take_messages():
-            if m.type in AFTER_PERSIST:
-                self.fail(f"node {node.id} would send {MessageType(m.type).name} before persisting")
+            self.check_sent_before_persisting(node, m)
             self.send(m)
         for first, batch in raw.take_committed():
             self.apply(node, first, batch)
@@ -361,6 +380,12 @@ class Simulation:
         st.compact_log(upto)
         self.stats.snapshots += 1
         self.log(f"node {node.id} snapshot at {applied}/{term}, log compacted to {upto}")
+
+    def check_sent_before_persisting(self, node: SimNode, m: Message) -> None:
+        """A message that leaves before its Ready is durable must not be a reply that waits (MUST_WAIT_FOR_PERSISTENCE)."""
+        if m.type in MUST_WAIT_FOR_PERSISTENCE:
+            self.fail(f"node {node.id} would send {MessageType(m.type).name} before persisting: "
+                      f"{MUST_WAIT_FOR_PERSISTENCE[m.type]}")
 
     def check_durable_claim(self, node: SimNode, m: Message, hs) -> None:
         """A reply may only claim what is durable: an ack's entries, a vote's (term, vote)."""
