@@ -817,15 +817,23 @@ class Raft:
         conf = confchange.apply_changes(self.conf, changes)
         return self.append_conf(conf, list(changes)), self.term
 
+    def may_commit_by_counting(self, index: int) -> bool:
+        """True only when the entry at `index` is of the leader's current term (§5.4.2, figure 8).
+
+        A leader commits by counting replicas only entries of its own term; older entries
+        are committed indirectly, by the Log Matching Property, once one of its own is.
+        """
+        return self.log.term_at(index) == self.term
+
     def maybe_commit(self) -> bool:
-        """Advance commit to the majority match if that entry is of the current term (§5.4.2, figure 8)."""
+        """Advance commit to the majority match if that entry may be committed by counting (§5.4.2, figure 8)."""
         lg = self.log
         progress = self.progress
         if self.conf.voters_outgoing:
             c = confchange.committed_index(self.conf, {v: progress[v].match for v in self.all_voters})
         else:
             c = quorum_commit([progress[v].match for v in self.voters])
-        if c <= lg.committed or lg.term_at(c) != self.term:
+        if c <= lg.committed or not self.may_commit_by_counting(c):
             return False
         lg.commit_to(c)
         q = self.uncommitted
