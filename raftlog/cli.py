@@ -534,11 +534,11 @@ def sim(nodes: int, seed: int, duration: str, faults: str, trace: bool, spares: 
 
     Deterministic: the same seed prints the same output. Exits 1 when an invariant breaks.
     """
-    from raftlog.core.sim import parse_duration_ms, simulate_report
+    from raftlog.sim.simulation import parse_duration_ms, simulate_report
     chosen = tuple(f for f in (x.strip() for x in faults.split(",")) if f)
     try:
         if spares:
-            from raftlog.core.simconf import simulate_conf_report
+            from raftlog.sim.membership import simulate_conf_report
             status = simulate_conf_report(nodes, spares, seed, parse_duration_ms(duration), chosen, trace, click.echo)
         else:
             status = simulate_report(nodes, seed, parse_duration_ms(duration), chosen, trace, click.echo)

@@ -9,7 +9,7 @@ with `python setup.py build_ext --inplace` when a .pyx changes), runs the tests 
 and reports which tests failed, how long until the first failure, and whether the mutation
 was caught. The repository itself is never modified.
 
-The tests run are the fast tiers (`-m "not process and not soak"`) unless --full selects
+The tests run are the fast tiers (`-m "(unit or sim) and not soak"`) unless --full selects
 the default suite (`-m "not soak"`, process tests included); `--pytest-args` narrows them. A
 baseline run of the unmutated copy comes first: a test that fails there does not count as
 catching anything. Exit status: 0 when every mutation was caught, 1 when one survived,
@@ -46,7 +46,7 @@ from typing import Optional
 log = logging.getLogger("mutation_check")
 
 REPO = Path(__file__).resolve().parent.parent
-FAST = ["-m", "not process and not soak"]
+FAST = ["-m", "(unit or sim) and not soak"]
 FULL = ["-m", "not soak"]
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__",
                                      ".pytest_cache", ".hypothesis", ".benchmarks")
@@ -319,7 +319,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--full", action="store_true",
                    help='run the default suite (-m "not soak", process tests included) instead of the fast tiers')
     p.add_argument("--pytest-args", default="", metavar="ARGS",
-                   help='more pytest arguments in one string, e.g. "tests/test_sim_random.py -k seeds"')
+                   help='more pytest arguments in one string, e.g. "tests/sim/test_sim_random.py -k seeds"')
     p.add_argument("--no-baseline", action="store_true", help="skip the run of the unmutated copy")
     p.add_argument("--timeout", type=float, default=3600, metavar="SECONDS",
                    help="stop a test run after this long and count the mutation as caught (a hang); default 3600")

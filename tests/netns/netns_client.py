@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # tests/, for support.*
 
-from raftlog.history import History  # noqa: E402
+from raftlog.sim.history import History  # noqa: E402
 from raftlog.client import query_status  # noqa: E402
 from support.history_workload import Workload  # noqa: E402
 

@@ -8,7 +8,7 @@ the leader to a follower and from another follower to the leader), and partition
 and re-split every few seconds. After each one heals, a leader agreed on by a majority must
 come back (within a generous deadline; the time it took is printed, measured by a watcher
 polling every member every 100 ms); at the end every operation of the history is checked
-(raftlog.history) against the final log, which must be identical on every node up to the
+(raftlog.sim.history) against the final log, which must be identical on every node up to the
 commit index.
 
 Every fault runs in the default suite, a few seconds each: loss, the leader's link and
@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from raftlog.history import History, check
+from raftlog.sim.history import History, check
 
 from support.history_workload import final_committed_log
 from support.netns import NetnsCluster, leader_at, netns_unavailable, read_jsonl, wait_leader_since

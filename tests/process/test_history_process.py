@@ -19,7 +19,7 @@ from typing import Optional
 
 import pytest
 
-from raftlog.history import check
+from raftlog.sim.history import check
 
 from raftlog.runtime.launcher import free_ports
 from support.cluster import MemberCluster
@@ -80,7 +80,7 @@ def run_checked(tmp_path, n: int, seconds: float, max_faulty: int) -> None:
     seed = seed_from_env()
     print(f"\nnemesis seed {seed} ({n} nodes, {seconds:g}s; RAFTLOG_NEMESIS_SEED={seed} replays the schedule)")
     cluster = ChangingCluster(n, str(tmp_path))
-    from raftlog.history import History
+    from raftlog.sim.history import History
     history = History()
     try:
         cluster.start_all()

@@ -1,4 +1,4 @@
-"""The history checker (raftlog/history.py) on fabricated histories.
+"""The history checker (raftlog/sim/history.py) on fabricated histories.
 
 Each bad history breaks one rule of the log's contract and must be reported; the good ones
 (overlapping operations in any order, unknown outcomes present or absent, stale reads that
@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from raftlog.history import History, HistoryViolation, Op, check
+from raftlog.sim.history import History, HistoryViolation, Op, check
 
 
 class Clock:

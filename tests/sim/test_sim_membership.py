@@ -2,7 +2,7 @@
 
 Each scenario runs under the unreliable network of the engine tests (drops, duplicates,
 long delays) unless it says otherwise; the randomized runs add partitions and crashes and a
-random change (or transfer) every ~250 ms: see raftlog.core.simconf for the invariants.
+random change (or transfer) every ~250 ms: see raftlog.sim.membership for the invariants.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 from raftlog.core import confchange
 from raftlog.core.raft import Raft, Role
-from raftlog.core.sim import InvariantViolation
-from raftlog.core.simconf import ConfSimOptions, ConfSimulation, run_conf_seed
+from raftlog.sim.simulation import InvariantViolation
+from raftlog.sim.membership import ConfSimOptions, ConfSimulation, run_conf_seed
 from raftlog.errors import ProposalDropped
 
 SEEDS = int(os.environ.get("RAFTLOG_CONF_SEEDS", "240"))

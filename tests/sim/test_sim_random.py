@@ -2,7 +2,7 @@
 
 Each seed runs 2 s of simulated chaos on 3, 5 or 7 nodes, heals, and must elect a leader
 and commit a new entry within 5 s of simulated time, then bring every node up to date (see
-raftlog.core.sim). The default run covers RAFTLOG_SIM_SEEDS=2000 seeds (40% on 3 nodes,
+raftlog.sim.simulation). The default run covers RAFTLOG_SIM_SEEDS=2000 seeds (40% on 3 nodes,
 35% on 5, 25% on 7); raise it for a soak, e.g. RAFTLOG_SIM_SEEDS=100000. A failure prints
 the seed and the `raftlog sim` command that replays it with a trace. Each seed also derives
 its settings from its number (sim.seed_options): half snapshot, two in three are driven like
@@ -16,7 +16,7 @@ import pytest
 
 from raftlog.core.log import RaftLog
 from raftlog.core.raft import Raft
-from raftlog.core.sim import ALL_FAULTS, InvariantViolation, replay_command, run_seed, seed_churn_options
+from raftlog.sim.simulation import ALL_FAULTS, InvariantViolation, replay_command, run_seed, seed_churn_options
 
 SEEDS = int(os.environ.get("RAFTLOG_SIM_SEEDS", "2000"))
 DURATION_MS = 2000

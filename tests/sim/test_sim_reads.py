@@ -2,14 +2,14 @@
 
 The randomized runs of test_sim_membership issue reads too (random nodes, 30% lease) under
 partitions, crashes, membership changes and transfers; every served read is checked to cover
-every entry committed anywhere before it was issued (raftlog.core.simconf).
+every entry committed anywhere before it was issued (raftlog.sim.membership).
 """
 from __future__ import annotations
 
 from raftlog.core.messages import MessageType
 from raftlog.core.raft import Raft, Role
-from raftlog.core.sim import InvariantViolation
-from raftlog.core.simconf import ConfSimOptions, ConfSimulation, run_conf_seed
+from raftlog.sim.simulation import InvariantViolation
+from raftlog.sim.membership import ConfSimOptions, ConfSimulation, run_conf_seed
 from raftlog.errors import NotLeader
 
 NET = ("drop", "dup", "delay")

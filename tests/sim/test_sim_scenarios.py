@@ -14,7 +14,7 @@ import pytest
 from raftlog.core.messages import MessageType
 from raftlog.core import raft as raft_module
 from raftlog.core.raft import Raft, Role
-from raftlog.core.sim import InvariantViolation, SimOptions, Simulation
+from raftlog.sim.simulation import InvariantViolation, SimOptions, Simulation
 
 RELIABLE: tuple[str, ...] = ()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from raftlog.core.sessions import SessionFront, SessionTable, encode_header
-from raftlog.core.sim import InvariantViolation, SimOptions
-from raftlog.core.simsessions import SessionSimulation, run_session_seed
+from raftlog.sim.simulation import InvariantViolation, SimOptions
+from raftlog.sim.sessions import SessionSimulation, run_session_seed
 
 
 def test_retries_across_crashes_partitions_and_lost_replies_are_applied_once() -> None:

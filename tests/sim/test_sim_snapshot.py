@@ -19,7 +19,7 @@ from raftlog.core.rawnode import RawNode
 from raftlog.hot import KIND_DATA, RecordBatch
 from raftlog.core.storage import MemoryStorage
 from raftlog.errors import LogSafetyError
-from raftlog.core.sim import InvariantViolation, SimOptions, Simulation, run_seed, seed_snapshot_options
+from raftlog.sim.simulation import InvariantViolation, SimOptions, Simulation, run_seed, seed_snapshot_options
 
 
 def quiet(nodes: int = 3, seed: int = 1, **kw) -> Simulation:

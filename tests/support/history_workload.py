@@ -1,4 +1,4 @@
-"""A client workload that records a history (raftlog.history), and a process-level nemesis.
+"""A client workload that records a history (raftlog.sim.history), and a process-level nemesis.
 
 The workload does not use `raftlog.Client`: that client retries a failed attempt, which
 makes delivery at-least-once and hides the outcome of each attempt. Here every operation is
@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from raftlog.history import History
+from raftlog.sim.history import History
 from raftlog.hot import (
     ERR_NOT_LEADER,
     FRAME_APPENDED,

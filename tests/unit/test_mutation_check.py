@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 _SPEC = importlib.util.spec_from_file_location(
-    "mutation_check", Path(__file__).resolve().parent.parent / "scripts" / "mutation_check.py")
+    "mutation_check", Path(__file__).resolve().parents[2] / "scripts" / "mutation_check.py")
 mutation_check = importlib.util.module_from_spec(_SPEC)
 sys.modules["mutation_check"] = mutation_check      # (dataclasses look their module up by name)
 _SPEC.loader.exec_module(mutation_check)

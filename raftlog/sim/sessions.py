@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from raftlog.core.sessions import SessionFront, SessionTable, encode_header, restamp
-from raftlog.core.sim import ALL_FAULTS, SimNode, SimOptions, Simulation
+from raftlog.sim.simulation import ALL_FAULTS, SimNode, SimOptions, Simulation
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import KIND_DATA, KIND_SESSION, RecordBatch
 

@@ -1,4 +1,4 @@
-"""Simulation of membership changes and leadership transfer on top of raftlog.core.sim.
+"""Simulation of membership changes and leadership transfer on top of raftlog.sim.simulation.
 
 `ConfSimulation` starts `voters` members plus `spares` nodes that know no configuration
 (they join the way `raftlog node --join` does: they wait to be added and learn everything
@@ -27,7 +27,7 @@ from typing import Callable, Optional
 from raftlog.core import confchange
 from raftlog.core.config import Config
 from raftlog.core.messages import ConfState
-from raftlog.core.sim import ALL_FAULTS, SimNode, SimOptions, Simulation, SimStats
+from raftlog.sim.simulation import ALL_FAULTS, SimNode, SimOptions, Simulation, SimStats
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import KIND_CONF
 
@@ -386,7 +386,7 @@ def run_conf_seed(voters: int, spares: int, seed: int, duration_ms: int = 3000,
 def simulate_conf_report(voters: int, spares: int, seed: int, duration_ms: int, faults: tuple[str, ...],
                          trace: bool, echo: Callable[[str], None]) -> int:
     """`raftlog sim --spares N`: a run with membership changes, transfers and reads; print results; exit status."""
-    from raftlog.core.sim import INVARIANTS, check_faults, run_reported
+    from raftlog.sim.simulation import INVARIANTS, check_faults, run_reported
     check_faults(faults)
     opts = ConfSimOptions(nodes=voters + spares, voters=voters, seed=seed, faults=tuple(faults))
     sim = ConfSimulation(opts, trace=echo if trace else None)
