@@ -152,6 +152,10 @@ def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, joi
 
     \b
         raftlog node --id 4 --data /var/lib/raftlog/4 --listen 127.0.0.1:7004 --join 127.0.0.1:7001
+
+    --data must be the node's own data dir, or missing, or empty (then it is created). A
+    damaged or emptied data dir, or one that is not raftlog's, is refused with one line
+    saying what is wrong and what to do; nothing in it is changed.
     """
     import asyncio
 
@@ -397,7 +401,7 @@ def repair(data_dir: str, peers: str | None, cluster_id: str, timeout: float) ->
     \b
         raftlog repair /var/lib/raftlog/3 --peers 1=10.0.0.1:7001,2=10.0.0.2:7001
     """
-    from raftlog.errors import RaftlogError
+    from raftlog.errors import DataDirError, RaftlogError
     from raftlog.runtime.repair import repair as run_repair
     try:
         if peers is None:
@@ -405,6 +409,8 @@ def repair(data_dir: str, peers: str | None, cluster_id: str, timeout: float) ->
         else:
             with _client(peers, cluster_id, timeout, read_from="leader") as client:
                 report = run_repair(data_dir, client)
+    except DataDirError as exc:
+        raise click.ClickException(str(exc)) from None
     except (RaftlogError, OSError) as exc:
         raise click.ClickException(f"{data_dir}: {exc}") from None
     click.echo(f"corrupt entries: {report.corrupt or 'none'}")
