@@ -2,7 +2,7 @@
 
 Each case damages a copy of a real data dir (five appends through raftlog.open_sync) the way
 a disk, an operator or another program would, then meets it where a user does:
-`raftlog.open_sync` (DataDirError, a RaftlogError), `raftlog inspect`,
+`raftlog.open_sync` (DataDirError, a RaftlogError), `raftlog inspect`, `raftlog check`,
 `raftlog repair` (one line on stderr, exit status 1, no traceback) and a real
 `raftlog node` process. Every file in the dir must be byte-for-byte the same afterwards and
 no file may appear. Why it matters for Raft: a member that silently restarts empty has
@@ -138,12 +138,18 @@ def test_a_damaged_dir_is_refused_everywhere_and_left_untouched(made, tmp_path, 
     assert remedy in str(err.value)
     assert fingerprint(d) == before
 
-    for args in (["inspect", str(d)], ["repair", str(d)]):
+    for args in (["inspect", str(d)], ["check", str(d)], ["repair", str(d)]):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 1, (args, result.output)
         assert_one_line(result.stderr, needle, d)
         assert result.stdout == "", (args, result.stdout)
         assert fingerprint(d) == before, args
+
+    checked = CliRunner().invoke(main, ["check", str(d), "--json"])
+    assert checked.exit_code == 1
+    report = json.loads(checked.stdout)
+    assert report["ok"] is False and [p["kind"] for p in report["problems"]] == ["datadir"]
+    assert needle in report["problems"][0]["detail"]
 
     node = subprocess.run([sys.executable, "-m", "raftlog", "node", "--id", "1", "--data", str(d),
                            "--peers", "1=127.0.0.1:9"], capture_output=True, text=True, timeout=60)
@@ -162,6 +168,7 @@ def test_a_missing_lock_mdb_is_fine_and_readers_create_nothing(made, tmp_path):
     assert inspected.exit_code == 0, inspected.output
     assert [e["data_b64"] for e in json.loads(inspected.stdout)["entries"]][1:] == \
         [base64.b64encode(p).decode() for p in PAYLOADS]
+    assert CliRunner().invoke(main, ["check", str(d)]).exit_code == 0
     assert CliRunner().invoke(main, ["repair", str(d)]).exit_code == 0
     assert fingerprint(d) == before                  # readonly opens ran without LMDB's lock file
     with raftlog.open_sync(str(d)) as log:          # a writer recreates it
