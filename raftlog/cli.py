@@ -128,7 +128,8 @@ def _security() -> dict:
 @main.command()
 @click.option("--id", "node_id", type=int, required=True, help="This node's id (a key of --peers).")
 @click.option("--data", "data_dir", required=True, help="Data dir (created if missing).")
-@click.option("--peers", default=None, help="Every member as ID=HOST:PORT,...; the node listens on its own entry.")
+@click.option("--peers", default=None, help="Every member as ID=HOST:PORT,...; the node listens on its own entry. "
+              "Bootstraps a new cluster; once the node has a log, the log's configuration is the truth.")
 @click.option("--listen", default=None, help="HOST:PORT to listen on (with --join, instead of --peers).")
 @click.option("--join", "join", default=None, help="HOST:PORT of a member: ask the cluster to add this node.")
 @click.option("--no-promote", is_flag=True, help="With --join: stay a learner (never vote).")
@@ -152,6 +153,10 @@ def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, joi
 
     \b
         raftlog node --id 4 --data /var/lib/raftlog/4 --listen 127.0.0.1:7004 --join 127.0.0.1:7001
+
+    --peers bootstraps a new cluster only. Once the node has a log, the configuration in
+    its log is the truth: the members and their addresses come from it, and a --peers that
+    differs is reported in one WARNING line (change members with `raftlog members`).
 
     --data must be the node's own data dir, or missing, or empty (then it is created). A
     damaged or emptied data dir, or one that is not raftlog's, is refused with one line
@@ -214,6 +219,7 @@ def cluster(nodes: int, data_dir: str, base_port: int, host: str, cluster_id: st
 
     A node killed from outside (kill -9 PID, to watch a failover) is reported and the others
     keep running; a node that fails on its own (port in use, bad data dir) stops the cluster.
+    --data made for another number of nodes is refused (the sizes named).
 
     Example, then append from another terminal:
 
@@ -228,7 +234,10 @@ def cluster(nodes: int, data_dir: str, base_port: int, host: str, cluster_id: st
         raise BadArgument("--base-port: the last node's port would exceed 65535")
     _check_data_dir(data_dir)
     from raftlog.runtime.cluster import LocalCluster
-    sup = LocalCluster(nodes, base_port, data_dir, host=host, cluster_id=cluster_id, sync=not no_sync)
+    try:
+        sup = LocalCluster(nodes, base_port, data_dir, host=host, cluster_id=cluster_id, sync=not no_sync)
+    except ValueError as exc:
+        raise BadArgument(str(exc)) from None
     stop = {"now": False}
 
     def on_signal(signum: int, frame: object) -> None:
