@@ -157,10 +157,13 @@ def make_cluster_dir(root: Path, n: int) -> None:
 def test_cluster_over_a_dir_made_for_another_size_is_refused(tmp_path, made_for, asked):
     make_cluster_dir(tmp_path, made_for)
     before = sorted(os.listdir(tmp_path))
-    result = CliRunner().invoke(main, ["cluster", "-n", str(asked), "--data", str(tmp_path), "--base-port", "7301"])
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    # A process with a deadline: were the dir accepted, the supervisor would run its nodes until killed
+    # (they die with it, PR_SET_PDEATHSIG), and this test would fail on the timeout instead of hanging.
+    result = subprocess.run([sys.executable, "-m", "raftlog", "cluster", "-n", str(asked), "--data", str(tmp_path),
+                             "--base-port", str(free_ports(1)[0])], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == "", result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert f"was made for {made_for} nodes (node1..node{made_for}), not {asked}" in lines[0]
     assert f"run `raftlog cluster -n {made_for}` over it" in lines[0]
     assert sorted(os.listdir(tmp_path)) == before
