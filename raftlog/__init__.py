@@ -5,6 +5,7 @@ from raftlog.errors import (
     Closed,
     Compacted,
     CorruptLogError,
+    DataDirError,
     FrameError,
     IdentityMismatch,
     LogSafetyError,
@@ -21,7 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "IMPLEMENTATION", "__version__",
-    "RaftlogError", "FrameError", "LogSafetyError", "CorruptLogError", "IdentityMismatch",
+    "RaftlogError", "FrameError", "LogSafetyError", "CorruptLogError", "DataDirError", "IdentityMismatch",
     "NotLeader", "ProposalDropped", "Timeout", "Closed", "Compacted", "SessionExpired", "Entry", "Client",
     "AsyncClient",
     "open", "open_sync", "RaftLog", "SyncRaftLog", "Appended",

@@ -128,7 +128,8 @@ def _security() -> dict:
 @main.command()
 @click.option("--id", "node_id", type=int, required=True, help="This node's id (a key of --peers).")
 @click.option("--data", "data_dir", required=True, help="Data dir (created if missing).")
-@click.option("--peers", default=None, help="Every member as ID=HOST:PORT,...; the node listens on its own entry.")
+@click.option("--peers", default=None, help="Every member as ID=HOST:PORT,...; the node listens on its own entry. "
+              "Bootstraps a new cluster; once the node has a log, the log's configuration is the truth.")
 @click.option("--listen", default=None, help="HOST:PORT to listen on (with --join, instead of --peers).")
 @click.option("--join", "join", default=None, help="HOST:PORT of a member: ask the cluster to add this node.")
 @click.option("--no-promote", is_flag=True, help="With --join: stay a learner (never vote).")
@@ -152,6 +153,14 @@ def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, joi
 
     \b
         raftlog node --id 4 --data /var/lib/raftlog/4 --listen 127.0.0.1:7004 --join 127.0.0.1:7001
+
+    --peers bootstraps a new cluster only. Once the node has a log, the configuration in
+    its log is the truth: the members and their addresses come from it, and a --peers that
+    differs is reported in one WARNING line (change members with `raftlog members`).
+
+    --data must be the node's own data dir, or missing, or empty (then it is created). A
+    damaged or emptied data dir, or one that is not raftlog's, is refused with one line
+    saying what is wrong and what to do; nothing in it is changed.
     """
     import asyncio
 
@@ -211,6 +220,7 @@ def cluster(nodes: int, data_dir: str, base_port: int, host: str, cluster_id: st
 
     A node killed from outside (kill -9 PID, to watch a failover) is reported and the others
     keep running; a node that fails on its own (port in use, bad data dir) stops the cluster.
+    --data made for another number of nodes is refused (the sizes named).
 
     Example, then append from another terminal:
 
@@ -225,7 +235,10 @@ def cluster(nodes: int, data_dir: str, base_port: int, host: str, cluster_id: st
         raise BadArgument("--base-port: the last node's port would exceed 65535")
     _check_data_dir(data_dir)
     from raftlog.runtime.cluster import LocalCluster
-    sup = LocalCluster(nodes, base_port, data_dir, host=host, cluster_id=cluster_id, sync=not no_sync)
+    try:
+        sup = LocalCluster(nodes, base_port, data_dir, host=host, cluster_id=cluster_id, sync=not no_sync)
+    except ValueError as exc:
+        raise BadArgument(str(exc)) from None
     stop = {"now": False}
 
     def on_signal(signum: int, frame: object) -> None:
@@ -398,7 +411,7 @@ def repair(data_dir: str, peers: str | None, cluster_id: str, timeout: float) ->
     \b
         raftlog repair /var/lib/raftlog/3 --peers 1=10.0.0.1:7001,2=10.0.0.2:7001
     """
-    from raftlog.errors import RaftlogError
+    from raftlog.errors import DataDirError, RaftlogError
     from raftlog.runtime.repair import repair as run_repair
     try:
         if peers is None:
@@ -406,6 +419,8 @@ def repair(data_dir: str, peers: str | None, cluster_id: str, timeout: float) ->
         else:
             with _client(peers, cluster_id, timeout, read_from="leader") as client:
                 report = run_repair(data_dir, client)
+    except DataDirError as exc:
+        raise click.ClickException(str(exc)) from None
     except (RaftlogError, OSError) as exc:
         raise click.ClickException(f"{data_dir}: {exc}") from None
     click.echo(f"corrupt entries: {report.corrupt or 'none'}")
@@ -441,6 +456,41 @@ def inspect(data_dir: str, as_json: bool, start: int | None, stop: int | None) -
     except RaftlogError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(dump) if as_json else format_text(dump))
+
+
+@main.command()
+@click.argument("data_dir")
+@click.option("--json", "as_json", is_flag=True,
+              help='One JSON object: {"path", "ok", "identity", "format", "hard_state", "first_index", '
+                   '"last_index", "entries", "snapshot", "problems": [{"kind", "index", "detail"}], '
+                   '"problems_omitted"}.')
+def check(data_dir: str, as_json: bool) -> None:
+    """Verify a STOPPED node's data dir offline; exit 0 when every check holds, 1 listing each problem.
+
+    Checks LMDB's meta pages and page tree, raftlog's format and identity, the hard state
+    against the log, every record's CRC, indexes contiguous from the first, terms in order,
+    every configuration entry, and the snapshot file's size and crc32. Writes nothing. A
+    problem line is `index N: KIND: DETAIL` (kinds: datadir, meta, bounds, gap, crc, term,
+    conf, hard_state, snapshot). Example:
+
+    \b
+        raftlog check /var/lib/raftlog/3
+    """
+    import json
+
+    from raftlog.storage.check import check_data_dir, format_text
+    try:
+        report = check_data_dir(data_dir)
+    except FileNotFoundError as exc:
+        raise BadArgument(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+    if report.refusal is not None:
+        raise click.ClickException(report.refusal)
+    if not as_json:
+        click.echo(format_text(report))
+    if not report.ok:
+        raise SystemExit(1)
 
 
 @main.command()

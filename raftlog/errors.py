@@ -31,8 +31,22 @@ class CorruptLogError(RaftlogError):
         self.reason = reason
 
 
-class IdentityMismatch(RaftlogError):
-    """A data dir belongs to another node or cluster, or has an unknown format."""
+class DataDirError(RaftlogError):
+    """A data dir is refused before anything in it is used or changed: damaged, emptied, or not raftlog's.
+
+    The message is one line: the dir, what is wrong with it, and the remedy. `path` is the
+    data dir, `problem` what is wrong (without the dir and the remedy).
+    """
+
+    def __init__(self, path: str, problem: str, remedy: str) -> None:
+        super().__init__(f"data dir {path}: {problem}; {remedy}")
+        self.path = path
+        self.problem = problem
+        self.remedy = remedy
+
+
+class IdentityMismatch(DataDirError):
+    """A data dir belongs to another node or cluster, has an unknown format, or holds no raftlog identity."""
 
 
 class NotLeader(RaftlogError):

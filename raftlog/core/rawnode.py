@@ -127,7 +127,9 @@ class RawNode:
         self._prev_hs = storage.hard_state()
         self._prev_soft: Optional[SoftState] = None
         self._outstanding: Optional[Ready] = None
-        self._prev_conf = self.raft.conf
+        # A node bootstrapped from Config.voters has no configuration in storage yet: the first
+        # Ready carries it, so from then on the log's configuration, not the Config, rules a restart.
+        self._prev_conf = self.raft.conf if storage.conf_state() is not None or not self.raft.conf.voters else None
 
     # -- properties ----------------------------------------------------------------------
 

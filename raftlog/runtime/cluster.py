@@ -16,11 +16,44 @@ from typing import Callable, Optional, TextIO
 from raftlog.runtime.launcher import NodeProcesses
 
 
+def node_dirs(data_dir: str) -> list[int]:
+    """The ids of the node data dirs under data_dir that hold anything (`node1`, `node2`, ...), sorted."""
+    try:
+        names = os.listdir(data_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    ids = []
+    for name in names:
+        path = os.path.join(data_dir, name)
+        if name.startswith("node") and name[4:].isdigit() and os.path.isdir(path) and os.listdir(path):
+            ids.append(int(name[4:]))
+    return sorted(ids)
+
+
+def check_cluster_size(data_dir: str, n: int) -> None:
+    """ValueError naming both sizes when data_dir holds node dirs other than node1..node{n}.
+
+    `raftlog cluster -n K` over a dir made for another size would start nodes whose --peers
+    disagree with their logs, or new empty voters beside a cluster that never had them.
+    """
+    found = node_dirs(data_dir)
+    if not found or found == list(range(1, n + 1)):
+        return
+    if found == list(range(1, len(found) + 1)):
+        raise ValueError(f"--data {data_dir} was made for {len(found)} nodes (node1..node{len(found)}), not {n}: "
+                         f"run `raftlog cluster -n {len(found)}` over it, or give another --data")
+    names = ", ".join(f"node{i}" for i in found)
+    raise ValueError(f"--data {data_dir} holds {names}, not the {n} nodes node1..node{n} that -n {n} runs: "
+                     f"give another --data")
+
+
 class LocalCluster:
     """Supervises N node processes: `start()`, `wait()`, `stop()`."""
 
     def __init__(self, n: int, base_port: int, data_dir: str, *, host: str = "127.0.0.1", cluster_id: str = "raftlog",
                  sync: bool = True, out: TextIO = sys.stdout, extra: tuple[str, ...] = ()) -> None:
+        """N nodes over data_dir/node1..nodeN; ValueError when data_dir was made for another size."""
+        check_cluster_size(data_dir, n)
         self.n = n
         self.data_dir = data_dir
         self.cluster_id = cluster_id

@@ -14,8 +14,8 @@ def inspect_dir(path: str, start: Optional[int] = None, stop: Optional[int] = No
     """The data dir's identity, hard state, bounds, snapshot and entries `[start, stop]` (inclusive, clamped).
 
     Opens the LMDB environment read-only, so it never writes and may run while the node
-    is up (it sees the last committed transaction). FileNotFoundError for a missing dir,
-    IdentityMismatch for a dir that is not raftlog's.
+    is up (it sees the last committed transaction). FileNotFoundError for a missing or empty
+    dir, DataDirError (one line with its remedy) for a damaged one or one that is not raftlog's.
     """
     from raftlog.storage.lmdb import LmdbStorage
 

@@ -189,11 +189,10 @@ class Node:
             self.applied_index = self.raw.applied_index
             self.sessions.rebuild(restored_sessions)
             self._shown = (str(self.raw.role), self.raw.leader_id, self.raw.term)
-            # The stored configuration (replicated with every change) knows the members'
-            # addresses better than the command line does.
-            for nid, addr in self.raw.conf_state.addresses:
-                if nid != self.node_id:
-                    self.cfg.peers[nid] = addr
+            # The log's configuration (replicated with every change), not --peers, names the
+            # members and their addresses; a difference is one WARNING line (runtime/peer_check.py).
+            from raftlog.runtime.peer_check import use_log_peers
+            self.cfg.peers = use_log_peers(self.node_id, self.cfg.peers, self.raw.conf_state, warn=not self.cfg.join)
             self.peers = PeerTransport(self.node_id, self.cfg.cluster_id, self.cfg.peers, self._on_message,
                                        self._on_peer, rng=self._rng, tls=self.cfg.tls, secret=self.cfg.secret)
             self.listener = Listener(self.node_id, self.cfg.cluster_id, self.peers, self.service.handler_for,

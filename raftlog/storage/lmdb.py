@@ -6,8 +6,8 @@ A data dir holds one LMDB environment, its snapshot files and its writer lock:
 - `DIR/snapshots/`: the snapshot files, kept by raftlog.storage.snapshot_files (complete
   snapshots written durably before a transaction here records them, the snapshot being
   received, pruning).
-- `DIR/raftlog.lock`: one writer process per data dir; the lock, the format marker and the
-  identity checked on open are raftlog.storage.datadir's.
+- `DIR/raftlog.lock`: one writer process per data dir; the lock, the checks before LMDB maps
+  the file, the format marker and the identity are raftlog.storage.datadir's.
 
 The databases:
 
@@ -51,19 +51,20 @@ import os
 import struct
 import threading
 from itertools import chain, islice
-from typing import Any, Iterator, NamedTuple, Optional
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import lmdb
 
 from raftlog.core.messages import ConfState, HardState, SnapshotMeta
-from raftlog.errors import Closed, CorruptLogError
+from raftlog.errors import Closed, CorruptLogError, DataDirError
 from raftlog.hot import LogIndex, RecordBatch
 from raftlog.core.storage import check_save_range, verified
-from raftlog.storage.datadir import (FORMAT_VERSION, LOG_DB, META_DB, Identity, check_or_init_identity,
-                                     release_writer_lock, take_writer_lock)
+from raftlog.storage.datadir import (FORMAT_VERSION, LOG_DB, META_DB, Identity, damaged_remedy, open_environment,
+                                     release_writer_lock)
 from raftlog.storage.snapshot_files import SnapshotFiles, decode_snapshot_record, encode_snapshot_record
 
-__all__ = ["LmdbStorage", "Identity", "FORMAT_VERSION", "DEFAULT_MAP_SIZE"]
+__all__ = ["LmdbStorage", "Identity", "FORMAT_VERSION", "DEFAULT_MAP_SIZE", "hard_state_problems",
+           "decode_meta_record", "index_of_key", "HARD_STATE_KEY", "CONF_STATE_KEY", "SNAPSHOT_KEY", "LOG_START_KEY"]
 
 DEFAULT_MAP_SIZE = 64 << 20       # grown on demand by doubling; only address space is reserved
 SNAPSHOT_DIR = "snapshots"
@@ -72,10 +73,10 @@ _KEY = struct.Struct(">Q")
 _HARD = struct.Struct(">QQQ")
 _key = _KEY.pack
 
-_HARD_STATE = b"hard_state"
-_CONF_STATE = b"conf_state"
-_SNAPSHOT = b"snapshot"
-_LOG_START = b"log_start"      # 16 bytes: index, term of the last compacted entry (absent: the snapshot's)
+_HARD_STATE = HARD_STATE_KEY = b"hard_state"
+_CONF_STATE = CONF_STATE_KEY = b"conf_state"
+_SNAPSHOT = SNAPSHOT_KEY = b"snapshot"
+_LOG_START = LOG_START_KEY = b"log_start"   # 16 bytes: index, term of the last compacted entry (absent: the snapshot's)
 _START = struct.Struct(">QQ")
 
 # save() hands putmulti its (key, record) pairs in chunks of this many. A whole batch's list
@@ -140,26 +141,24 @@ class LmdbStorage:
              readonly: bool = False) -> "LmdbStorage":
         """Open (or create) the data dir at `path` for node `node_id` of cluster `cluster_id`.
 
-        IdentityMismatch when the dir belongs to another node or cluster (the message names
-        expected and found) or has an unknown format. `node_id`/`cluster_id` None accept
-        whatever is stored (for inspection); creating a dir needs both. `readonly=True`
-        never writes and may run beside the writer process (`raftlog inspect`).
-        `create=False` raises FileNotFoundError for a missing dir. Another process holding
-        the dir open for writing raises RaftlogError.
+        Only a missing or empty dir is created. Any other dir is checked before LMDB maps it
+        and before anything is written (raftlog.storage.datadir): DataDirError (one line:
+        the dir, what is wrong, the remedy) for a damaged, emptied or foreign dir; its
+        subclass IdentityMismatch when the dir belongs to another node or cluster (the
+        message names expected and found), has an unknown format or no raftlog identity.
+        Then a saved hard state must fit the log (`hard_state_problems`; the term only when
+        there is a last entry and it reads back whole: a corrupt entry is CorruptLogError
+        where it is read, and `raftlog repair` must be able to open the dir), else DataDirError.
+        `node_id`/`cluster_id` None accept whatever is stored (for inspection); creating a
+        dir needs both. `readonly=True` never writes and may run beside the writer process
+        (`raftlog inspect`). `create=False` raises FileNotFoundError for a missing dir.
+        Another process holding the dir open for writing raises RaftlogError.
         """
         path = os.fspath(path)
-        if readonly or not create:
-            if not os.path.exists(os.path.join(path, "data.mdb")):
-                raise FileNotFoundError(f"no raftlog data dir at {path}")
-        lock_fd = None if readonly else take_writer_lock(path)
+        env, identity, lock_fd = open_environment(path, node_id=node_id, cluster_id=cluster_id, readonly=readonly,
+                                                  create=create, sync=sync, map_size=map_size,
+                                                  verify=_startup_check(path, node_id))
         try:
-            env = lmdb.open(path, subdir=True, max_dbs=4, map_size=map_size, readonly=readonly,
-                            create=create and not readonly, sync=sync, metasync=sync, lock=True)
-        except BaseException:
-            release_writer_lock(lock_fd)
-            raise
-        try:
-            identity = check_or_init_identity(env, path, node_id, cluster_id, readonly)
             return cls(env, path, readonly=readonly, sync=sync, identity=identity, lock_fd=lock_fd)
         except BaseException:
             env.close()
@@ -590,27 +589,8 @@ class LmdbStorage:
         return _ReadTxn(self)
 
     def _load(self, txn: lmdb.Transaction) -> _State:
-        """Read the small state and the log's bounds, checking the keys are exactly `[snapshot + 1, last]`."""
-        get = txn.get
-        raw = get(_HARD_STATE, db=self._meta_db)
-        hard = HardState(*_HARD.unpack(raw)) if raw is not None else HardState()
-        raw = get(_CONF_STATE, db=self._meta_db)
-        conf = ConfState.from_dict(json.loads(raw)) if raw is not None else None
-        snapshot, file = decode_snapshot_record(get(_SNAPSHOT, db=self._meta_db))
-        raw = get(_LOG_START, db=self._meta_db)
-        start = tuple(_START.unpack(raw)) if raw is not None else (snapshot.index, snapshot.term)
-        cur = txn.cursor(self._log_db)
-        last = max(start[0], snapshot.index)
-        if cur.last():
-            last = _KEY.unpack(cur.key())[0]
-            cur.first()
-            first = _KEY.unpack(cur.key())[0]
-            if first != start[0] + 1:
-                raise CorruptLogError(start[0] + 1, f"log starts at {first}, after compaction point {start[0]}")
-            entries = txn.stat(self._log_db)["entries"]
-            if entries != last - first + 1:
-                raise CorruptLogError(first, f"{entries} entries stored for indexes [{first}, {last}]: a gap")
-        return _State(hard, conf, snapshot, file, last, start)
+        """The small state and the log's bounds as `txn` sees them (_load_state)."""
+        return _load_state(txn, self._log_db, self._meta_db)
 
     def _vanished(self, txn: lmdb.Transaction, lo: int, hi: int) -> Exception:
         """The error for entries of `[lo, hi)` the transaction does not see: IndexError if a concurrent
@@ -664,6 +644,108 @@ class _ReadTxn:
             self._txn.abort()
         finally:
             self._storage._map_lock.release()
+
+
+def _load_state(txn: lmdb.Transaction, log_db: Any, meta_db: Any) -> _State:
+    """Read the small state and the log's bounds, checking the keys are exactly `[snapshot + 1, last]`.
+
+    ValueError when a meta record does not decode; CorruptLogError for a gap.
+    """
+    def meta(key: bytes) -> Any:
+        return decode_meta_record(key, txn.get(key, db=meta_db))
+    hard = meta(_HARD_STATE) or HardState()
+    conf = meta(_CONF_STATE)
+    snapshot, file = meta(_SNAPSHOT)
+    start = meta(_LOG_START) or (snapshot.index, snapshot.term)
+    cur = txn.cursor(log_db)
+    last = max(start[0], snapshot.index)
+    if cur.last():
+        last = _KEY.unpack(cur.key())[0]
+        cur.first()
+        first = _KEY.unpack(cur.key())[0]
+        if first != start[0] + 1:
+            raise CorruptLogError(start[0] + 1, f"log starts at {first}, after compaction point {start[0]}")
+        entries = txn.stat(log_db)["entries"]
+        if entries != last - first + 1:
+            raise CorruptLogError(first, f"{entries} entries stored for indexes [{first}, {last}]: a gap")
+    return _State(hard, conf, snapshot, file, last, start)
+
+
+def _startup_check(path: str, node_id: Optional[int]) -> Callable[[lmdb.Environment, lmdb.Transaction], None]:
+    """The cheap check of every open, run in a read transaction before the dir is used (open_environment's verify).
+
+    The meta records decode (else DataDirError), the log has no gap (else CorruptLogError)
+    and a saved hard state fits the log (hard_state_problems, else DataDirError); the term
+    only when there is a last entry and it reads back whole: a corrupt entry is
+    CorruptLogError where it is read, and `raftlog repair` must be able to open the dir.
+    """
+    def check(env: lmdb.Environment, txn: lmdb.Transaction) -> None:
+        log_db = env.open_db(LOG_DB, txn=txn, create=False)
+        try:
+            st = _load_state(txn, log_db, env.open_db(META_DB, txn=txn, create=False))
+        except ValueError as exc:
+            raise DataDirError(path, f"has a meta record that does not decode ({exc})",
+                               damaged_remedy(node_id)) from None
+        last_term = 0
+        raw = txn.get(_key(st.last_index), db=log_db) if st.hard_state != HardState() else None
+        if raw is not None:
+            try:
+                last_term = verified(st.last_index, raw).term(0)
+            except CorruptLogError:
+                pass
+        wrong = hard_state_problems(st.hard_state, st.last_index, last_term)
+        if wrong:
+            raise DataDirError(path, f"has a hard state that does not fit its log: {wrong[0]}",
+                               damaged_remedy(node_id))
+    return check
+
+
+def decode_meta_record(key: bytes, raw: Optional[bytes]) -> Any:
+    """The `meta` record `key` decoded from `raw` (None: absent); ValueError naming it when it does not decode.
+
+    hard_state: HardState or None; conf_state: ConfState or None; snapshot: (SnapshotMeta,
+    file name or None), the empty snapshot when absent; log_start: (index, term) or None.
+    """
+    try:
+        if key == _SNAPSHOT:
+            return decode_snapshot_record(raw)
+        if raw is None:
+            return None
+        if key == _HARD_STATE:
+            return HardState(*_HARD.unpack(raw))
+        if key == _CONF_STATE:
+            return ConfState.from_dict(json.loads(raw))
+        if key == _LOG_START:
+            return tuple(_START.unpack(raw))
+    except (ValueError, struct.error, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{key.decode()}: {exc}") from None
+    raise KeyError(key)
+
+
+def index_of_key(key: bytes) -> int:
+    """The entry index a `log` key stands for; ValueError when the key is not 8 bytes."""
+    try:
+        return _KEY.unpack(key)[0]
+    except struct.error:
+        raise ValueError(f"a log key of {len(key)} bytes") from None
+
+
+def hard_state_problems(hard: HardState, last_index: int, last_term: int) -> list[str]:
+    """What is wrong with a hard state beside the log it was saved with (empty: nothing).
+
+    `last_term` is the last entry's term (0: no entry to judge by).
+
+    The node saves its hard state and its entries in one transaction, so on disk the commit
+    index is never past the last entry (a committed entry this node acknowledged would be
+    gone), and the term is never below the last entry's (a node takes an entry's term
+    before it stores the entry).
+    """
+    wrong = []
+    if hard.commit > last_index:
+        wrong.append(f"commit index {hard.commit} is past the last entry {last_index}: committed entries are missing")
+    if hard.term < last_term:
+        wrong.append(f"term {hard.term} is below the last entry's term {last_term}")
+    return wrong
 
 
 def _stream(first_index: int, records: RecordBatch, n: int) -> Iterator[tuple[bytes, memoryview]]:

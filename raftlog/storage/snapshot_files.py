@@ -32,7 +32,7 @@ from typing import AbstractSet, Any, Iterable, Iterator, Optional
 from raftlog.core.messages import ConfState, SnapshotMeta
 from raftlog.errors import CorruptLogError
 
-__all__ = ["SnapshotFiles", "encode_snapshot_record", "decode_snapshot_record"]
+__all__ = ["SnapshotFiles", "encode_snapshot_record", "decode_snapshot_record", "file_size_crc32"]
 
 _PREFIX = "snap-"
 _INCOMING = "incoming.part"         # a snapshot being received, as far as it has arrived
@@ -148,14 +148,7 @@ class SnapshotFiles:
         try:
             with open(self.path(_INCOMING_META), "rb") as f:
                 meta, _ = decode_snapshot_record(f.read())
-            size, crc = 0, 0
-            with open(self.path(_INCOMING), "rb") as f:
-                while True:
-                    piece = f.read(_READ_PIECE)
-                    if not piece:
-                        break
-                    size += len(piece)
-                    crc = zlib.crc32(piece, crc)
+            size, crc = file_size_crc32(self.path(_INCOMING))
         except (FileNotFoundError, ValueError, KeyError):
             return None
         if size > meta.size:
@@ -207,6 +200,18 @@ class SnapshotFiles:
     def forget_incoming(self) -> None:
         """Remove `incoming.json`, the description of an incoming snapshot that was promoted."""
         _remove_quietly(self.path(_INCOMING_META))
+
+
+def file_size_crc32(path: str) -> tuple[int, int]:
+    """The size and crc32 of the file at `path`, read in pieces (OSError when it cannot be read)."""
+    size, crc = 0, 0
+    with open(path, "rb") as f:
+        while True:
+            piece = f.read(_READ_PIECE)
+            if not piece:
+                return size, crc
+            size += len(piece)
+            crc = zlib.crc32(piece, crc)
 
 
 def _pieces(data: Any) -> Iterator[bytes]:
