@@ -7,6 +7,7 @@ after a grace period), and each gets SIGTERM from the kernel if the supervisor i
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys

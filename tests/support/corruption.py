@@ -1,7 +1,9 @@
 """Damage to a node's stored data, as bit rot would do it: flipped bits in a file."""
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 
 
 def flip_byte_of(path: str, needle: bytes) -> int:
@@ -24,3 +26,15 @@ def flip_byte_of(path: str, needle: bytes) -> int:
         f.flush()
         os.fsync(f.fileno())
     return n
+
+
+def fingerprint(path: Path) -> dict[str, str]:
+    """Every file and dir under `path` (relative name) with its bytes' sha256 ("dir" for a directory)."""
+    out = {}
+    for root, dirs, files in os.walk(path):
+        for d in dirs:
+            out[os.path.relpath(os.path.join(root, d), path)] = "dir"
+        for f in files:
+            full = os.path.join(root, f)
+            out[os.path.relpath(full, path)] = hashlib.sha256(Path(full).read_bytes()).hexdigest()
+    return out

@@ -25,7 +25,7 @@ from raftlog.core.messages import ConfState, HardState, SnapshotMeta
 from raftlog.hot import KIND_CONF, KIND_DATA, RecordBatch, encode_record
 from raftlog.storage.lmdb import LmdbStorage
 
-from test_datadir import fingerprint
+from support.corruption import fingerprint
 
 KEY = struct.Struct(">Q")
 REPORT_KEYS = {"path", "ok", "identity", "format", "hard_state", "first_index", "last_index", "entries", "snapshot",

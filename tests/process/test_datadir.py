@@ -12,7 +12,6 @@ it acknowledged (a committed entry may then be lost, 5.4).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,8 @@ from raftlog.hot import KIND_DATA, RecordBatch
 from raftlog.storage.datadir import read_data_file
 from raftlog.storage.lmdb import LmdbStorage
 
+from support.corruption import fingerprint
+
 PAYLOADS = [b"entry-%d" % i for i in range(5)]
 
 
@@ -45,18 +46,6 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
             log.append(p)
     assert sorted(os.listdir(path)) == ["data.mdb", "lock.mdb", "raftlog.lock"]
     return path
-
-
-def fingerprint(path: Path) -> dict[str, str]:
-    """Every file and dir under `path` (relative name) with its bytes' sha256 ("dir" for a directory)."""
-    out = {}
-    for root, dirs, files in os.walk(path):
-        for d in dirs:
-            out[os.path.relpath(os.path.join(root, d), path)] = "dir"
-        for f in files:
-            full = os.path.join(root, f)
-            out[os.path.relpath(full, path)] = hashlib.sha256(Path(full).read_bytes()).hexdigest()
-    return out
 
 
 def flip(offset_of: Callable[[int], int]) -> Callable[[Path], None]:

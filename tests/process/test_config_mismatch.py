@@ -14,14 +14,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import raftlog
-from raftlog.bench import free_ports
+from raftlog.runtime.launcher import free_ports
 from raftlog.cli import main
 from raftlog.core.config import Config
 from raftlog.core.messages import ConfState
@@ -31,8 +30,9 @@ from raftlog.runtime.cluster import check_cluster_size
 from raftlog.runtime.peer_check import peer_differences, peers_from_log
 from raftlog.storage.lmdb import LmdbStorage
 
+from support.polling import wait_for
+
 LOGGED = ConfState(voters=(1, 2, 3), addresses=((1, "h:1"), (2, "h:2"), (3, "h:3")))
-DEADLINE = 30.0
 
 
 # ---------------------------------------------------------------- the comparison (pure)
@@ -92,15 +92,6 @@ def single_node_dir(tmp_path: Path) -> Path:
     with raftlog.open_sync(str(path)) as log:
         log.append(b"before")
     return path
-
-
-def wait_for(what: str, check, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_the_embedded_log_starts_from_its_configuration_and_warns(single_node_dir, caplog):
