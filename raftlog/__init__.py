@@ -33,7 +33,7 @@ _EMBED = ("open", "open_sync", "RaftLog", "SyncRaftLog", "Appended")
 
 def __getattr__(name: str):
     # Client and AsyncClient pull in asyncio; importing them lazily keeps `import raftlog.core`
-    # free of asyncio and sockets (DESIGN.md section 1).
+    # free of asyncio and sockets (docs/architecture.md section 1).
     if name in ("Client", "AsyncClient"):
         from raftlog import client
         return getattr(client, name)

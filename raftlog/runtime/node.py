@@ -7,7 +7,7 @@ One Ready at a time, in the order the engine's contract demands:
    transaction, run by the write path (runtime/writer.py: the writer thread, a follower's
    small writes inline, commit-only hard states riding along, disk full);
 3. when the write is durable, `ready.persisted_messages` go out (votes and acknowledgements
-   only ever describe durable state, DESIGN.md section 3), committed batches are applied
+   only ever describe durable state, docs/architecture.md section 2), committed batches are applied
    (pending client requests answered), and `advance` is called.
 
 Proposals and messages that arrive while a write is in flight go into the engine at once;
@@ -52,7 +52,7 @@ from raftlog.runtime.writer import INLINE_WRITE_ENTRIES, Writer
 
 log = logging.getLogger("raftlog.node")
 
-TICK_SECONDS = 0.010          # one engine tick (DESIGN.md section 3)
+TICK_SECONDS = 0.010          # one engine tick (docs/architecture.md section 4)
 MAX_CATCHUP_TICKS = 5         # after a stall (SIGSTOP, GC) replay at most this many ticks
 # Entries that one Ready (one transaction) may carry, roughly. py-lmdb's putmulti holds the
 # GIL while it inserts: with one putmulti per save, 100,000 records of 117 B blocked the event
