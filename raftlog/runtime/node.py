@@ -602,12 +602,17 @@ class Node:
 async def run_node(cfg: NodeConfig, joiner: Optional[Callable[[NodePort], Joining]] = None) -> int:
     """Run one node until SIGTERM/SIGINT; the process's exit status. `joiner`: see Node."""
     node = Node(cfg, joiner=joiner)
-    await node.start()
     loop = asyncio.get_running_loop()
+    asked = asyncio.Event()       # a signal while the node starts is taken once it has started
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, node.request_stop)
+        loop.add_signal_handler(sig, asked.set)
+    await node.start()
+    watcher = loop.create_task(asked.wait())
+    watcher.add_done_callback(lambda task: task.cancelled() or node.request_stop())
     try:
         await node.wait_stopped()
     except Exception:
         return 1
+    finally:
+        watcher.cancel()
     return 0

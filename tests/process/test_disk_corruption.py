@@ -106,6 +106,8 @@ def test_a_leader_with_a_corrupt_entry_neither_serves_nor_replicates_it(tmp_path
         lid, _ = wait_for("a leader", lambda: cluster.leader())
         lagger = next(i for i in cluster.addresses if i != lid)
         third = next(i for i in cluster.addresses if i not in (lid, lagger))
+        # SIGTERM only once the node answers: before its loop runs, the signal's default action kills it.
+        wait_for(f"node {lagger} to answer", lambda: cluster.statuses([lagger])[lagger])
         cluster.procs[lagger].send_signal(signal.SIGTERM)          # falls behind: will need the entry
         assert cluster.procs[lagger].wait(20) == 0
         acked: dict[int, bytes] = {}
