@@ -282,7 +282,10 @@ class AsyncClient:
 
     async def _call(self, build: Callable[[int], bytes], handle: Callable[[_Connection, tuple], T],
                     timeout: Optional[float] = None) -> T:
-        """Send a request until `handle` accepts a reply; redirects and connection loss are retried until the deadline."""
+        """Send a request until `handle` accepts a reply.
+
+        Redirects and connection loss are retried until the deadline.
+        """
         if self._closed:
             raise Closed("the client is closed")
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)

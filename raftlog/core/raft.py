@@ -305,7 +305,8 @@ class Raft:
                 self.become_follower(self.term, 0)
                 return
             if self.lead_transferee:
-                log.info("%d abandoned the leadership transfer to %d at term %d", self.id, self.lead_transferee, self.term)
+                log.info("%d abandoned the leadership transfer to %d at term %d", self.id, self.lead_transferee,
+                         self.term)
                 self.lead_transferee = 0
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self.heartbeat_elapsed = 0
