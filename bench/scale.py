@@ -25,7 +25,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--impl", default="cython")
     args = ap.parse_args()
-    print("| nodes | payload | payloads/request | entries/s | MB/s | p50 ms | p99 ms | leader CPU s | peak RSS MiB | verified |")
+    print("| nodes | payload | payloads/request | entries/s | MB/s | p50 ms | p99 ms | leader CPU s | "
+          "peak RSS MiB | verified |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
     for nodes, payload in ROWS:
         batch = batch_for(payload)
@@ -39,8 +40,9 @@ def main() -> int:
         lat = r["latency_ms"]
         cpu = max(n["cpu_s"] for n in r["per_node"])
         rss = max(n["rss_mb"] for n in r["per_node"])
-        print(f"| {nodes} | {payload} B | {batch} | {r['entries_per_s']:,.0f} | {r['mb_per_s']:.1f} | {lat['p50']:.1f} | "
-              f"{lat['p99']:.1f} | {cpu:.1f} | {rss:.0f} | {'yes' if r['verified'] else 'NO'} |", flush=True)
+        print(f"| {nodes} | {payload} B | {batch} | {r['entries_per_s']:,.0f} | {r['mb_per_s']:.1f} | "
+              f"{lat['p50']:.1f} | {lat['p99']:.1f} | {cpu:.1f} | {rss:.0f} | {'yes' if r['verified'] else 'NO'} |",
+              flush=True)
     return 0
 
 

@@ -88,7 +88,8 @@ async def run(args: argparse.Namespace) -> dict:
         await asyncio.sleep(0.05)
     st = lead.status()
     result = {"entries": args.entries, "keys": args.keys, "append_seconds": round(load_s, 2),
-              "entries_per_second": round(args.entries / load_s), "leader_changes": changes, "leader_last_snapshot": lead._node.snapshots.last,
+              "entries_per_second": round(args.entries / load_s), "leader_changes": changes,
+              "leader_last_snapshot": lead._node.snapshots.last,
               "leader_first_index": st["first_index"], "leader_applied": lead.applied_index,
               "leader_data_dir_bytes": du(f"{root}/{leader}"), "leader_data_dir_bytes_during_load": sizes,
               "snapshot_bytes": st["snapshot"]["size"]}

@@ -18,7 +18,8 @@ def main(path: str) -> None:
         rows.setdefault((extra["entries"], extra["sync"]), {})[extra["impl"]] = {**b["stats"], **extra}
     hot = {b["extra_info"]["hot"] for b in data["benchmarks"]}
     cpu = data["machine_info"].get("cpu", {}).get("brand_raw", "?")
-    print(f"Hot path: {', '.join(sorted(hot))}. CPU: {cpu}. Times are medians (fsync on a shared machine has a long tail).\n")
+    print(f"Hot path: {', '.join(sorted(hot))}. CPU: {cpu}. "
+          "Times are medians (fsync on a shared machine has a long tail).\n")
     print("| batch | sync | LmdbStorage entries/s | raw putmulti entries/s | LmdbStorage save | raw save "
           "| ratio, separate runs | ratio, interleaved |")
     print("|---:|:---:|---:|---:|---:|---:|---:|---:|")

@@ -1,7 +1,15 @@
 """A replicated key-value store on raftlog's embedding API. `python examples/kv.py demo`: three member
 processes, writes, a SIGKILL, catch-up by snapshot, agreement. `kv.py member ID DIR PEERS`: one member,
 commands on stdin (set KEY VALUE | del KEY | get KEY | dump | role | wait INDEX | quit), JSON on stdout."""
-import asyncio, json, os, signal, socket, subprocess, sys, tempfile, time
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 import raftlog
 
 
@@ -34,7 +42,8 @@ async def member(node_id, data_dir, peers):
             op, args, out = line[0], line[1:], {}
             try:
                 if op in ("set", "del"):
-                    done = await log.append(json.dumps({"op": op, "key": args[0], "value": " ".join(args[1:])}).encode())
+                    record = {"op": op, "key": args[0], "value": " ".join(args[1:])}
+                    done = await log.append(json.dumps(record).encode())
                     out = {"index": int(done), "previous": done.result}
                 elif op == "get":
                     out = {"value": kv.data.get(args[0])}

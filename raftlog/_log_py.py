@@ -131,7 +131,10 @@ class LogIndex:
         del self._run_terms[k:]
 
     def compact_to(self, index: int) -> None:
-        """Drop entries `[first_index, index]`, remembering index's term. IndexError unless snapshot_index <= index <= last_index."""
+        """Drop entries `[first_index, index]`, remembering index's term.
+
+        IndexError unless snapshot_index <= index <= last_index.
+        """
         offset = index - self._snapshot_index
         if offset < 0 or offset > self._len:
             raise IndexError(f"cannot compact to {index}: log holds [{self.first_index}, {self.last_index}]")

@@ -112,7 +112,8 @@ def _secured(f):  # noqa: ANN001, ANN201 - a click command callback
 
     for opt in (click.option("--tls-cert", default=None, help="PEM certificate (chain) of this node or client."),
                 click.option("--tls-key", default=None, help="PEM private key for --tls-cert."),
-                click.option("--tls-ca", default=None, help="PEM CA that signs every member's and client's certificate."),
+                click.option("--tls-ca", default=None,
+                             help="PEM CA that signs every member's and client's certificate."),
                 click.option("--secret-file", default=None,
                              help="File holding the cluster's shared secret (HMAC challenge in the handshake).")):
         wrapper = opt(wrapper)
@@ -136,7 +137,8 @@ def _security() -> dict:
 @click.option("--promote-lag", default=64, show_default=True, type=click.IntRange(0),
               help="With --join: promote to voter once within this many entries of the leader.")
 @click.option("--cluster-id", default="raftlog", show_default=True, help="Name every member and client must present.")
-@click.option("--no-sync", is_flag=True, help="Do not fsync each write (faster; a power loss may lose the last writes).")
+@click.option("--no-sync", is_flag=True,
+              help="Do not fsync each write (faster; a power loss may lose the last writes).")
 @click.option("--election-timeout", default="150-300", show_default=True, help="Randomized election timeout LO-HI, ms.")
 @click.option("--heartbeat", default=50, show_default=True, type=int, help="Leader heartbeat interval, ms.")
 @_secured
@@ -200,7 +202,8 @@ def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, joi
         raise BadArgument(str(exc)) from None
     except CorruptLogError as exc:
         raise click.ClickException(f"{exc}; the node will not serve or replicate it: run "
-                                   f"`raftlog repair {data_dir} --peers <the other members>`, then start it again") from None
+                                   f"`raftlog repair {data_dir} --peers <the other members>`, "
+                                   f"then start it again") from None
     except (RaftlogError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     raise SystemExit(status)
@@ -498,19 +501,23 @@ def check(data_dir: str, as_json: bool) -> None:
 @click.option("--payload", default=100, show_default=True, type=click.IntRange(0, 1 << 22), help="Bytes per entry.")
 @click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds to measure (after a 1 s warm-up).")
-@click.option("--count", default=None, type=click.IntRange(1), help="Measure until this many entries committed instead.")
+@click.option("--count", default=None, type=click.IntRange(1),
+              help="Measure until this many entries committed instead.")
 @click.option("--clients", default=4, show_default=True, type=click.IntRange(1, 256), help="Client connections.")
 @click.option("--inflight", default=4, show_default=True, type=click.IntRange(1, 4096),
               help="Requests in flight per client (closed loop).")
 @click.option("--batch", default=512, show_default=True, type=click.IntRange(1, 1 << 16), help="Payloads per request.")
-@click.option("--rate", default=None, type=click.FloatRange(1), help="Open loop: offered entries/s (ignores --inflight).")
+@click.option("--rate", default=None, type=click.FloatRange(1),
+              help="Open loop: offered entries/s (ignores --inflight).")
 @click.option("--sync/--no-sync", default=True, show_default=True, help="fsync every write on the nodes.")
 @click.option("--impl", type=click.Choice(["cython", "python"]), default="cython", show_default=True,
               help="The node processes' hot path (python: RAFTLOG_PURE=1).")
-@click.option("--data", "data_dir", default=None, help="Put the nodes' data dirs here (empty or new) instead of a temp dir.")
+@click.option("--data", "data_dir", default=None,
+              help="Put the nodes' data dirs here (empty or new) instead of a temp dir.")
 @click.option("--keep", is_flag=True, help="Keep the data dirs and node logs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
-@click.option("--tls", is_flag=True, help="Mutual TLS on every connection (certificates made for the run; needs openssl).")
+@click.option("--tls", is_flag=True,
+              help="Mutual TLS on every connection (certificates made for the run; needs openssl).")
 def bench(nodes: int, payload: int, duration: float, count: int | None, clients: int, inflight: int, batch: int,
           rate: float | None, sync: bool, impl: str, data_dir: str | None, keep: bool, as_json: bool,
           tls: bool) -> None:
@@ -526,7 +533,8 @@ def bench(nodes: int, payload: int, duration: float, count: int | None, clients:
     import json
     import sys
 
-    from raftlog.bench import BenchConfig, BenchError, LiveRate, format_summary, main_with_signals, public_json, run_bench
+    from raftlog.bench import (BenchConfig, BenchError, LiveRate, format_summary, main_with_signals, public_json,
+                               run_bench)
     if data_dir is not None:
         _check_data_dir(data_dir)
     cfg = BenchConfig(nodes=nodes, payload=payload, duration=duration, count=count, clients=clients,
@@ -573,7 +581,8 @@ class _NoBar:
 @main.command()
 @click.option("--nodes", default=5, show_default=True, type=click.IntRange(1, 15), help="Cluster size.")
 @click.option("--seed", default=1, show_default=True, type=int, help="Seed: the same seed prints the same run.")
-@click.option("--duration", default="10s", show_default=True, help="Simulated time with faults (30s, 500ms), then heal.")
+@click.option("--duration", default="10s", show_default=True,
+              help="Simulated time with faults (30s, 500ms), then heal.")
 @click.option("--faults", default="partition,crash,drop,dup,delay", show_default=True,
               help="Comma-separated: partition, crash, drop, dup, delay ('' for none).")
 @click.option("--trace", is_flag=True, help="Print role changes and faults in simulated time.")

@@ -87,7 +87,7 @@ def normalize_addresses(addresses: Addresses) -> list[str]:
     """Accept `"1=h:p,2=h:p"`, `"h:p,h:p"` or a list of `"h:p"`; return the HOST:PORT list."""
     if isinstance(addresses, str):
         return list(parse_peers(addresses, require_ids=False).values())
-    out = []
+    out: list[str] = []
     for item in addresses:
         out.extend(parse_peers(item, require_ids=False).values())
     if not out:
@@ -111,7 +111,7 @@ class _Connection(asyncio.Protocol):
         self.last_heard = time.monotonic()
         self._next_id = 1
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
@@ -229,20 +229,20 @@ class AsyncClient:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            conn = self._conn
-            if conn is not None and not conn.closed:
-                return conn
+            current = self._conn
+            if current is not None and not current.closed:
+                return current
             address = self._target or self.addresses[self._next % len(self.addresses)]
             self._target = None
             host, port = parse_address(address)
             budget = max(0.05, min(2.0, deadline - time.monotonic()))
             try:
-                _, conn = await asyncio.wait_for(
+                transport, conn = await asyncio.wait_for(
                     asyncio.get_running_loop().create_connection(lambda: _Connection(address), host, port,
                                                                  ssl=self._ssl), budget)
                 auth = ConnectorAuth(self._secret, self.cluster_id, ROLE_CLIENT, 0) if self._secret else None
-                conn.transport.write(encode_handshake(PROTOCOL_VERSION, ROLE_CLIENT, 0, self.cluster_id,
-                                                      auth.hello() if auth is not None else b""))
+                transport.write(encode_handshake(PROTOCOL_VERSION, ROLE_CLIENT, 0, self.cluster_id,
+                                                 auth.hello() if auth is not None else b""))
                 hello = await asyncio.wait_for(asyncio.shield(conn.handshake), budget)
             except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
                 self._next += 1
@@ -255,7 +255,7 @@ class AsyncClient:
                 raise _Retry(f"{address} refused the connection: {message}")
             if auth is not None:
                 proof, ok = auth.answer(hello[5], hello[3])
-                conn.transport.write(encode_handshake(PROTOCOL_VERSION, ROLE_CLIENT, 0, self.cluster_id, proof))
+                transport.write(encode_handshake(PROTOCOL_VERSION, ROLE_CLIENT, 0, self.cluster_id, proof))
                 if not ok:
                     conn.close()
                     raise RequestRejected(ERR_CLUSTER_MISMATCH, f"{address} did not prove the shared secret "
@@ -282,7 +282,10 @@ class AsyncClient:
 
     async def _call(self, build: Callable[[int], bytes], handle: Callable[[_Connection, tuple], T],
                     timeout: Optional[float] = None) -> T:
-        """Send a request until `handle` accepts a reply; redirects and connection loss are retried until the deadline."""
+        """Send a request until `handle` accepts a reply.
+
+        Redirects and connection loss are retried until the deadline.
+        """
         if self._closed:
             raise Closed("the client is closed")
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)

@@ -7,6 +7,6 @@ from typing import NamedTuple
 class Entry(NamedTuple):
     """A committed data entry. `index` is its Raft index (internal entries take indexes too)."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index; renaming it would change the API
     term: int
     data: bytes

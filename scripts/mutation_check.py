@@ -72,7 +72,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              "§5.4.2, figure 8: a leader commits by counting replicas only entries of its own term"),
     Mutation("vote-durable-before-reply", "raftlog/core/raft.py",
              "        if m.type in AFTER_PERSIST:\n            self.msgs_after_persist.append(m)\n",
-             "        if m.type in AFTER_PERSIST and m.type != VOTE_RESP:\n            self.msgs_after_persist.append(m)\n",
+             "        if m.type in AFTER_PERSIST and m.type != VOTE_RESP:\n"
+             "            self.msgs_after_persist.append(m)\n",
              "§5.1 figure 2, diss. 3.8: the vote is durable before the vote reply leaves"),
     Mutation("after-persist-constant", "raftlog/core/raft.py",
              "AFTER_PERSIST = frozenset({APPEND_RESP, VOTE_RESP, HEARTBEAT_RESP, SNAPSHOT_RESP})\n",
@@ -96,7 +97,9 @@ MUTATIONS: tuple[Mutation, ...] = (
              "                leader = m.frm if mtype in (APPEND, HEARTBEAT, SNAPSHOT) else 0\n",
              "§5.1: a higher term in any request or response makes the receiver adopt it and follow"),
     Mutation("candidate-steps-down", "raftlog/core/raft.py",
-             "        if mtype == APPEND:\n            self.become_follower(m.term, m.frm)\n            self.handle_append(m)\n",
+             "        if mtype == APPEND:\n"
+             "            self.become_follower(m.term, m.frm)\n"
+             "            self.handle_append(m)\n",
              "        if mtype == APPEND:\n            return\n",
              "§5.2: a candidate that hears AppendEntries from a leader of its term returns to follower"),
     Mutation("truncate-conflicts-only", "raftlog/core/raft.py",
@@ -228,7 +231,8 @@ class Builder:
 def env_for_tests(root: Path, probe_out: Path) -> dict[str, str]:
     """The environment the tests run in: the copy first on the path (also for the processes tests start)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "scripts"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "scripts"),
+                                         env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["MUTATION_PROBE_OUT"] = str(probe_out)
     return env
 
@@ -280,7 +284,10 @@ def run_tests(root: Path, name: str, pytest_args: list[str], timeout_s: float, l
 
 def check_mutation(m: Mutation, base: Path, scratch: Path, builder: Builder, pytest_args: list[str],
                    timeout_s: float, baseline_failures: set[str], keep: bool) -> Outcome:
-    """Copy base, apply m, rebuild if it touches a .pyx, run the tests; failures already in the baseline do not count."""
+    """Copy base, apply m, rebuild if it touches a .pyx, run the tests.
+
+    Failures already in the baseline do not count.
+    """
     root = scratch / m.id
     shutil.copytree(base, root, symlinks=True)
     try:

@@ -69,7 +69,8 @@ def format_summary(r: dict[str, Any]) -> str:
         f"{r['mb_per_s']:.2f} MB/s",
         f"latency:    p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f} ms  p99 {lat['p99']:.3f} ms  "
         f"p99.9 {lat['p999']:.3f} ms  max {lat['max']:.3f} ms (per request, until committed)",
-        f"elections:  {r['elections']} during the run" + (f"; {r['errors']} requests refused" if r.get("errors") else ""),
+        f"elections:  {r['elections']} during the run"
+        + (f"; {r['errors']} requests refused" if r.get("errors") else ""),
     ]
     flat = r.get("rss_flat", {})
     for n in r["per_node"]:

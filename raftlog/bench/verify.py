@@ -10,7 +10,8 @@ def verify(data_dirs: dict[int, str], stats: Stats, pools: list[list[RecordBatch
     """Offline, after the nodes stopped: logs identical over the committed range, every ack's payloads in place.
 
     `data_dirs` maps node ids to their data dirs. The committed range is `[1, C]` with C the
-    highest commit index any node saved; every node must hold it. Records are compared as stored bytes (term, kind, CRC and payload);
+    highest commit index any node saved; every node must hold it. Records are compared as stored
+    bytes (term, kind, CRC and payload);
     an acknowledged request must hold its pool batch's payloads, restamped with the term
     found there, at `[first_index, first_index + count)`.
     """
@@ -56,7 +57,8 @@ def verify(data_dirs: dict[int, str], stats: Stats, pools: list[list[RecordBatch
             lo = hi
         if k != len(acks):
             return False, f"{len(acks) - k} acknowledged requests lie beyond the commit index {commit}"
-        return True, f"logs of {len(stores)} nodes identical over [1, {commit}]; {len(acks)} acknowledged requests in place"
+        return True, (f"logs of {len(stores)} nodes identical over [1, {commit}]; "
+                      f"{len(acks)} acknowledged requests in place")
     finally:
         for s in stores.values():
             s.close()

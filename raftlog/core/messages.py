@@ -38,7 +38,7 @@ class Message(NamedTuple):
     frm: int
     term: int
     log_term: int = 0
-    index: int = 0
+    index: int = 0  # type: ignore[assignment]  # the field shadows tuple.index; renaming it would change the API
     commit: int = 0
     reject: bool = False
     hint_index: int = 0

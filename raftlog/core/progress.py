@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from collections import deque
 from enum import Enum
+from typing import Optional
+
+from raftlog.core.messages import SnapshotMeta
 
 
 class ProgressState(str, Enum):
@@ -56,6 +59,26 @@ class Inflights:
         self.bytes = 0
 
 
+class SnapshotSend:
+    """The leader's view of one snapshot transfer (core/snapshot.py): bytes sent, bytes acknowledged durable.
+
+    Invariant: acked <= sent <= meta.size.
+    """
+
+    __slots__ = ("meta", "sent", "acked", "rewound", "heard", "empty_out")
+
+    def __init__(self, meta: SnapshotMeta) -> None:
+        self.meta = meta
+        self.sent = 0
+        self.acked = 0
+        self.rewound = -1        # offset last rewound to, so a burst of gap reports rewinds once
+        self.heard = False       # a chunk was acknowledged since the last heartbeat response
+        self.empty_out = False   # an empty snapshot's single empty chunk is in flight
+
+    def to_dict(self) -> dict:
+        return {"index": self.meta.index, "size": self.meta.size, "sent": self.sent, "acked": self.acked}
+
+
 class Progress:
     """What the leader knows about one peer's log.
 
@@ -72,7 +95,7 @@ class Progress:
         self.probe_sent = False
         self.recent_active = False
         self.inflights = Inflights(max_msgs, max_bytes)
-        self.snap = None         # SnapshotSend while state is SNAPSHOT (core/snapshot.py)
+        self.snap: Optional[SnapshotSend] = None   # set while state is SNAPSHOT (core/snapshot.py)
 
     def become_probe(self) -> None:
         """Fall back to probing from match + 1 (after a rejection or on a new leader)."""
@@ -90,7 +113,7 @@ class Progress:
         self.probe_sent = False
         self.inflights.reset()
 
-    def become_snapshot(self, send) -> None:
+    def become_snapshot(self, send: SnapshotSend) -> None:
         """Stop AppendEntries: the follower needs entries we compacted; `send` tracks the transfer."""
         self.state = ProgressState.SNAPSHOT
         self.snap = send

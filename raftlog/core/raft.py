@@ -16,10 +16,10 @@ from typing import Optional
 from raftlog.core import confchange
 from raftlog.core.config import Config
 from raftlog.core.log import RaftLog
-from raftlog.core.messages import ConfState, Message, MessageType
+from raftlog.core.messages import ConfState, Message, MessageType, SnapshotMeta
 from raftlog.core.progress import Progress, ProgressState
 from raftlog.core import snapshot as snap
-from raftlog.core.quorum import VoteResult, vote_result
+from raftlog.core.quorum import VoteResult
 from raftlog.core.readonly import ReadOnly, ReadState, decode_round
 from raftlog.core.storage import Storage
 from raftlog.errors import NotLeader, ProposalDropped
@@ -98,7 +98,7 @@ class Raft:
         # A partial InstallSnapshot kept by storage: the transfer resumes from its last byte.
         self.incoming: Optional[snap.Incoming] = snap.Incoming(*partial) if partial is not None else None
         self.snapshot_chunks: list = []       # (meta, offset, data) the next Ready stores
-        self.pending_install = None           # SnapshotMeta the next Ready installs
+        self.pending_install: Optional[SnapshotMeta] = None   # the snapshot the next Ready installs
         # Test hook (core/snapshot.py, hold_transfers): a byte offset at which this leader holds
         # its snapshot transfers in flight; None (the default) holds nothing.
         self.snapshot_send_hold: Optional[int] = None
@@ -305,7 +305,8 @@ class Raft:
                 self.become_follower(self.term, 0)
                 return
             if self.lead_transferee:
-                log.info("%d abandoned the leadership transfer to %d at term %d", self.id, self.lead_transferee, self.term)
+                log.info("%d abandoned the leadership transfer to %d at term %d", self.id, self.lead_transferee,
+                         self.term)
                 self.lead_transferee = 0
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self.heartbeat_elapsed = 0
@@ -585,6 +586,7 @@ class Raft:
             if skip >= n:
                 self.send(Message(APPEND_RESP, m.frm, self.id, self.term, index=committed))
                 return
+            assert ents is not None, "skip < n: the message carries entries"
             ents = ents.slice(skip, n)
             n -= skip
             prev = committed
@@ -596,6 +598,7 @@ class Raft:
                               hint_index=hint, hint_term=lg.term_at(hint)))
             return
         if n:
+            assert ents is not None, "n > 0: the message carries entries"
             ok, truncate_from, keep = match_append(lg.index, prev, prev_term, ents.terms(), committed)
             if truncate_from:
                 log.debug("%d truncated its log from %d", self.id, truncate_from)

@@ -35,13 +35,14 @@ _ROUND_BYTES = 8
 class ReadState(NamedTuple):
     """A released read: `ctx` as the caller gave it; serve it once applied >= index."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index; renaming it would change the API
     ctx: bytes
 
 
 class _Pending(NamedTuple):
     ctx: bytes
-    index: int          # commit index when the read arrived (raised if the term's first commit was pending)
+    # commit index when the read arrived (raised if the term's first commit was pending)
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index; renaming it would churn its users
     round: int          # the heartbeat round whose quorum acknowledgement releases it
     frm: int            # the node that asked (this node for local reads)
 

@@ -33,7 +33,7 @@ from typing import Optional, Protocol
 from raftlog.core.messages import ConfState, Message, MessageType, SnapshotMeta
 from raftlog.core.config import Config
 from raftlog.core.log import RaftLog
-from raftlog.core.progress import Progress, ProgressState
+from raftlog.core.progress import Progress, ProgressState, SnapshotSend
 
 log = logging.getLogger("raftlog.core")
 
@@ -84,26 +84,6 @@ def decode_chunk(context: bytes) -> tuple[int, ConfState, bytes]:
     return crc, conf, bytes(context[end:])
 
 
-class SnapshotSend:
-    """The leader's view of one transfer: bytes sent, bytes the follower acknowledged durable.
-
-    Invariant: acked <= sent <= meta.size.
-    """
-
-    __slots__ = ("meta", "sent", "acked", "rewound", "heard", "empty_out")
-
-    def __init__(self, meta: SnapshotMeta) -> None:
-        self.meta = meta
-        self.sent = 0
-        self.acked = 0
-        self.rewound = -1        # offset last rewound to, so a burst of gap reports rewinds once
-        self.heard = False       # a chunk was acknowledged since the last heartbeat response
-        self.empty_out = False   # an empty snapshot's single empty chunk is in flight
-
-    def to_dict(self) -> dict:
-        return {"index": self.meta.index, "size": self.meta.size, "sent": self.sent, "acked": self.acked}
-
-
 class Incoming:
     """A follower's partial snapshot: which one, how many bytes are held, their running crc32."""
 
@@ -134,7 +114,8 @@ def maybe_send_snapshot(r: SnapshotHost, to: int, pr: Progress) -> bool:
 
 def send_chunks(r: SnapshotHost, to: int, pr: Progress) -> bool:
     """Send chunks from `sent` while the window allows; True when at least one went out."""
-    snd: SnapshotSend = pr.snap
+    snd = pr.snap
+    assert snd is not None, "send_chunks runs only for a transfer in progress (state SNAPSHOT)"
     meta = snd.meta
     chunk = r.cfg.snapshot_chunk_bytes
     window = chunk * r.cfg.snapshot_window_chunks
@@ -180,7 +161,7 @@ def hold_transfers(r: SnapshotHost, offset: Optional[int]) -> None:
 
 def handle_snapshot_resp(r: SnapshotHost, m: Message, pr: Progress) -> None:
     """A follower acknowledged chunks (or reported a gap): slide the window, rewind if asked, send more."""
-    snd: Optional[SnapshotSend] = pr.snap
+    snd = pr.snap
     if pr.state is not ProgressState.SNAPSHOT or snd is None or m.index != snd.meta.index \
             or m.log_term != snd.meta.term:
         return                               # about another (older) transfer
@@ -202,7 +183,7 @@ def handle_snapshot_resp(r: SnapshotHost, m: Message, pr: Progress) -> None:
 
 def on_heartbeat_resp(r: SnapshotHost, to: int, pr: Progress) -> None:
     """A heartbeat round trip passed: if no chunk was acknowledged meanwhile, resend from the last ack."""
-    snd: SnapshotSend = pr.snap
+    snd = pr.snap
     if snd is None:
         return
     if not snd.heard:
@@ -246,8 +227,7 @@ def handle_snapshot(r: SnapshotHost, m: Message) -> None:
         log.warning("%d dropped a malformed snapshot chunk from %d: %s", r.id, m.frm, exc)
         return
     inc = r.incoming
-    same = inc is not None and (inc.meta.index, inc.meta.term, inc.meta.size, inc.meta.crc32) == (index, term, total, crc)
-    if not same:
+    if inc is None or (inc.meta.index, inc.meta.term, inc.meta.size, inc.meta.crc32) != (index, term, total, crc):
         if offset != 0:
             r.send(Message(SNAPSHOT_RESP, m.frm, r.id, r.term, term, index, hint_index=0, reject=True))
             return

@@ -160,7 +160,8 @@ class Membership:
             lg = raw.raft.log
             if lg.committed >= op.index:
                 if lg.term_at(op.index) != op.term:
-                    self._error(op.conn, op.request_id, ERR_NOT_LEADER, "the change was replaced by another leader; retry")
+                    self._error(op.conn, op.request_id, ERR_NOT_LEADER,
+                                "the change was replaced by another leader; retry")
                     return True
                 last = self.last_committed_conf
                 if self.committed_conf_index >= op.index and last is not None and not confchange.is_joint(last):

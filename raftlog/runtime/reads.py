@@ -128,7 +128,8 @@ class Reads:
         for ctx in late:
             r = self.pending.pop(ctx)
             if not r.conn.closed:
-                self.port.error(r.conn, r.request_id, ERR_TIMEOUT, "the read could not be confirmed by a quorum in time")
+                self.port.error(r.conn, r.request_id, ERR_TIMEOUT,
+                                "the read could not be confirmed by a quorum in time")
 
     def shutdown(self) -> None:
         """Forget every waiting read (their connections are closing)."""

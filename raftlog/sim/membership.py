@@ -307,7 +307,7 @@ class ConfSimulation(Simulation):
             self.settle(max(1, deadline - self.now))
             at = self.propose_change(changes)
             if at is not None:
-                if self.run_until(deadline, lambda: self.is_committed(*at)):
+                if self.run_until(deadline, lambda at=at: self.is_committed(*at)):
                     self.settle(max(1, deadline - self.now))
                     return
             else:

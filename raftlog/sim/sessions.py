@@ -168,7 +168,7 @@ class SessionSimulation(Simulation):
                             and all(n.applied_index >= len(self.committed_terms) for n in self.nodes.values())):
             self.fail("committed entries were not applied everywhere")
         seen: dict[bytes, int] = {}
-        for index, (term, kind, payload) in enumerate(self.applied_log, 1):
+        for index, (_term, kind, payload) in enumerate(self.applied_log, 1):
             if kind == KIND_DATA and payload.startswith(b"c"):
                 if payload in seen:
                     self.fail(f"payload {payload!r} committed twice: at {seen[payload]} and {index}")

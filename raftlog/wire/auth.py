@@ -96,7 +96,10 @@ class ConnectorAuth:
 
 
 class AcceptorAuth:
-    """The accepting side's half: `reply(hello_auth, ...)` answers the challenge, `verify(proof_auth)` checks the proof."""
+    """The accepting side's half.
+
+    `reply(hello_auth, ...)` answers the challenge, `verify(proof_auth)` checks the proof.
+    """
 
     def __init__(self, secret: bytes, cluster_id: str, my_id: int) -> None:
         self.secret = secret

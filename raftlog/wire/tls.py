@@ -91,4 +91,5 @@ def make_dev_pki(root: str, days: int = 2) -> tuple[TlsFiles, TlsFiles]:
         run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
             "-out", f"{name}.pem", "-days", str(days))
     p = lambda n: os.path.join(root, n)  # noqa: E731
-    return (TlsFiles(p("node.pem"), p("node.key"), p("ca.pem")), TlsFiles(p("client.pem"), p("client.key"), p("ca.pem")))
+    return (TlsFiles(p("node.pem"), p("node.key"), p("ca.pem")),
+            TlsFiles(p("client.pem"), p("client.key"), p("ca.pem")))

@@ -55,7 +55,8 @@ def test_three_nodes_elect_replicate_failover_restart_and_stall(make_cluster):
     # Read back from every node (each one's own committed log).
     for i in cluster.addresses:
         with cluster.client([i], read_from="any") as c:
-            wait_for(f"node {i} to serve every acked entry", lambda: holds_acked(read_all(c), acked, f"node {i}"))
+            wait_for(f"node {i} to serve every acked entry",
+                     lambda c=c, i=i: holds_acked(read_all(c), acked, f"node {i}"))
     assert_logs_agree(cluster, [1, 2, 3], acked)
 
     # SIGKILL the leader: a new one takes over; every acknowledged append survives.

@@ -62,7 +62,7 @@ def test_grow_to_five_by_joining_remove_two_originals_with_the_leader_and_transf
     for target in rest:
         out = c.cli("transfer", "--to", str(target), via=rest)
         assert out.returncode == 0, out.stderr
-        assert wait_for(f"node {target} to lead", lambda: (c.leader_of(rest) or (0,))[0] == target)
+        assert wait_for(f"node {target} to lead", lambda target=target: (c.leader_of(rest) or (0,))[0] == target)
     with c.client(rest) as client:
         for k in range(10):
             acked[client.append(b"late-%d" % k)] = b"late-%d" % k

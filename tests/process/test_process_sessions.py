@@ -78,7 +78,8 @@ def test_appends_retried_across_a_sigkill_of_the_leader_are_not_duplicated(clust
             lid, term = wait_for("a leader", lambda: c.leader())
             c.kill(lid)
             kills += 1
-            wait_for("a new leader", lambda: c.leader([i for i in c.addresses if i != lid], above_term=term))
+            wait_for("a new leader",
+                     lambda lid=lid, term=term: c.leader([i for i in c.addresses if i != lid], above_term=term))
             c.start(lid)
             progress(f"appends after SIGKILL {kills} of the leader")
     finally:

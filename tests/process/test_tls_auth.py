@@ -85,7 +85,10 @@ def logged(cluster: SecuredCluster, ids: list[int], text: str) -> bool:
 
 
 async def raw_attempt(address: str, ctx: Optional[ssl.SSLContext], hello: bytes) -> str:
-    """Connect (TLS with `ctx` if given), send `hello`, and say what came back: 'handshake', 'error: ...' or 'closed'."""
+    """Connect (TLS with `ctx` if given), send `hello`, and say what came back.
+
+    One of 'handshake', 'error: ...' or 'closed'.
+    """
     host, port = address.rsplit(":", 1)
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port), ssl=ctx), 5)
@@ -168,7 +171,7 @@ def test_mutual_tls_admits_ca_signed_certificates_and_refuses_the_rest(tmp_path)
         # refuse it and lead without it.
         wait_for("a leader among nodes 1 and 2", lambda: cluster.leader([1, 2]))
         for i in (1, 2):
-            wait_for(f"node {i}'s refusal of node 3 in its log", lambda: logged(
+            wait_for(f"node {i}'s refusal of node 3 in its log", lambda i=i: logged(
                 cluster, [i], "TLS handshake with peer 3 at 127.0.0.1:"))
             assert "certificate verify failed: unable to get local issuer certificate" in cluster.log_of(i)
         acked: dict[int, bytes] = {}
@@ -190,7 +193,9 @@ def test_mutual_tls_admits_ca_signed_certificates_and_refuses_the_rest(tmp_path)
             before = cluster.log_of(1).count(line)
             outcome = asyncio.run(raw_attempt(addr, ctx, hello))
             assert outcome.startswith("closed"), f"{what}: {outcome}"
-            wait_for(f"the log line for {what}", lambda: cluster.log_of(1).count(line) > before, timeout=10)
+            wait_for(f"the log line for {what}",
+                     lambda line=line, before=before: cluster.log_of(1).count(line) > before,
+                     timeout=10)
             good_appends(cluster, acked, f"after-{what}", 5)         # the cluster is unaffected
         # The client commands take the same flags.
         out = cli("append", "--peers", cluster.peers, "--cluster-id", CID, "--tls-cert", client.cert,
@@ -236,7 +241,7 @@ def test_shared_secret_admits_holders_and_refuses_the_rest(tmp_path):
         # 1 and 2 dial node 3 (lower ids dial): each side refuses the other.
         wait_for("node 3 refusing 1 and 2", lambda: logged(cluster, [3], "authentication failed: wrong shared secret"))
         for i in (1, 2):
-            wait_for(f"node {i} refusing node 3", lambda: logged(cluster, [i], "peer 3 at 127.0.0.1:"))
+            wait_for(f"node {i} refusing node 3", lambda i=i: logged(cluster, [i], "peer 3 at 127.0.0.1:"))
             assert "did not prove the shared secret (wrong secret?)" in cluster.log_of(i)
             assert cluster.log_of(i).count("did not prove the shared secret") == 1, "one line, not one per attempt"
         acked: dict[int, bytes] = {}
@@ -267,7 +272,8 @@ def test_shared_secret_admits_holders_and_refuses_the_rest(tmp_path):
         # that term at once (paper 5.1), before answering, so its term right after the refusal says.
         forged_term = max(st["term"] for st in cluster.statuses([1, 2]).values()) + 1000
         for with_proof, refusal in ((False, "authentication failed: expected the shared-secret proof"),
-                                    (True, "authentication failed: wrong shared secret (the HMAC proof does not match)")):
+                                    (True, "authentication failed: wrong shared secret "
+                                           "(the HMAC proof does not match)")):
             seen = asyncio.run(raft_before_authenticating(addrs[0], 1, wrong.read_bytes(), with_proof=with_proof,
                                                           forged_term=forged_term))
             assert seen == ["handshake", f"error: {refusal}", "closed"], seen

@@ -249,7 +249,7 @@ def simulated(rng: random.Random, n_ops: int = 60) -> tuple[list[Op], dict[int, 
         events.append((effect, op))
     log: dict[int, bytes] = {}
     index = 0
-    for effect, op in sorted(events, key=lambda e: e[0]):
+    for _effect, op in sorted(events, key=lambda e: e[0]):
         if op.kind == "append":
             fate = rng.random()
             if fate < 0.1:

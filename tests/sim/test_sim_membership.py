@@ -120,7 +120,7 @@ def test_replace_every_original_member_one_by_one() -> None:
     acked = [s.propose_and_commit([b"before-%d" % i]) for i in range(5)]
     for old, new in ((1, 4), (2, 5), (3, 6)):
         s.change_and_settle(add(confchange.ADD_LEARNER, new))
-        assert s.run_for(5000, lambda: s.caught_up(new))
+        assert s.run_for(5000, lambda new=new: s.caught_up(new))
         s.change_and_settle(add(confchange.PROMOTE, new))
         s.change_and_settle(add(confchange.REMOVE, old))
         acked.append(s.propose_and_commit([b"after-%d" % old]))

@@ -10,7 +10,6 @@ from raftlog.core.messages import MessageType
 from raftlog.core.raft import Raft, Role
 from raftlog.sim.simulation import InvariantViolation
 from raftlog.sim.membership import ConfSimOptions, ConfSimulation, run_conf_seed
-from raftlog.errors import NotLeader
 
 NET = ("drop", "dup", "delay")
 
@@ -95,7 +94,7 @@ def test_a_partitioned_minority_never_serves_a_linearizable_read() -> None:
     assert not any(served(s, c) for c in stale if c is not None)
     # On the majority side reads are served (retried, as a client does: the network drops some).
     for ctx in (s.read(majority[k % 2]) for k in range(10)):
-        if ctx is not None and s.run_for(500, lambda: served(s, ctx)):
+        if ctx is not None and s.run_for(500, lambda ctx=ctx: served(s, ctx)):
             break
     else:
         raise AssertionError("no read served on the majority side")

@@ -190,7 +190,7 @@ class Workload:
             records = RecordBatch.encode(0, KIND_DATA, payloads)
             op = self.history.begin_append(process, payloads, node=conn.address)
             try:
-                reply = await conn.request(lambda rid: encode_append(rid, records))
+                reply = await conn.request(lambda rid, records=records: encode_append(rid, records))
             except (asyncio.TimeoutError, ConnectionError, OSError) as exc:
                 self.history.unknown(op, f"no reply: {type(exc).__name__}")
                 conn.close()
@@ -238,7 +238,8 @@ class Workload:
                     op = self.history.begin_read(process, start, node=address, linearizable=mode != "stale")
                     op.note = mode
                     try:
-                        reply = await conn.request(lambda rid: encode_read(rid, start, limit, 1 << 20, consistency))
+                        reply = await conn.request(lambda rid, start=start, limit=limit, consistency=consistency:
+                                                 encode_read(rid, start, limit, 1 << 20, consistency))
                     except (asyncio.TimeoutError, ConnectionError, OSError):
                         self.history.fail(op, "no reply")   # a read without a reply tells nothing
                         break

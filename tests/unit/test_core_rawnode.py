@@ -94,7 +94,8 @@ def test_single_node_elects_itself_and_commits_once_durable() -> None:
     node.advance(rd)
     assert node.commit_index == 3
     c.stabilize()
-    assert [(i, k, p) for i, _t, k, p in c.applied[1]] == [(1, KIND_NOOP, b""), (2, KIND_DATA, b"a"), (3, KIND_DATA, b"b")]
+    assert [(i, k, p) for i, _t, k, p in c.applied[1]] == [(1, KIND_NOOP, b""), (2, KIND_DATA, b"a"),
+                                                           (3, KIND_DATA, b"b")]
 
 
 def test_three_nodes_elect_replicate_and_commit() -> None:

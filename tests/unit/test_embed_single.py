@@ -1,4 +1,7 @@
-"""The embedding API on one node and on three nodes in one event loop: append, read, entries, state machines, snapshots, open_sync."""
+"""The embedding API on one node and on three nodes in one event loop.
+
+Append, read, entries, state machines, snapshots, open_sync.
+"""
 from __future__ import annotations
 
 import asyncio

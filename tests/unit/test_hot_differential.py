@@ -64,7 +64,7 @@ def test_log_operation_sequences(both_log: tuple[ModuleType, ModuleType], start:
                                  ops: list[tuple]) -> None:
     logs = [mod.LogIndex(*start) for mod in both_log]
     for op in ops:
-        results = [outcome(lambda m=mod, log=log: run_op(m, log, op)) for mod, log in zip(both_log, logs)]
+        results = [outcome(lambda m=mod, log=log, op=op: run_op(m, log, op)) for mod, log in zip(both_log, logs)]
         assert results[0] == results[1], op
         assert state(logs[0]) == state(logs[1]), op
 
@@ -76,7 +76,8 @@ def test_quorum_rules(both_log: tuple[ModuleType, ModuleType], matches: list[int
                       as_array: bool) -> None:
     if as_array and all(0 <= m < 2**64 for m in matches):
         matches = array("Q", matches)
-    results = [(outcome(lambda: mod.quorum_commit(matches)), outcome(lambda: mod.joint_quorum_commit(matches, outgoing)))
+    results = [(outcome(lambda mod=mod: mod.quorum_commit(matches)),
+                outcome(lambda mod=mod: mod.joint_quorum_commit(matches, outgoing)))
                for mod in both_log]
     assert results[0] == results[1]
 
@@ -85,7 +86,7 @@ def test_quorum_rules(both_log: tuple[ModuleType, ModuleType], matches: list[int
 @given(term=st.one_of(U64, st.integers(-3, -1), st.integers(2**64, 2**65)), kind=st.integers(-1, 5),
        payloads=st.lists(st.one_of(st.binary(max_size=30), st.binary(max_size=30).map(bytearray)), max_size=5))
 def test_encode_records(both_codec: tuple[ModuleType, ModuleType], term: int, kind: int, payloads: list) -> None:
-    results = [outcome(lambda: mod.encode_records(term, kind, payloads)) for mod in both_codec]
+    results = [outcome(lambda mod=mod: mod.encode_records(term, kind, payloads)) for mod in both_codec]
     assert results[0] == results[1]
 
 
@@ -138,7 +139,7 @@ def test_byte_streams_split_at_random_points(both_codec: tuple[ModuleType, Modul
         decoder = mod.FrameDecoder(max_frame)
         results = []
         for chunk in chunks:
-            results.append(outcome(lambda: decoder.feed(chunk), mod))
+            results.append(outcome(lambda decoder=decoder, chunk=chunk: decoder.feed(chunk), mod))
             results.append(decoder.buffered)
             if results[-2][0] == "error":
                 break
@@ -164,7 +165,8 @@ def test_record_batches_of_random_bytes(both_codec: tuple[ModuleType, ModuleType
 @SETTINGS
 @given(values=st.lists(st.one_of(U64, st.integers(-3, -1), st.integers(2**64, 2**65)), min_size=1, max_size=12),
        name=st.sampled_from(["appended", "read", "status", "entries", "raft"]))
-def test_encoders_raise_the_same_errors(both_codec: tuple[ModuleType, ModuleType], values: list[int], name: str) -> None:
+def test_encoders_raise_the_same_errors(both_codec: tuple[ModuleType, ModuleType], values: list[int],
+                                        name: str) -> None:
     def call(mod: ModuleType) -> bytes:
         v = values * 11
         if name == "appended":
@@ -181,7 +183,10 @@ def test_encoders_raise_the_same_errors(both_codec: tuple[ModuleType, ModuleType
 
 
 def test_record_crcs_agree_at_every_length(both_codec: tuple[ModuleType, ModuleType]) -> None:
-    """The extension's table-driven CRC-32 equals zlib's (the twin) across its 16/8/1-byte steps and its zlib cut-over."""
+    """The extension's table-driven CRC-32 equals zlib's (the twin).
+
+    Checked across its 16/8/1-byte steps and its zlib cut-over.
+    """
     rng = random.Random(5)
     lengths = list(range(0, 300)) + [2040, 2043, 2044, 2045, 2048, 2049, 5000]
     for n in lengths:

@@ -49,7 +49,8 @@ def reopen(kind, st):
 
 def fill(st, n: int, term: int = 1) -> None:
     st.save(hard_state=HardState(term, 1, n), first_index=st.last_index() + 1,
-            records=RecordBatch.encode(term, KIND_DATA, [b"e%d" % i for i in range(st.last_index() + 1, st.last_index() + n + 1)]))
+            records=RecordBatch.encode(term, KIND_DATA,
+                                       [b"e%d" % i for i in range(st.last_index() + 1, st.last_index() + n + 1)]))
 
 
 def test_save_snapshot_then_compact_keeps_a_tail(kind) -> None:

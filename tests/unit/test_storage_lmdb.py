@@ -429,7 +429,8 @@ def test_random_operations_match_memory_storage(tmp_path):
                 mb = rng.choice([None, 0, 500, 5000])
                 assert bytes(mem.records(a, b, mb).buffer) == bytes(disk.records(a, b, mb).buffer)
         ml, dl = mem.log_index(), disk.log_index()
-        assert (ml.snapshot_index, ml.snapshot_term, ml.last_index) == (dl.snapshot_index, dl.snapshot_term, dl.last_index)
+        assert ((ml.snapshot_index, ml.snapshot_term, ml.last_index)
+                == (dl.snapshot_index, dl.snapshot_term, dl.last_index))
         assert list(ml.terms(ml.first_index, ml.last_index + 1)) == list(dl.terms(dl.first_index, dl.last_index + 1))
     finally:
         disk.close()
