@@ -43,7 +43,7 @@ _MAX_KIND = KIND_SESSION
 _REC = struct.Struct(">QBII")
 _U64 = struct.Struct(">Q")
 _FRAME = struct.Struct(">IB")
-_HANDSHAKE = struct.Struct(">4sHBQ")
+_HANDSHAKE = struct.Struct(">4sHBQQ")
 _RAFT = struct.Struct(">BQQQQQQBQQI")
 _APPENDED = struct.Struct(">QQI")
 _ERROR = struct.Struct(">QBQ")
@@ -287,12 +287,15 @@ def _records_bytes(records: "RecordBatch | bytes | bytearray | memoryview | None
     return _raw(records)
 
 
-def encode_handshake(version: int, role: int, node_id: int, cluster_id: str, auth: bytes = b"") -> bytes:
-    """The first frame on every connection: magic, protocol version, role, sender id, cluster id, auth."""
+def encode_handshake(version: int, role: int, node_id: int, cluster_id: str, auth: bytes = b"",
+                     incarnation: int = 0) -> bytes:
+    """The first frame on every connection: magic, protocol version, role, sender id, its data dir's incarnation
+    (0 from a client), cluster id, auth. Decoded as (FRAME_HANDSHAKE, version, role, id, cluster id, auth, incarnation)."""
     auth = _raw(auth)
     if len(auth) >= 1 << 16:
         raise OverflowError("auth too long for a frame field")
-    body = _pack(_HANDSHAKE, MAGIC, version, role, node_id) + _str16(cluster_id) + _LEN16.pack(len(auth)) + auth
+    body = (_pack(_HANDSHAKE, MAGIC, version, role, node_id, incarnation) + _str16(cluster_id)
+            + _LEN16.pack(len(auth)) + auth)
     return _frame(FRAME_HANDSHAKE, body)
 
 
@@ -380,7 +383,7 @@ def _records(body: memoryview, pos: int) -> RecordBatch:
 def _decode_handshake(body: memoryview) -> tuple:
     if len(body) < _HANDSHAKE.size:
         raise FrameError("truncated handshake")
-    magic, version, role, node_id = _HANDSHAKE.unpack_from(body, 0)
+    magic, version, role, node_id, incarnation = _HANDSHAKE.unpack_from(body, 0)
     if magic != MAGIC:
         raise FrameError("bad handshake magic")
     cluster_id, pos = _take_str(body, _HANDSHAKE.size, "cluster id")
@@ -390,7 +393,7 @@ def _decode_handshake(body: memoryview) -> tuple:
     pos += 2
     if len(body) - pos != n:
         raise FrameError("bad auth length")
-    return (FRAME_HANDSHAKE, version, role, node_id, cluster_id, bytes(body[pos:]))
+    return (FRAME_HANDSHAKE, version, role, node_id, cluster_id, bytes(body[pos:]), incarnation)
 
 
 def _decode_raft(body: memoryview) -> tuple:

@@ -46,7 +46,7 @@ cdef extern from "zlib.h":
 cdef enum:
     _REC = 17          # record header: term u64 | kind u8 | crc u32 | len u32
     _MAX_KIND = 3
-    _HANDSHAKE = 15    # magic 4s | version u16 | role u8 | node_id u64
+    _HANDSHAKE = 23    # magic 4s | version u16 | role u8 | node_id u64 | incarnation u64
     _RAFT = 70         # type u8 | to, from, term, log_term, index, commit u64 | reject u8 | hint_index, hint_term u64 | context_len u32
     _APPENDED = 20
     _ERROR = 17
@@ -548,8 +548,10 @@ cdef inline bytes _frame(uint8_t ftype, Py_ssize_t body_len, unsigned char** bod
     return out
 
 
-def encode_handshake(uint16_t version, uint8_t role, uint64_t node_id, str cluster_id not None, auth=b""):
-    """The first frame on every connection: magic, protocol version, role, sender id, cluster id, auth."""
+def encode_handshake(uint16_t version, uint8_t role, uint64_t node_id, str cluster_id not None, auth=b"",
+                     uint64_t incarnation=0):
+    """The first frame on every connection: magic, protocol version, role, sender id, its data dir's incarnation
+    (0 from a client), cluster id, auth. Decoded as (FRAME_HANDSHAKE, version, role, id, cluster id, auth, incarnation)."""
     cdef _Bytes a = _Bytes(auth)
     if a.view.len >= 1 << 16:
         raise OverflowError("auth too long for a frame field")
@@ -560,6 +562,7 @@ def encode_handshake(uint16_t version, uint8_t role, uint64_t node_id, str clust
     _st16(p + 4, version)
     p[6] = role
     _st64(p + 7, node_id)
+    _st64(p + 15, incarnation)
     p = _put16(p + _HANDSHAKE, cid)
     _st16(p, <uint16_t>a.view.len)
     memcpy(p + 2, a.view.buf, a.view.len)
@@ -732,7 +735,7 @@ cdef tuple _decode_handshake(const unsigned char* b, Py_ssize_t n):
     pos += 2
     if n - pos != size:
         raise FrameError("bad auth length")
-    return (_T_HANDSHAKE, _ld16(b + 4), b[6], _ld64(b + 7), cluster_id, _copy(b + pos, size))
+    return (_T_HANDSHAKE, _ld16(b + 4), b[6], _ld64(b + 7), cluster_id, _copy(b + pos, size), _ld64(b + 15))
 
 
 cdef tuple _decode_raft(bytes frame, const unsigned char* b, Py_ssize_t n):

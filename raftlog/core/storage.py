@@ -80,6 +80,14 @@ class Storage(Protocol):
     def install_snapshot(self, meta: SnapshotMeta) -> None:
         """Replace the log by the received snapshot `meta`; CorruptLogError when incomplete or its crc32 fails."""
 
+    # -- incarnations (see raftlog/core/incarnations.py) ---------------------------------
+
+    def incarnations(self) -> dict[int, int]:
+        """The saved peer id -> incarnation book (empty when new)."""
+
+    def save_incarnations(self, known: dict[int, int]) -> None:
+        """Replace the saved incarnation book by `known`; durable on return when sync."""
+
     def close(self) -> None:
         """Release resources; the storage is unusable afterwards."""
 
@@ -124,6 +132,7 @@ class MemoryStorage:
         self._records: list[bytes] = []     # records of entries (log_start, last]
         self._snap_data: dict[int, bytes] = {}   # snapshot index -> bytes (current and previous)
         self._incoming: Optional[tuple[SnapshotMeta, bytearray]] = None
+        self._incarnations: dict[int, int] = {}
 
     def hard_state(self) -> HardState:
         return self._hard_state
@@ -245,6 +254,14 @@ class MemoryStorage:
         self._log_start = (meta.index, meta.term)
         if meta.conf_state.voters:
             self._conf_state = meta.conf_state
+
+    def incarnations(self) -> dict[int, int]:
+        """The saved peer id -> incarnation book (empty when new)."""
+        return dict(self._incarnations)
+
+    def save_incarnations(self, known: dict[int, int]) -> None:
+        """Replace the saved incarnation book by `known`."""
+        self._incarnations = dict(known)
 
     def close(self) -> None:
         self._records = []

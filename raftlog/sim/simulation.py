@@ -17,6 +17,14 @@ The model:
 - Leader churn (an option; one randomized seed in four) steers the partitions toward the
   figure 8 schedule (§5.4.2): leaders are cut off while their newest entries are partly
   replicated, and a node that lacks them campaigns first.
+- A wipe (the `wipe` fault, not among ALL_FAULTS) is a crash that loses the node's whole
+  storage: it restarts empty under the same id with the bootstrap configuration and a new
+  incarnation. The incarnation guard (raftlog.core.incarnations, SimOptions.incarnation_guard)
+  models the runtime's handshake: like runtime/peer_transport.py, every node keeps a
+  connection to every other node it can reach (tried at every tick), and both ends check the
+  other's incarnation when it opens; a message is dropped when its sender's or its receiver's
+  book knows the other end under another incarnation. At most a minority of the nodes is
+  ever wiped (a refused minority leaves a majority to serve).
 - After every event the touched nodes are checked (see `Simulation.check_*`); a broken
   invariant raises InvariantViolation naming the seed and the simulated time.
 """
@@ -30,12 +38,14 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
+from raftlog.core import confchange
 from raftlog.core.config import Config
+from raftlog.core.incarnations import IncarnationBook, Verdict
 from raftlog.core.messages import Message, MessageType, SnapshotMeta
 from raftlog.core.raft import Role
 from raftlog.core.rawnode import RawNode, Ready
 from raftlog.errors import NotLeader, ProposalDropped
-from raftlog.hot import KIND_DATA
+from raftlog.hot import KIND_CONF, KIND_DATA
 from raftlog.core.storage import MemoryStorage
 
 # Replies that must wait until the state they reveal is durable, derived from the rules and
@@ -62,6 +72,7 @@ MUST_WAIT_FOR_PERSISTENCE: dict[MessageType, str] = {
 REQUESTS = frozenset({MessageType.APPEND, MessageType.VOTE, MessageType.PRE_VOTE, MessageType.HEARTBEAT,
                       MessageType.SNAPSHOT, MessageType.TIMEOUT_NOW, MessageType.READ_INDEX})
 ALL_FAULTS = ("partition", "crash", "drop", "dup", "delay")
+KNOWN_FAULTS = ALL_FAULTS + ("wipe",)     # wipe: asked for by name (the default seeds run without it)
 
 _TICK, _DELIVER, _DISK, _RESTART, _HEAL_LINKS, _FAULT, _CLIENT, _CAMPAIGN = range(8)
 
@@ -117,6 +128,9 @@ class SimOptions:
     # that older entries and a new leader's own travel apart.
     leader_churn: bool = False
     churn_len_ms: tuple[int, int] = (250, 600)
+    # True: nodes refuse a peer that presents another incarnation than the one they know
+    # (raftlog.core.incarnations); False lets a wiped node rejoin under its old id unchecked.
+    incarnation_guard: bool = True
 
     def has(self, fault: str) -> bool:
         return fault in self.faults
@@ -135,6 +149,8 @@ class SimStats:
     duplicated: int = 0
     delayed: int = 0
     crashes: int = 0
+    wipes: int = 0
+    refused: int = 0                # messages dropped because an end's incarnation was refused
     partitions: int = 0
     events: int = 0
     liveness_ms: Optional[int] = None
@@ -150,11 +166,13 @@ class SimNode:
     """One node: durable storage and state machine survive a crash; the RawNode and the write in flight do not."""
 
     __slots__ = ("id", "storage", "raw", "gen", "writing", "applied", "applied_index", "up",
-                 "last_commit", "durable_commit", "last_soft")
+                 "last_commit", "durable_commit", "last_soft", "incarnation", "book")
 
-    def __init__(self, node_id: int) -> None:
+    def __init__(self, node_id: int, incarnation: int = 0) -> None:
         self.id = node_id
         self.storage = MemoryStorage()
+        self.incarnation = incarnation     # its data dir's: a wipe makes a new one
+        self.book = IncarnationBook()      # loaded from storage at every start
         self.raw: Optional[RawNode] = None
         self.gen = 0                       # incarnation: a crash makes older disk completions void
         self.writing: Optional[Ready] = None
@@ -174,7 +192,11 @@ class Simulation:
         self.rng = random.Random(opts.seed)
         self.now = 0
         self.ids = tuple(range(1, opts.nodes + 1))
-        self.nodes = {i: SimNode(i) for i in self.ids}
+        # Incarnations come from their own stream, so that runs without wipes replay as before.
+        self.incarnation_rng = random.Random(f"incarnations-{opts.seed}")
+        self.nodes = {i: SimNode(i, self.new_incarnation()) for i in self.ids}
+        self.wiped: set[int] = set()                      # nodes that lost their storage at least once
+        self.connections: set[frozenset[int]] = set()     # pairs whose handshake succeeded (guard on)
         self.trace = trace
         self.stats = SimStats()
         self._events: list = []
@@ -227,13 +249,15 @@ class Simulation:
 
     def _dispatch(self, kind: int, args: tuple) -> None:
         if kind == _TICK:
+            if self.opts.incarnation_guard:
+                self.connect_all()
             for node in self.nodes.values():
                 if node.up:
                     node.raw.tick()
                     self.pump(node)
             self._push(self.now + self.opts.tick_ms, _TICK)
         elif kind == _DELIVER:
-            self.deliver(args[0])
+            self.deliver(*args)
         elif kind == _DISK:
             self.disk_done(*args)
         elif kind == _RESTART:
@@ -262,6 +286,7 @@ class Simulation:
     def start(self, node_id: int) -> None:
         """(Re)start a node from its durable storage."""
         node = self.nodes[node_id]
+        node.book = IncarnationBook(node.storage.incarnations())
         node.raw = RawNode(self.config(node_id, node.applied_index), node.storage,
                            random.Random(self.rng.getrandbits(64)))
         node.up = True
@@ -279,6 +304,7 @@ class Simulation:
         if not node.up:
             return
         node.up = False
+        self.connections = {pair for pair in self.connections if node_id not in pair}
         node.raw = None
         node.writing = None
         node.gen += 1
@@ -289,6 +315,62 @@ class Simulation:
         self.log(f"node {node_id} crashed")
         if down_ms is not None:
             self._push(self.now + down_ms, _RESTART, node_id)
+
+    def new_incarnation(self) -> int:
+        """A random data-dir incarnation (never 0)."""
+        return self.incarnation_rng.getrandbits(63) | 1
+
+    def wipe(self, node_id: int, down_ms: Optional[int] = None) -> None:
+        """Crash a node and lose its whole storage: it restarts empty, same id, bootstrap configuration, new incarnation."""
+        node = self.nodes[node_id]
+        if not node.up:
+            return
+        self.crash(node_id)
+        node.storage = MemoryStorage()
+        node.incarnation = self.new_incarnation()
+        node.applied = []
+        node.applied_index = 0
+        node.last_commit = 0
+        node.durable_commit = 0
+        self.wiped.add(node_id)
+        self.stats.wipes += 1
+        self.log(f"node {node_id} wiped: storage lost, incarnation {node.incarnation:x}")
+        if down_ms is not None:
+            self._push(self.now + down_ms, _RESTART, node_id)
+
+    def shake_hands(self, node: SimNode, peer: int, incarnation: int) -> bool:
+        """`node` meets `peer` presenting `incarnation`: False when its book refuses it (learned ones are saved)."""
+        verdict = node.book.check(peer, incarnation)
+        if verdict is Verdict.LEARN:
+            node.storage.save_incarnations(node.book.known())
+        elif verdict is Verdict.REFUSE:
+            self.stats.refused += 1
+        return verdict.accepted
+
+    def connect_all(self) -> None:
+        """Open a connection between every two up nodes not yet connected whose links work both ways.
+
+        Its handshake is where each end checks (and on first contact learns) the other's incarnation.
+        """
+        for a in self.ids:
+            for b in self.ids:
+                pair = frozenset((a, b))
+                if a >= b or pair in self.connections or not (self.nodes[a].up and self.nodes[b].up) \
+                        or (a, b) in self.blocked or (b, a) in self.blocked:
+                    continue
+                if self.shake_hands(self.nodes[b], a, self.nodes[a].incarnation) \
+                        and self.shake_hands(self.nodes[a], b, self.nodes[b].incarnation):
+                    self.connections.add(pair)
+
+    def accepts(self, node_id: int, peer: int) -> bool:
+        """True when the node's book does not refuse the peer's current incarnation."""
+        return self.nodes[node_id].book.known_incarnation(peer) in (None, self.nodes[peer].incarnation)
+
+    def reachable_from(self, leader: Optional[int]) -> set[int]:
+        """The nodes that can talk with `leader` (each accepts the other's incarnation); every node when None."""
+        if leader is None:
+            return set(self.ids)
+        return {i for i in self.ids if i == leader or (self.accepts(i, leader) and self.accepts(leader, i))}
 
     def restart(self, node_id: int) -> None:
         if not self.nodes[node_id].up:
@@ -437,6 +519,8 @@ class Simulation:
                 truth.append(item)
                 if kind == KIND_DATA:
                     self.committed_payloads[payload] = index
+            if kind == KIND_CONF and node.book.forget_all_but(confchange.members(confchange.decode_entry(payload)[0])):
+                node.storage.save_incarnations(node.book.known())
             node.applied.append(item)
         node.applied_index = first + len(batch) - 1
 
@@ -560,6 +644,12 @@ class Simulation:
         if (m.frm, m.to) in self.blocked or not all(f(m) for f in self.filters):
             stats.dropped += 1
             return
+        sender = self.nodes[m.frm]
+        receiver = self.nodes.get(m.to)
+        if self.opts.incarnation_guard and receiver is not None \
+                and not self.shake_hands(sender, m.to, receiver.incarnation):
+            stats.dropped += 1     # the dialer refuses the listener it reached
+            return
         o = self.opts
         rng = self.rng
         if self.chaos and o.has("drop"):
@@ -577,11 +667,22 @@ class Simulation:
                 stats.delayed += 1
             else:
                 delay = rng.randint(*o.delay_ms)
-            self._push(self.now + delay, _DELIVER, m)
+            self._push(self.now + delay, _DELIVER, m, sender.incarnation,
+                       receiver.incarnation if receiver is not None else 0)
 
-    def deliver(self, m: Message) -> None:
+    def deliver(self, m: Message, sender_incarnation: int, receiver_incarnation: int) -> None:
+        """Step m at its receiver, unless it is down, the link is cut or (guard on) the handshake fails.
+
+        With the guard, a message sent to another incarnation of the receiver than the one it
+        reaches is lost, as it would be with the connection it was sent on; and the receiver
+        checks the sender's incarnation.
+        """
         node = self.nodes.get(m.to)
         if node is None or not node.up or (m.frm, m.to) in self.blocked:
+            self.stats.dropped += 1
+            return
+        if self.opts.incarnation_guard and (node.incarnation != receiver_incarnation
+                                            or not self.shake_hands(node, m.frm, sender_incarnation)):
             self.stats.dropped += 1
             return
         committed = len(self.committed_terms)
@@ -687,11 +788,17 @@ class Simulation:
         if not self.chaos:
             return
         self._push(self.now + 1 + int(rng.expovariate(1 / o.fault_every_ms)), _FAULT)
-        kinds = [k for k in ("partition", "crash") if o.has(k)]
+        kinds = [k for k in ("partition", "crash", "wipe") if o.has(k)]
         if not kinds:
             return
         kind = rng.choice(kinds)
         length = rng.randint(*o.fault_len_ms)
+        if kind == "wipe":
+            # Never more than a minority: wiping a majority loses committed entries whatever guards them.
+            may = [i for i in self.ids if self.nodes[i].up and len(self.wiped | {i}) <= (len(self.ids) - 1) // 2]
+            if may:
+                self.wipe(rng.choice(may), length)
+            return
         if kind == "crash":
             up = [i for i in self.ids if self.nodes[i].up]
             if up:
@@ -824,7 +931,7 @@ class Simulation:
     def run(self, duration_ms: int) -> SimStats:
         """Chaos for duration_ms, then heal and check liveness and the end state. Raises InvariantViolation."""
         o = self.opts
-        if o.has("partition") or o.has("crash"):
+        if o.has("partition") or o.has("crash") or o.has("wipe"):
             self._push(1 + int(self.rng.expovariate(1 / o.fault_every_ms)), _FAULT)
         self._push(1, _CLIENT)
         self.run_until(duration_ms)
@@ -862,13 +969,16 @@ class Simulation:
         bound = self.opts.catch_up_bound_ms
         known = self.committed_terms
 
+        # A node the incarnation guard cuts off from the leader cannot catch up (nor is it asked to).
+        cut_off = set(self.ids) - self.reachable_from(self.leader())
+
         def caught_up() -> bool:
             target = len(known)
             return all(n.up and n.applied_index >= target and n.storage.last_index() >= target
-                       for n in self.nodes.values())
+                       for n in self.nodes.values() if n.id not in cut_off)
 
         if not self.run_for(bound, caught_up):
-            lag = {i: (n.applied_index, n.storage.last_index()) for i, n in self.nodes.items()}
+            lag = {i: (n.applied_index, n.storage.last_index()) for i, n in self.nodes.items() if i not in cut_off}
             self.fail(f"nodes did not catch up to {len(known)} within {bound} ms: {lag}")
         target = len(known)
         self.check_log_matching()
@@ -876,6 +986,8 @@ class Simulation:
         for n in self.nodes.values():
             if n.applied[:len(truth)] != truth[:len(n.applied)]:
                 self.fail(f"node {n.id} applied a different sequence")
+            if n.id in cut_off:
+                continue        # it applied a prefix of the truth (above); its log may lag or diverge
             lo = n.storage.first_index()
             stored = n.storage.records(lo, target + 1).entries(lo) if lo <= target else []
             for index, term, kind, payload in stored:
@@ -985,9 +1097,9 @@ def parse_duration_ms(text: str) -> int:
 
 def check_faults(faults: Iterable[str]) -> None:
     """ValueError naming any fault the simulator does not know."""
-    unknown = set(faults) - set(ALL_FAULTS)
+    unknown = set(faults) - set(KNOWN_FAULTS)
     if unknown:
-        raise ValueError(f"unknown faults {sorted(unknown)}; choose from {','.join(ALL_FAULTS)}")
+        raise ValueError(f"unknown faults {sorted(unknown)}; choose from {','.join(KNOWN_FAULTS)}")
 
 
 def run_reported(sim: "Simulation", duration_ms: int, replay: str, echo: Callable[[str], None]) -> Optional[str]:
@@ -1021,6 +1133,6 @@ def simulate_report(nodes: int, seed: int, duration_ms: int, faults: tuple[str, 
     echo(f"simulated {sim.now / 1000:.3f}s: {s.elections} elections, {s.commits} entries committed "
          f"({s.proposals_committed} of {s.proposals} proposals), {s.messages} messages "
          f"({s.dropped} dropped, {s.duplicated} duplicated, {s.delayed} long-delayed), "
-         f"{s.crashes} crashes, {s.partitions} partitions, {s.churns} leaders cut off by churn, "
+         f"{s.crashes} crashes ({s.wipes} wipes, {s.refused} messages refused), {s.partitions} partitions, {s.churns} leaders cut off by churn, "
          f"{s.snapshots} snapshots, {s.installs} installed")
     return 1 if broken else 0

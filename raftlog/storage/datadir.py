@@ -39,15 +39,19 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
+import secrets
 import struct
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from typing import Callable, Iterator, Optional
 
 import lmdb
 
 from raftlog.errors import DataDirError, IdentityMismatch, RaftlogError
+
+log = logging.getLogger("raftlog.storage")
 
 __all__ = ["Identity", "DataFile", "FORMAT_VERSION", "LOCK_FILE", "DATA_FILE", "LMDB_LOCK_FILE", "LOG_DB",
            "META_DB", "take_writer_lock", "release_writer_lock", "validate_data_dir", "read_data_file",
@@ -77,6 +81,11 @@ def damaged_remedy(node_id: Optional[int]) -> str:
 
 # ---------------------------------------------------------------- identity
 
+def new_incarnation() -> int:
+    """A random data-dir incarnation: 63 bits, never 0."""
+    return secrets.randbits(63) | 1
+
+
 _FIELD_TYPES = {"str": str, "int": int}
 
 
@@ -91,11 +100,15 @@ class Identity:
     cluster_id: str
     node_id: int
     created_at: str = ""
+    # Random, made with the dir (raftlog.core.incarnations): peers refuse a member that comes
+    # back with another. 0 = a dir made before incarnations; a writable open gives it one.
+    incarnation: int = 0
 
     @classmethod
     def new(cls, cluster_id: str, node_id: int) -> "Identity":
-        """The identity of a dir created now."""
-        return cls(str(cluster_id), node_id, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        """The identity of a dir created now, with a new random incarnation."""
+        return cls(str(cluster_id), node_id, datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   new_incarnation())
 
     def to_json(self) -> bytes:
         """The stored form: every field, keys sorted."""
@@ -536,6 +549,8 @@ def open_environment(path: str, *, node_id: Optional[int], cluster_id: Optional[
             else:
                 with env.begin() as txn:
                     identity = _check_contents(env, txn, path, node_id, cluster_id, verify)
+                if not readonly and identity.incarnation == 0:
+                    identity = _give_incarnation(env, path, identity)
         except BaseException:
             env.close()
             raise
@@ -543,6 +558,18 @@ def open_environment(path: str, *, node_id: Optional[int], cluster_id: Optional[
         release_writer_lock(lock_fd)
         raise
     return env, identity, lock_fd
+
+
+def _give_incarnation(env: lmdb.Environment, path: str, identity: Identity) -> Identity:
+    """Record a new incarnation in the identity of a dir made before incarnations existed (its first writable open).
+
+    Its peers never learned an incarnation for it (they predate them too), so they learn this one.
+    """
+    identity = replace(identity, incarnation=new_incarnation())
+    with env.begin(write=True) as txn:
+        txn.put(_IDENTITY, identity.to_json(), db=env.open_db(META_DB, txn=txn, create=False))
+    log.info("data dir %s had no incarnation (made by an older raftlog): it is now %x", path, identity.incarnation)
+    return identity
 
 
 def _create_identity(env: lmdb.Environment, path: str, node_id: Optional[int],

@@ -19,7 +19,8 @@ The databases:
   `conf_state` (JSON), `snapshot` (the snapshot record of raftlog.storage.snapshot_files:
   JSON index, term, conf_state, file, size, crc32), `log_start` (16 bytes: index and term
   of the last compacted entry; the log may keep a tail below the snapshot, so this is at
-  or below the snapshot's index; absent = the snapshot's).
+  or below the snapshot's index; absent = the snapshot's), `incarnations` (JSON: peer id ->
+  the data-dir incarnation this node knows it by, raftlog.core.incarnations; absent = none).
 
 Snapshots: `save_snapshot` has the file store write the file durably, then one transaction
 records it; the current and the previous file are kept. `install_snapshot` has the store
@@ -76,6 +77,7 @@ _key = _KEY.pack
 _HARD_STATE = HARD_STATE_KEY = b"hard_state"
 _CONF_STATE = CONF_STATE_KEY = b"conf_state"
 _SNAPSHOT = SNAPSHOT_KEY = b"snapshot"
+_INCARNATIONS = b"incarnations"
 _LOG_START = LOG_START_KEY = b"log_start"   # 16 bytes: index, term of the last compacted entry (absent: the snapshot's)
 _START = struct.Struct(">QQ")
 
@@ -453,6 +455,20 @@ class LmdbStorage:
                                       conf_state=meta.conf_state if meta.conf_state.voters else st.conf_state)
             self._files.keep_only({name})
         self._files.forget_incoming()
+
+    def incarnations(self) -> dict[int, int]:
+        """The saved peer id -> incarnation book (empty when none was saved)."""
+        self._check_open()
+        with self._reading() as txn:
+            raw = txn.get(_INCARNATIONS, db=self._meta_db)
+        return {int(peer): int(incarnation) for peer, incarnation in json.loads(raw).items()} if raw else {}
+
+    def save_incarnations(self, known: dict[int, int]) -> None:
+        """Replace the saved incarnation book by `known` in one transaction (durable on return when sync)."""
+        self._check_writable()
+        record = json.dumps({str(peer): incarnation for peer, incarnation in sorted(known.items())}).encode()
+        with self._write_lock:
+            self._put_meta({_INCARNATIONS: record})
 
     def _put_meta(self, puts: dict, drop_log: bool = False) -> None:
         """One write transaction of meta puts (and optionally emptying the log); the map grows on demand."""

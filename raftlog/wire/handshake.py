@@ -26,16 +26,19 @@ from raftlog.hot import (
 HANDSHAKE_TIMEOUT = 5.0        # seconds a new connection may take to say who it is
 
 
-def node_handshake(node_id: int, cluster_id: str, auth: bytes = b"") -> bytes:
-    """The handshake node `node_id` sends: dialing a peer, or answering any connection it accepted."""
-    return encode_handshake(PROTOCOL_VERSION, ROLE_PEER, node_id, cluster_id, auth)
+def node_handshake(node_id: int, cluster_id: str, auth: bytes = b"", incarnation: int = 0) -> bytes:
+    """The handshake node `node_id` sends: dialing a peer, or answering any connection it accepted.
+
+    `incarnation` is its data dir's (raftlog.core.incarnations): a peer that knew another one refuses it.
+    """
+    return encode_handshake(PROTOCOL_VERSION, ROLE_PEER, node_id, cluster_id, auth, incarnation)
 
 
 def check_handshake(frame: tuple, cluster_id: str) -> Optional[tuple[int, str]]:
     """None if `frame` is an acceptable handshake for `cluster_id`, else (error code, reason)."""
     if frame[0] != FRAME_HANDSHAKE:
         return ERR_BAD_REQUEST, "the first frame must be a handshake"
-    _, version, role, _node_id, their_cluster, _auth = frame
+    _, version, role, _node_id, their_cluster, _auth, _incarnation = frame
     if version != PROTOCOL_VERSION:
         return ERR_VERSION, f"protocol version {version} is not {PROTOCOL_VERSION}"
     if their_cluster != cluster_id:

@@ -49,7 +49,7 @@ def frame_args(draw: st.DrawFn) -> tuple[str, tuple]:
     name = draw(st.sampled_from(["handshake", "raft", "append", "appended", "error", "read",
                                  "entries", "status", "status_reply"]))
     if name == "handshake":
-        args = (draw(U16), draw(U8), draw(U64), draw(TEXT), draw(SMALL_BYTES))
+        args = (draw(U16), draw(U8), draw(U64), draw(TEXT), draw(SMALL_BYTES), draw(U64))
     elif name == "raft":
         args = (draw(U8), draw(U64), draw(U64), draw(U64), draw(U64), draw(U64), draw(U64), draw(st.booleans()),
                 draw(U64), draw(U64), draw(SMALL_BYTES), draw(st.sampled_from([None, records])))

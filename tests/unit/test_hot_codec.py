@@ -154,7 +154,8 @@ def all_frames(codec_mod: ModuleType) -> list[tuple[bytes, tuple]]:
     m = codec_mod
     recs = m.RecordBatch.encode(3, m.KIND_DATA, [b"p1", b"p22"])
     return [
-        (m.encode_handshake(1, m.ROLE_PEER, 2, "clusterA", b"tok"), (m.FRAME_HANDSHAKE, 1, 1, 2, "clusterA", b"tok")),
+        (m.encode_handshake(1, m.ROLE_PEER, 2, "clusterA", b"tok", 2**64 - 1),
+         (m.FRAME_HANDSHAKE, 1, 1, 2, "clusterA", b"tok", 2**64 - 1)),
         (m.encode_raft(3, 1, 2, 5, 4, 10, 8, True, 7, 2, b"ctx", recs),
          (m.FRAME_RAFT, 3, 1, 2, 5, 4, 10, 8, True, 7, 2, b"ctx", [b"p1", b"p22"])),
         (m.encode_raft(1, 1, 2, 5, 0, 0, 0, False, 0, 0), (m.FRAME_RAFT, 1, 1, 2, 5, 0, 0, 0, False, 0, 0, b"", [])),
@@ -277,10 +278,10 @@ def test_empty_frame(codec_mod: ModuleType) -> None:
     (16, b"\0" * 7, "truncated status reply"),
     (10, b"\0" * 7, "truncated append"),
     (2, b"\0" * 69, "truncated raft message"),
-    (1, b"RLOX" + b"\0" * 11 + b"\0\0\0\0", "bad handshake magic"),
-    (1, b"RLOG" + b"\0" * 11 + b"\0\x05ab", "truncated cluster id"),
-    (1, b"RLOG" + b"\0" * 11 + b"\0\x01\xff\0\0", "cluster id is not UTF-8"),
-    (1, b"RLOG" + b"\0" * 11 + b"\0\0\0\x02x", "bad auth length"),
+    (1, b"RLOX" + b"\0" * 19 + b"\0\0\0\0", "bad handshake magic"),
+    (1, b"RLOG" + b"\0" * 19 + b"\0\x05ab", "truncated cluster id"),
+    (1, b"RLOG" + b"\0" * 19 + b"\0\x01\xff\0\0", "cluster id is not UTF-8"),
+    (1, b"RLOG" + b"\0" * 19 + b"\0\0\0\x02x", "bad auth length"),
     (12, b"\0" * 17 + b"\0\0", "truncated error message"),
     (12, b"\0" * 17 + b"\0\0\0\0!", "trailing bytes in error frame"),
     (14, b"\0" * 16 + b"\0\0\0\x02" + b"\0" * 15, "truncated entry indexes"),
