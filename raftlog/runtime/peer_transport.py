@@ -175,7 +175,9 @@ class PeerTransport:
         if self.conns.get(conn.peer_id) is conn:
             del self.conns[conn.peer_id]
             if not self._closing:
-                log.info("node %d lost peer %d", self.node_id, conn.peer_id)
+                # While a peer refuses us, its every retry would be two lines: DEBUG then.
+                log.log(logging.DEBUG if conn.peer_id in self.refused_by else logging.INFO,
+                        "node %d lost peer %d", self.node_id, conn.peer_id)
             self.on_peer(conn.peer_id, False)
 
     def admits(self, peer_id: int) -> bool:
@@ -236,7 +238,8 @@ class PeerTransport:
         if old is not None and not old.closed:
             old.abandon()
         else:
-            log.info("node %d connected to peer %d", self.node_id, peer_id)
+            log.log(logging.DEBUG if peer_id in self.refused_by else logging.INFO,
+                    "node %d connected to peer %d", self.node_id, peer_id)
         self.on_peer(peer_id, True)
 
     # -- dialing ----------------------------------------------------------------------------
