@@ -3,7 +3,9 @@
 Admission, in order: a connection over the limit is closed before anything is read; with TLS
 the socket is upgraded before a byte reaches the `Connection`; the first frame must be an
 acceptable handshake (wire/handshake.py), from a member when it claims to be a peer; with a
-shared secret the connector must then prove it (wire/auth.py). An admitted peer connection
+shared secret the connector must then prove it (wire/auth.py); a peer must then present a
+data-dir incarnation its `PeerSink` does not refuse (raftlog.core.incarnations: checked only
+once authenticated, so nobody without the secret can make this node learn one). An admitted peer connection
 goes to the `PeerSink` the listener is given (runtime/peer_transport.py), a client connection
 to the handler the client service makes for it (runtime/server.py). The listener also closes
 client connections that sit idle or trickle a frame too slowly (slow loris).
@@ -42,8 +44,16 @@ SWEEP_SECONDS = 1.0                    # how often the listener looks for idle a
 class PeerSink(Protocol):
     """Whoever owns the peer connections (PeerTransport): which peers may connect, and where they go."""
 
+    incarnation: int        # this node's data dir's, sent in every handshake this node answers
+
     def admits(self, peer_id: int) -> bool:
         """True if node `peer_id` may open a peer connection to this node (a member, or any while joining)."""
+
+    def refusal(self, peer_id: int, incarnation: int) -> Optional[str]:
+        """None when node `peer_id` presenting data-dir `incarnation` may connect (learning it if new), else why not."""
+
+    def refuse(self, conn: Connection, reason: str) -> None:
+        """Answer a refused peer with an error frame naming `reason`, and close."""
 
     def attach(self, conn: Connection, peer_id: int) -> None:
         """Adopt `conn`, handshaken (and authenticated) as node `peer_id`'s peer connection."""
@@ -215,14 +225,14 @@ class Listener:
             except AuthError as exc:
                 conn.fail(ERR_CLUSTER_MISMATCH, f"authentication failed: {exc}")
                 return
-            conn.send(node_handshake(self.node_id, self.cluster_id, reply))
+            conn.send(node_handshake(self.node_id, self.cluster_id, reply, self.peers.incarnation))
             wait = _ProofWait(self, frame, auth)
             conn.handler = wait
             self.pending.add(conn)                   # still counts against the limit
             wait.timer = asyncio.get_running_loop().call_later(
                 HANDSHAKE_TIMEOUT, lambda: conn.fail(ERR_CLUSTER_MISMATCH, "authentication failed: no proof in time"))
             return
-        conn.send(node_handshake(self.node_id, self.cluster_id))
+        conn.send(node_handshake(self.node_id, self.cluster_id, b"", self.peers.incarnation))
         self.admit(conn, frame)
 
     def admit(self, conn: Connection, frame: tuple) -> None:
@@ -230,6 +240,10 @@ class Listener:
         self.pending.discard(conn)
         conn.role = frame[2]
         if conn.role == ROLE_PEER:
+            reason = self.peers.refusal(frame[3], frame[6])
+            if reason is not None:
+                self.peers.refuse(conn, reason)
+                return
             self.peers.attach(conn, frame[3])
         else:
             self.clients.add(conn)

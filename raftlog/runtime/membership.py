@@ -222,6 +222,9 @@ class Membership:
             index, payload = found[-1]
             self.committed_conf_index = index
             self.last_committed_conf = confchange.decode_entry(payload)[0]
+            # A member the committed configuration removed is forgotten: added back, it comes
+            # with a new data dir whose incarnation is learned at first contact.
+            self.port.forget_incarnations_but(confchange.members(self.last_committed_conf))
 
     def learn(self, conf: ConfState) -> None:
         """The engine took `conf` into use: give the transport every new address; note our own removal."""

@@ -38,6 +38,7 @@ from raftlog.errors import CorruptLogError
 from raftlog.hot import ERR_NOT_LEADER, encode_error
 from raftlog.runtime.connection import Connection
 from raftlog.runtime.listener import Listener
+from raftlog.core.incarnations import IncarnationBook
 from raftlog.runtime.membership import Membership
 from raftlog.runtime.peer_transport import PeerTransport
 from raftlog.wire.addresses import parse_address
@@ -193,8 +194,17 @@ class Node:
             # members and their addresses; a difference is one WARNING line (runtime/peer_check.py).
             from raftlog.runtime.peer_check import use_log_peers
             self.cfg.peers = use_log_peers(self.node_id, self.cfg.peers, self.raw.conf_state, warn=not self.cfg.join)
+            # The incarnations known for the peers (raftlog.core.incarnations). A learned one is
+            # saved by the transport directly, on the loop thread: a small meta put under the
+            # storage's write lock (serialised with the writer thread's transactions, and no
+            # Ready write touches that key), rare (a first contact, a removal), and durable
+            # before the connection is used.
+            identity = getattr(self.storage, "identity", None)
             self.peers = PeerTransport(self.node_id, self.cfg.cluster_id, self.cfg.peers, self._on_message,
-                                       self._on_peer, rng=self._rng, tls=self.cfg.tls, secret=self.cfg.secret)
+                                       self._on_peer, rng=self._rng, tls=self.cfg.tls, secret=self.cfg.secret,
+                                       incarnation=identity().incarnation if identity is not None else 0,
+                                       book=IncarnationBook(self.storage.incarnations()),
+                                       save_book=self.storage.save_incarnations)
             self.listener = Listener(self.node_id, self.cfg.cluster_id, self.peers, self.service.handler_for,
                                      tls=self.cfg.tls, secret=self.cfg.secret)
             if self.cfg.listen:
@@ -556,6 +566,11 @@ class Node:
         if self.peers is not None:
             self.peers.add_peer(node_id, address)
 
+    def forget_incarnations_but(self, members: frozenset[int]) -> None:
+        """A committed configuration names `members`: forget, durably, the data-dir incarnations of everyone else."""
+        if self.peers is not None:
+            self.peers.forget_all_but(set(members))
+
     def reply(self, conn: Connection, frame: bytes) -> None:
         """Send a reply frame to a client (runtime/replies.py: backpressure included)."""
         send_reply(conn, frame)
@@ -589,6 +604,8 @@ class Node:
             "configuration": confchange.describe(raw.conf_state),
             "connected": sorted(p for p in self.cfg.peers if peers is not None and peers.connected(p)),
             "dropped_messages": {str(p): n for p, n in sorted(peers.dropped.items())} if peers is not None else {},
+            # peer -> why it refuses this node (its data dir was replaced: remove and re-join it)
+            "refused_by": {str(p): why for p, why in sorted(peers.refused_by.items())} if peers is not None else {},
             "pending_requests": len(self.proposals),
             "writes": self.writer.writes if self.writer is not None else 0,
             "storage_error": self.writer.storage_error if self.writer is not None else None,

@@ -6,6 +6,14 @@ dialer reconnects with capped exponential backoff and jitter. Each peer's outgoi
 bounded in bytes; what does not fit is dropped, because Raft resends whatever a follower did
 not acknowledge (a dead or stopped peer therefore costs a bounded amount of memory). Messages
 received are checked against the connection they came on before the node sees them.
+
+Each handshake carries the sender's data-dir incarnation (raftlog.core.incarnations): both ends
+check the other's with `refusal` (the dialer here, the acceptor in runtime/listener.py). A
+first contact is learned and saved before the connection is used; a peer that presents another
+incarnation than the one known for its id is answered with an error frame and closed, one log
+line per refused peer. The refused node records who refused it (`refused_by`, shown in the
+node's status) and, since every member that knew it refuses it, can neither win a vote nor
+disrupt one.
 """
 from __future__ import annotations
 
@@ -16,10 +24,12 @@ import ssl
 import time
 from typing import Callable, Optional
 
+from raftlog.core.incarnations import IncarnationBook, Verdict
 from raftlog.core.messages import Message
 from raftlog.hot import (
     DEFAULT_MAX_FRAME,
     ERR_BAD_REQUEST,
+    ERR_CLUSTER_MISMATCH,
     FRAME_ERROR,
     FRAME_HANDSHAKE,
     FRAME_RAFT,
@@ -28,7 +38,13 @@ from raftlog.hot import (
 )
 from raftlog.wire.auth import ConnectorAuth
 from raftlog.runtime.connection import PEER_QUEUE_BYTES, Connection
-from raftlog.wire.handshake import HANDSHAKE_TIMEOUT, check_handshake, node_handshake
+from raftlog.wire.handshake import (
+    HANDSHAKE_TIMEOUT,
+    check_handshake,
+    is_replaced_refusal,
+    node_handshake,
+    replaced_reason,
+)
 from raftlog.wire.addresses import parse_address
 from raftlog.wire.tls import TlsFiles, describe
 
@@ -48,14 +64,23 @@ class PeerTransport:
 
     `send(msg)` encodes and queues (or drops) at once; `on_message(msg)` is called for every
     message received; `on_peer(peer_id, up)` when a peer's connection comes or goes.
+    `incarnation` is this node's data dir's, sent in every handshake; `book` (None: no check)
+    holds the incarnations known for the peers and `save_book(known)` persists it durably.
     """
 
     def __init__(self, node_id: int, cluster_id: str, addresses: dict[int, str],
                  on_message: Callable[[Message], None], on_peer: Callable[[int, bool], None] = lambda p, up: None,
                  *, max_frame: int = DEFAULT_MAX_FRAME, queue_bytes: int = PEER_QUEUE_BYTES,
                  rng: Optional[random.Random] = None, tls: Optional[TlsFiles] = None,
-                 secret: Optional[bytes] = None) -> None:
+                 secret: Optional[bytes] = None, incarnation: int = 0,
+                 book: Optional[IncarnationBook] = None,
+                 save_book: Callable[[dict[int, int]], None] = lambda known: None) -> None:
         self.node_id = node_id
+        self.incarnation = incarnation
+        self.book = book
+        self.save_book = save_book
+        self.refusal_logged: dict[int, int] = {}   # peer -> the refused incarnation already logged
+        self.refused_by: dict[int, str] = {}       # peer -> why it refuses this node's data dir
         self.cluster_id = cluster_id
         self.ssl_client = tls.client_context() if tls is not None else None
         self.secret = secret
@@ -129,6 +154,9 @@ class PeerTransport:
 
     # -- receiving --------------------------------------------------------------------------
     def on_frame(self, conn: Connection, frame: tuple) -> None:
+        if frame[0] == FRAME_ERROR and self.refused_by_peer(conn.peer_id, frame[5]):
+            conn.close()    # the peer dialed us, and refused our answer
+            return
         if frame[0] != FRAME_RAFT:
             conn.fail(ERR_BAD_REQUEST, f"unexpected frame type {frame[0]} on a peer connection")
             return
@@ -139,18 +167,64 @@ class PeerTransport:
         if max(msg.term, msg.log_term, msg.index, msg.commit, msg.hint_index, msg.hint_term) >= MAX_RAFT_NUMBER:
             conn.fail(ERR_BAD_REQUEST, f"message {msg.type} with a term or index of 2^62 or more")
             return
+        if self.refused_by:
+            self.refused_by.pop(msg.frm, None)     # it talks to us: it no longer refuses us
         self.on_message(msg)
 
     def on_close(self, conn: Connection) -> None:
         if self.conns.get(conn.peer_id) is conn:
             del self.conns[conn.peer_id]
             if not self._closing:
-                log.info("node %d lost peer %d", self.node_id, conn.peer_id)
+                # While a peer refuses us, its every retry would be two lines: DEBUG then.
+                log.log(logging.DEBUG if conn.peer_id in self.refused_by else logging.INFO,
+                        "node %d lost peer %d", self.node_id, conn.peer_id)
             self.on_peer(conn.peer_id, False)
 
     def admits(self, peer_id: int) -> bool:
         """True if node `peer_id` may open a peer connection: a known member, or anyone of the cluster while joining."""
         return peer_id in self.addresses or self.accept_unknown
+
+    def refusal(self, peer_id: int, incarnation: int) -> Optional[str]:
+        """None when node `peer_id` presenting `incarnation` may connect (a first contact is saved first), else why not.
+
+        A refusal is logged once per peer and incarnation, not once per reconnection attempt.
+        """
+        if self.book is None:
+            return None
+        verdict = self.book.check(peer_id, incarnation)
+        if verdict is Verdict.LEARN:
+            self.save_book(self.book.known())
+            log.info("node %d learned the incarnation of node %d: %x", self.node_id, peer_id, incarnation)
+        if verdict.accepted:
+            self.refusal_logged.pop(peer_id, None)
+            return None
+        known = self.book.known_incarnation(peer_id)
+        assert known is not None
+        reason = replaced_reason(self.node_id, peer_id, incarnation, known)
+        if self.refusal_logged.get(peer_id) != incarnation:
+            self.refusal_logged[peer_id] = incarnation
+            log.error("%s", reason)
+        return reason
+
+    def refuse(self, conn: Connection, reason: str) -> None:
+        """Answer a refused peer's handshake with an error frame naming `reason`, and close (logged by `refusal`)."""
+        conn.fail(ERR_CLUSTER_MISMATCH, reason, level=logging.DEBUG)
+
+    def forget_all_but(self, members: set[int]) -> None:
+        """A committed configuration names `members`: forget (durably) the incarnations of everyone else."""
+        if self.book is not None and self.book.forget_all_but(members):
+            self.save_book(self.book.known())
+            for peer_id in [p for p in self.refusal_logged if p not in members]:
+                del self.refusal_logged[peer_id]
+
+    def refused_by_peer(self, peer_id: int, message: str) -> bool:
+        """Note an error frame from `peer_id`; True when it refuses this node's data dir (logged once per peer)."""
+        if not is_replaced_refusal(message):
+            return False
+        if self.refused_by.get(peer_id) != message:
+            log.error("node %d is refused by node %d: %s", self.node_id, peer_id, message)
+        self.refused_by[peer_id] = message
+        return True
 
     def attach(self, conn: Connection, peer_id: int) -> None:
         """Adopt a handshaken connection to `peer_id`, replacing an older one (the peer restarted)."""
@@ -164,7 +238,8 @@ class PeerTransport:
         if old is not None and not old.closed:
             old.abandon()
         else:
-            log.info("node %d connected to peer %d", self.node_id, peer_id)
+            log.log(logging.DEBUG if peer_id in self.refused_by else logging.INFO,
+                    "node %d connected to peer %d", self.node_id, peer_id)
         self.on_peer(peer_id, True)
 
     # -- dialing ----------------------------------------------------------------------------
@@ -184,15 +259,16 @@ class PeerTransport:
                 conn.role = ROLE_PEER
                 conn.peer_id = peer_id
                 hello = dialer.auth.hello() if dialer.auth is not None else b""
-                conn.send(node_handshake(self.node_id, self.cluster_id, hello))
+                conn.send(node_handshake(self.node_id, self.cluster_id, hello, self.incarnation))
                 ok = await asyncio.wait_for(dialer.done, HANDSHAKE_TIMEOUT)
                 if ok:
-                    failures = 0
                     tls_reported = None
                     up_since = time.monotonic()
                     await conn.wait_closed()
-                    if time.monotonic() - up_since < 1.0:
-                        failures = 1  # flapping: do not hammer the peer
+                    if peer_id in self.refused_by:
+                        failures += 1     # it refused our data dir after its handshake: back off
+                    else:
+                        failures = 1 if time.monotonic() - up_since < 1.0 else 0  # 1: flapping, do not hammer
                 else:
                     failures += 1
             except asyncio.CancelledError:
@@ -244,7 +320,8 @@ class _Dialer:
                 return
             if self.auth is not None:
                 proof, ok = self.auth.answer(frame[5], frame[3])
-                conn.send(node_handshake(self.transport.node_id, self.transport.cluster_id, proof))
+                conn.send(node_handshake(self.transport.node_id, self.transport.cluster_id, proof,
+                                         self.transport.incarnation))
                 if not ok:
                     if self.peer_id not in self.transport.auth_warned:    # once until it succeeds
                         self.transport.auth_warned.add(self.peer_id)
@@ -254,11 +331,18 @@ class _Dialer:
                     self._finish(False)
                     return
                 self.transport.auth_warned.discard(self.peer_id)
+            reason = self.transport.refusal(self.peer_id, frame[6])
+            if reason is not None:
+                self.transport.refuse(conn, reason)
+                self._finish(False)
+                return
             self.transport.attach(conn, self.peer_id)
             self._finish(True)
         elif frame[0] == FRAME_ERROR:  # the peer refused us
             _, _rid, _code, _leader, _addr, message = frame
-            log.warning("node %d: peer %d refused the connection: %s", self.transport.node_id, self.peer_id, message)
+            if not self.transport.refused_by_peer(self.peer_id, message):
+                log.warning("node %d: peer %d refused the connection: %s", self.transport.node_id, self.peer_id,
+                            message)
             conn.close()
             self._finish(False)
         else:

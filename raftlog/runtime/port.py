@@ -49,6 +49,9 @@ class NodePort(Protocol):
     def add_peer(self, node_id: int, address: str) -> None:
         """Member `node_id` is at `address` (learned from a configuration): remember it and dial it."""
 
+    def forget_incarnations_but(self, members: frozenset[int]) -> None:
+        """A committed configuration names `members`: forget, durably, the data-dir incarnations of everyone else."""
+
     def kick(self) -> None:
         """Ask for a Ready pass at the end of this event-loop turn."""
 

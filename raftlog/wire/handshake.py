@@ -24,6 +24,21 @@ from raftlog.hot import (
 )
 
 HANDSHAKE_TIMEOUT = 5.0        # seconds a new connection may take to say who it is
+# The words every refusal of a replaced data dir carries: the refused node recognises the
+# error frame by them (runtime/peer_transport.py) and shows it in its status.
+REPLACED_DATA_DIR = "its data dir was replaced"
+
+
+def replaced_reason(node_id: int, peer: int, incarnation: int, known: int) -> str:
+    """The one line saying node `node_id` refuses `peer`, whose data dir was replaced, and the remedy."""
+    return (f"node {node_id} refused node {peer}: {REPLACED_DATA_DIR} (incarnation {incarnation:x}, "
+            f"known {known:x}); remove it with `raftlog members remove {peer}`, then start it on an empty "
+            f"dir with --join")
+
+
+def is_replaced_refusal(message: str) -> bool:
+    """True when an error frame's `message` is a peer refusing this node's replaced data dir."""
+    return REPLACED_DATA_DIR in message
 
 
 def node_handshake(node_id: int, cluster_id: str, auth: bytes = b"", incarnation: int = 0) -> bytes:
