@@ -67,6 +67,15 @@ class Joiner:
             return "learner"
         return "none"
 
+    async def _learn_members(self, client: AsyncClient) -> None:
+        """Take the members' addresses from the cluster's status: the lower id of a pair dials
+        (runtime/peer_transport.py), so a joiner with a lower id than a member must dial it
+        itself, before its log (which would name them) can reach it."""
+        members = (await client.status()).get("members") or {}
+        for member_id, address in members.items():
+            if int(member_id) != self.port.node_id and address and self.port.address_of(int(member_id)) != address:
+                self.port.add_peer(int(member_id), address)
+
     async def run(self) -> None:
         """Retry until this node is a voter (or a learner, when promotion is off)."""
         nid = self.port.node_id
@@ -81,6 +90,7 @@ class Joiner:
                 if role == "none":
                     await client.add_member(nid, self.own_address, learner=True)
                     log.info("node %d was added as a learner", nid)
+                    await self._learn_members(client)
                 elif self.promote:
                     await client.promote(nid, max_lag=self.max_lag)
                     log.info("node %d was promoted to voter", nid)

@@ -139,3 +139,32 @@ def test_a_member_joins_an_embedded_cluster_by_address_and_catches_up_by_snapsho
                 await log.close()
 
     asyncio.run(main())
+
+
+def test_a_member_with_a_lower_id_than_every_member_joins_by_address(tmp_path) -> None:
+    """The lower id of a pair dials: a joiner below every member must dial them itself, so it
+    learns their addresses when it is added (it used to wait forever for a dial that never came)."""
+    async def main() -> None:
+        ports = free_ports(4)
+        peers = {i: f"127.0.0.1:{ports[i - 1]}" for i in (2, 3, 4)}
+        logs = {i: raftlog.open(str(tmp_path / f"n{i}"), node_id=i, peers=peers) for i in (2, 3, 4)}
+        for log in logs.values():
+            await log.start()
+        try:
+            lid = await logs[2].wait_for_leader(10)
+            before = await logs[lid].append_many([b"before-%d" % k for k in range(20)])
+            logs[1] = raftlog.open(str(tmp_path / "n1"), node_id=1, peers={1: f"127.0.0.1:{ports[0]}"},
+                                   join=peers[2])
+            await logs[1].start()
+
+            async def joined_as_voter() -> bool:
+                return [m["voter"] for m in await logs[lid].members() if m["id"] == 1] == [True]
+            await until(joined_as_voter, "node 1 to be a voter", seen=logs[lid].members)
+            await until(lambda: logs[1].applied_index >= int(before[-1]), "node 1 to catch up",
+                        seen=lambda: logs[1].applied_index)
+            assert [e.data for e in await logs[1].read(1)][:20] == [b"before-%d" % k for k in range(20)]
+        finally:
+            for log in logs.values():
+                await log.close()
+
+    asyncio.run(main())
