@@ -290,7 +290,8 @@ def _records_bytes(records: "RecordBatch | bytes | bytearray | memoryview | None
 def encode_handshake(version: int, role: int, node_id: int, cluster_id: str, auth: bytes = b"",
                      incarnation: int = 0) -> bytes:
     """The first frame on every connection: magic, protocol version, role, sender id, its data dir's incarnation
-    (0 from a client), cluster id, auth. Decoded as (FRAME_HANDSHAKE, version, role, id, cluster id, auth, incarnation)."""
+    (0 from a client), cluster id, auth. Decoded as
+    (FRAME_HANDSHAKE, version, role, id, cluster id, auth, incarnation)."""
     auth = _raw(auth)
     if len(auth) >= 1 << 16:
         raise OverflowError("auth too long for a frame field")

@@ -46,7 +46,8 @@ class Storage(Protocol):
     def save(self, *, hard_state: Optional[HardState] = None, truncate_from: int = 0,
              first_index: int = 0, records: Optional[RecordBatch] = None,
              conf_state: Optional[ConfState] = None) -> None:
-        """Atomically: drop entries >= truncate_from (0 = none), store `records` from first_index, set hard and conf state.
+        """Atomically: drop entries >= truncate_from (0 = none), store `records` from first_index,
+        set hard and conf state.
 
         PRECONDITION: first_index == last_index + 1 after the truncation. Durable on return when sync.
         """

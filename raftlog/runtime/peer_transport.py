@@ -254,7 +254,7 @@ class PeerTransport:
             try:
                 dialer = _Dialer(self, peer_id)
                 _, conn = await asyncio.wait_for(
-                    loop.create_connection(lambda: Connection(dialer, max_frame=self.max_frame), host, port,
+                    loop.create_connection(lambda d=dialer: Connection(d, max_frame=self.max_frame), host, port,
                                            ssl=self.ssl_client), CONNECT_TIMEOUT)
                 conn.role = ROLE_PEER
                 conn.peer_id = peer_id

@@ -35,7 +35,7 @@ import itertools
 import random
 import struct
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from raftlog.core import confchange
@@ -321,7 +321,8 @@ class Simulation:
         return self.incarnation_rng.getrandbits(63) | 1
 
     def wipe(self, node_id: int, down_ms: Optional[int] = None) -> None:
-        """Crash a node and lose its whole storage: it restarts empty, same id, bootstrap configuration, new incarnation."""
+        """Crash a node and lose its whole storage: it restarts empty, under the same id and bootstrap
+        configuration, with a new incarnation."""
         node = self.nodes[node_id]
         if not node.up:
             return
@@ -479,7 +480,8 @@ class Simulation:
         self.log(f"node {node.id} snapshot at {applied}/{term}, log compacted to {upto}")
 
     def check_sent_before_persisting(self, node: SimNode, m: Message) -> None:
-        """A message that leaves before its Ready is durable must not be a reply that waits (MUST_WAIT_FOR_PERSISTENCE)."""
+        """A message that leaves before its Ready is durable must not be a reply that waits
+        (MUST_WAIT_FOR_PERSISTENCE)."""
         if m.type in MUST_WAIT_FOR_PERSISTENCE:
             self.fail(f"node {node.id} would send {MessageType(m.type).name} before persisting: "
                       f"{MUST_WAIT_FOR_PERSISTENCE[m.type]}")
@@ -766,7 +768,7 @@ class Simulation:
         while self.now < deadline:
             at = self.propose(payloads)
             if at is not None:
-                if self.run_until(min(deadline, self.now + 1000), lambda: self.is_committed(*at)):
+                if self.run_until(min(deadline, self.now + 1000), lambda at=at: self.is_committed(*at)):
                     return at
             else:
                 self.run_for(10)
@@ -951,7 +953,7 @@ class Simulation:
                 got = self.propose([payload])
                 if got is not None:
                     at = got
-            if at is not None and self.run_for(20, lambda: self.is_committed(*at)):
+            if at is not None and self.run_for(20, lambda at=at: self.is_committed(*at)):
                 self.stats.liveness_ms = self.now - start
                 self.log(f"liveness: leader {self.leader()} committed a new entry {self.now - start} ms after healing")
                 return
@@ -1133,6 +1135,7 @@ def simulate_report(nodes: int, seed: int, duration_ms: int, faults: tuple[str, 
     echo(f"simulated {sim.now / 1000:.3f}s: {s.elections} elections, {s.commits} entries committed "
          f"({s.proposals_committed} of {s.proposals} proposals), {s.messages} messages "
          f"({s.dropped} dropped, {s.duplicated} duplicated, {s.delayed} long-delayed), "
-         f"{s.crashes} crashes ({s.wipes} wipes, {s.refused} messages refused), {s.partitions} partitions, {s.churns} leaders cut off by churn, "
+         f"{s.crashes} crashes ({s.wipes} wipes, {s.refused} messages refused), {s.partitions} partitions, "
+         f"{s.churns} leaders cut off by churn, "
          f"{s.snapshots} snapshots, {s.installs} installed")
     return 1 if broken else 0
