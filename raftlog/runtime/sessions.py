@@ -26,6 +26,7 @@ from raftlog.hot import ERR_BAD_REQUEST, ERR_NOT_LEADER, ERR_SESSION_EXPIRED, ER
 from raftlog.runtime.port import NodePort
 from raftlog.runtime.proposals import Proposals
 from raftlog.runtime.replies import ClientWaiter
+from raftlog.storage.snapshot_files import pieces
 
 if TYPE_CHECKING:
     from raftlog.runtime.connection import Connection
@@ -161,7 +162,6 @@ class SessionService:
 
 SNAPSHOT_MAGIC = b"RLSESS01"
 _LEN = struct.Struct(">Q")
-_CHUNK = 1 << 20
 
 
 def wrap_snapshot(table: Optional[SessionTable], image: Any) -> Iterator[bytes]:
@@ -169,16 +169,7 @@ def wrap_snapshot(table: Optional[SessionTable], image: Any) -> Iterator[bytes]:
     if table is not None:
         data = table.to_bytes()
         yield SNAPSHOT_MAGIC + _LEN.pack(len(data)) + data
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        yield bytes(image)
-    elif hasattr(image, "read"):
-        while True:
-            chunk = image.read(_CHUNK)
-            if not chunk:
-                break
-            yield chunk
-    else:
-        yield from image
+    yield from pieces(image)
 
 
 class _Rest(io.RawIOBase):

@@ -94,7 +94,7 @@ class SnapshotFiles:
         name was created by it.
         """
         name = self.name_for(index, term)
-        size, crc = _write_file_durably(self._dir, name, _pieces(data), sync=True)
+        size, crc = _write_file_durably(self._dir, name, pieces(data), sync=True)
         return name, size, crc
 
     def read(self, name: str) -> bytes:
@@ -214,7 +214,7 @@ def file_size_crc32(path: str) -> tuple[int, int]:
             crc = zlib.crc32(piece, crc)
 
 
-def _pieces(data: Any) -> Iterator[bytes]:
+def pieces(data: Any) -> Iterator[bytes]:
     """bytes, a binary file-like object or an iterable of bytes, as pieces."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         yield bytes(data)
