@@ -366,8 +366,12 @@ class Node:
             # listening; re-base the clock and replay only a few ticks.
             self._ticks += elapsed - MAX_CATCHUP_TICKS
             elapsed = MAX_CATCHUP_TICKS
-        for _ in range(max(elapsed, 0)):
-            self.raw.tick()
+        # A node that a member refuses (its data dir replaced that member's, docs/architecture.md)
+        # lost the term and vote it had: its clock stands still, so it never campaigns, until no
+        # member refuses it any more.
+        if self.peers is None or not self.peers.refused_by:
+            for _ in range(max(elapsed, 0)):
+                self.raw.tick()
         self._ticks += max(elapsed, 0)
         if self._ticks % 10 == 0:
             self.proposals.expire(now)
