@@ -125,7 +125,10 @@ class _Group:
     @property
     def gone(self) -> bool:
         """True once nobody awaits any member's future (timed out, cancelled)."""
-        for fut, _, _ in self.members():
+        for fut in self.futures:
+            if fut is not None and not fut.done():
+                return False
+        for fut, _, _ in self.many:
             if not fut.done():
                 return False
         return True
@@ -368,7 +371,16 @@ class RaftLog:
         committed within request_timeout (the outcome is then unknown); Closed. If the
         state machine's apply raised for it, that exception (the entry is still committed).
         """
-        return await self._join(data if type(data) is bytes else bytes(data), 0)
+        if type(data) is not bytes:
+            data = bytes(data)
+        group = self._group
+        if group is None or group.nbytes >= GROUP_BYTES or len(group.payloads) >= GROUP_ENTRIES:
+            group = self._open_group()
+        fut = _Future(loop=self._loop)
+        group.payloads.append(data)
+        group.futures.append(fut)
+        group.nbytes += len(data)
+        return await fut
 
     async def append_many(self, items: Iterable[bytes]) -> list[Appended]:
         """Append entries as one batch (consecutive indexes); return each one's Appended once all are committed.
@@ -380,38 +392,30 @@ class RaftLog:
         payloads = [x if type(x) is bytes else bytes(x) for x in items]
         if not payloads:
             return []
-        return await self._join(payloads, len(payloads))
-
-    def _join(self, data: Any, count: int) -> asyncio.Future:
-        """A future for `data` (one payload, count 0; or a list of `count`) in this turn's group.
-
-        The first append of a turn opens the group and submits it to the node's proposals
-        (one request, sealed when proposed); its deadline is the group's. No task and no
-        timer per append: the node answers a group that is not committed by its deadline with
-        a timeout (Proposals.expire).
-        """
-        node = self._node
-        if node is None or self._closed:
-            node = self._live()          # raises Closed
-        fut = _Future(loop=self._loop)
         group = self._group
-        if group is None or len(group.payloads) >= GROUP_ENTRIES or group.nbytes >= GROUP_BYTES:
-            group = self._group = _Group(self)
-            opened = True
-        else:
-            opened = False
-        if count:
-            group.many.append((fut, len(group.payloads), count))
-            group.payloads.extend(data)
-            group.futures.extend([None] * count)
-            group.nbytes += sum(map(len, data))
-        else:
-            group.payloads.append(data)
-            group.futures.append(fut)
-            group.nbytes += len(data)
-        if opened:
-            node.proposals.submit_open(group, time.monotonic() + self.request_timeout)
-        return fut
+        if group is None or group.nbytes >= GROUP_BYTES or len(group.payloads) >= GROUP_ENTRIES:
+            group = self._open_group()
+        fut = _Future(loop=self._loop)
+        group.many.append((fut, len(group.payloads), len(payloads)))
+        group.payloads.extend(payloads)
+        group.futures.extend([None] * len(payloads))
+        group.nbytes += sum(map(len, payloads))
+        return await fut
+
+    def _open_group(self) -> _Group:
+        """A new open group for this turn's appends (the last one is full), submitted to the node's proposals.
+
+        The group is one request, sealed when the node's next Ready pass proposes it; its
+        deadline is its first append's. No task and no timer per append: the node answers a
+        group that is not committed by its deadline with a timeout (Proposals.expire). While
+        a group is open the log is open: closing fails it (Proposals.shutdown) and so closes it.
+        """
+        node = self._live()
+        if node.stopping:            # (the proposals would fail the group before its first append joined)
+            raise self._error(ERR_SHUTTING_DOWN, "the node is shutting down")
+        group = self._group = _Group(self)
+        node.proposals.submit_open(group, time.monotonic() + self.request_timeout)
+        return group
 
     def _error(self, code: int, message: str) -> BaseException:
         """The exception an append meets for ERR_* `code` (NotLeader names the leader)."""

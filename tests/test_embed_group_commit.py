@@ -136,3 +136,15 @@ def test_a_group_the_leader_cannot_commit_times_out_with_the_outcome_unknown(tmp
                 await lg.close()
 
     run(main())
+
+
+def test_an_append_after_the_node_stopped_on_its_own_fails_at_once(tmp_path) -> None:
+    async def main() -> None:
+        async with raftlog.open(str(tmp_path / "log")) as log:
+            await log.append(b"before")
+            await log._node.stop()          # as a fail-stop does (a storage error), without close()
+            got = await answered(log.append(b"after"), log.append_many([b"x", b"y"]),
+                                 what="appends to a stopped node to fail")
+            assert [type(x) for x in got] == [raftlog.Closed, raftlog.Closed], got
+
+    run(main())

@@ -64,6 +64,7 @@ MAX_CATCHUP_TICKS = 5         # after a stall (SIGSTOP, GC) replay at most this 
 WRITE_BATCH_ENTRIES = 8192
 WRITE_BATCH_BYTES = 4 << 20
 READY_PASSES = 4              # Readies one pump takes back to back (see Node._pump)
+SOLE_LEADER_TICKS = 10        # a sole leader's tick timer fires every this many ticks (see Node._tick_step)
 
 
 @dataclass
@@ -334,7 +335,8 @@ class Node:
             msg = deferred.popleft()
             self.note_unwritten(len(msg.entries), msg.entries.nbytes)
             self._step(msg)
-        self._after_apply()
+        if self.proposals.backlog or self.sessions.waiting:
+            self._after_apply()       # requests that waited for budget may go now
 
     def _on_peer(self, peer_id: int, up: bool) -> None:
         """The transport's connection to `peer_id` came up or went down."""
@@ -342,9 +344,18 @@ class Node:
             self.raw.report_unreachable(peer_id)
             self.kick()
 
+    def _tick_step(self) -> int:
+        """Ticks per wake-up of the tick timer: one, or SOLE_LEADER_TICKS for a leader alone in its configuration.
+
+        A sole leader's ticks time nothing that needs 10 ms precision (no heartbeats to
+        send, no election to lose), while every wake-up of an idle event loop costs CPU
+        (~0.2 ms each on the 2-core dev VM: an idle single node spent ~3% of a core ticking).
+        """
+        return SOLE_LEADER_TICKS if self.raw.role is Role.LEADER and self._alone() else 1
+
     def _schedule_tick(self) -> None:
         assert self._loop is not None
-        due = self._tick_origin + (self._ticks + 1) * TICK_SECONDS
+        due = self._tick_origin + (self._ticks + self._tick_step()) * TICK_SECONDS
         self._tick_handle = self._loop.call_at(self._loop.time() + max(0.0, due - time.monotonic()), self._on_tick)
 
     def _on_tick(self) -> None:
@@ -353,17 +364,20 @@ class Node:
             return
         now = time.monotonic()
         elapsed = int((now - self._tick_origin) / TICK_SECONDS) - self._ticks
-        if elapsed > 10:
+        step = self._tick_step()
+        if elapsed > step + 10:
             log.debug("node %d: event loop stalled for %d ms", self.node_id, elapsed * TICK_SECONDS * 1000)
-        if elapsed > MAX_CATCHUP_TICKS:
+        catch_up = max(MAX_CATCHUP_TICKS, step)
+        if elapsed > catch_up:
             # A stall (SIGSTOP, a long GC pause): do not pretend that time was spent
             # listening; re-base the clock and replay only a few ticks.
-            self._ticks += elapsed - MAX_CATCHUP_TICKS
-            elapsed = MAX_CATCHUP_TICKS
+            self._ticks += elapsed - catch_up
+            elapsed = catch_up
         for _ in range(max(elapsed, 0)):
             self.raw.tick()
+        before = self._ticks
         self._ticks += max(elapsed, 0)
-        if self._ticks % 10 == 0:
+        if self._ticks // 10 != before // 10:      # every 10 ticks (100 ms)
             self.proposals.expire(now)
             self.membership.poll()
             self.reads.expire(now)

@@ -118,12 +118,10 @@ class Proposals:
         self.port.kick()
 
     def _seal(self, w: _Waiting) -> Optional[_Waiting]:
-        """`w` with its records: an open request is sealed now and counted against the write budget.
+        """Open request `w` with its records: sealed now and counted against the write budget.
 
         None when sealing failed (the request was answered with the error).
         """
-        if w.records is not None:
-            return w
         try:
             records = w.waiter.seal()      # type: ignore[attr-defined]
         except Exception as exc:          # e.g. a payload too large for one record
@@ -161,8 +159,14 @@ class Proposals:
         if not staged:
             return
         self.staged = []
-        if any(w.records is None for w in staged):      # (every staged request is counted from here on)
-            staged = [sealed for sealed in map(self._seal, staged) if sealed is not None]
+        sealed: list[_Waiting] = []          # (every staged request is counted from here on)
+        for w in staged:
+            if w.records is None:
+                w = self._seal(w)
+                if w is None:
+                    continue
+            sealed.append(w)
+        staged = sealed
         if len(staged) > 1:
             try:
                 first, term = self.port.raw.propose(RecordBatch.concat([w.records for w in staged]))
