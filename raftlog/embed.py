@@ -12,6 +12,10 @@
 Under it is the same runtime as `raftlog node` (runtime/node.py): the engine, LmdbStorage,
 one fsynced transaction per Ready. With peers the node listens on its own entry of
 `peers` and serves `raftlog` clients like `raftlog node`; without, nothing listens.
+The appends made in one turn of the event loop (many coroutines appending at once) are one
+request to the node: one proposal, one transaction, one commit for all of them, each
+answered with its own index. A single node writes on the event loop's thread: the loop
+waits for each fsync, as with sqlite3 called from a coroutine (see Node._inline).
 
 A state machine is any object with `apply(entry) -> result`, and optionally
 `snapshot() -> bytes | binary file-like` and `restore(file)`. `apply` sees each committed
