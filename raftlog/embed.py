@@ -12,6 +12,10 @@
 Under it is the same runtime as `raftlog node` (runtime/node.py): the engine, LmdbStorage,
 one fsynced transaction per Ready. With peers the node listens on its own entry of
 `peers` and serves `raftlog` clients like `raftlog node`; without, nothing listens.
+The appends made in one turn of the event loop (many coroutines appending at once) are one
+request to the node: one proposal, one transaction, one commit for all of them, each
+answered with its own index. A single node writes on the event loop's thread: the loop
+waits for each fsync, as with sqlite3 called from a coroutine (see Node._inline).
 
 A state machine is any object with `apply(entry) -> result`, and optionally
 `snapshot() -> bytes | binary file-like` and `restore(file)`. `apply` sees each committed
@@ -28,7 +32,8 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any, AsyncIterator, BinaryIO, Iterable, Iterator, Optional, Union
+from collections import deque
+from typing import Any, AsyncGenerator, BinaryIO, Iterable, Iterator, Optional, Union
 
 from raftlog.core.messages import SnapshotMeta
 from raftlog.entry import Entry
@@ -51,11 +56,12 @@ Peers = Union[None, str, dict]
 class Appended(int):
     """The index an append committed at (an int), with `.result`: what the state machine's apply returned."""
 
-    result: Any
+    result: Any = None
 
     def __new__(cls, index: int, result: Any = None) -> "Appended":
         obj = super().__new__(cls, index)
-        obj.result = result
+        if result is not None:
+            obj.result = result
         return obj
 
     @property
@@ -64,6 +70,10 @@ class Appended(int):
 
     def __repr__(self) -> str:
         return f"Appended({int(self)}, result={self.result!r})"
+
+
+_new_appended = int.__new__     # Appended without a result, built without a Python-level call
+_Future = asyncio.Future
 
 
 class _Failed:
@@ -75,71 +85,113 @@ class _Failed:
         self.exc = exc
 
 
-class _LocalWaiter:
-    """A local append's outcome (a proposals.Waiter): its future ends with the entries' Appended or an error."""
+# A group stops taking appends at this size (the next append opens another): what one
+# request may hold while it waits for the write budget. Groups staged in the same turn are
+# proposed together anyway (Proposals.flush), so the cap costs nothing.
+GROUP_ENTRIES = 1024
+GROUP_BYTES = 1 << 20
 
-    __slots__ = ("owner", "count", "future", "first", "results")
 
-    def __init__(self, owner: "RaftLog", count: int, future: asyncio.Future) -> None:
+class _Group:
+    """The local appends of one event-loop turn: one request (a Proposals open request and its Waiter).
+
+    Every append() and append_many() joins the open group with its own future; when the
+    node's next Ready pass proposes the group, `seal` encodes all its payloads as one
+    RecordBatch, and one commit answers every member at its own offset. `futures[k]` is the
+    future of the append() whose payload is `payloads[k]` (None under an append_many's
+    entries); `many` lists the append_many() members as `(future, offset, count)`.
+    """
+
+    __slots__ = ("owner", "payloads", "futures", "many", "nbytes", "first", "last", "results")
+
+    def __init__(self, owner: "RaftLog") -> None:
         self.owner = owner
-        self.count = count
-        self.future = future
+        self.payloads: list[bytes] = []
+        self.futures: list[Optional[asyncio.Future]] = []
+        self.many: list[tuple[asyncio.Future, int, int]] = []
+        self.nbytes = 0
         self.first = 0
+        self.last = 0
         self.results: Optional[list] = None      # what apply returned per entry (with a state machine)
+
+    def members(self) -> Iterator[tuple[asyncio.Future, int, int]]:
+        """Every member as `(future, offset, count)`, count 0 for an append()."""
+        for offset, fut in enumerate(self.futures):
+            if fut is not None:
+                yield fut, offset, 0
+        yield from self.many
+
+    def seal(self) -> RecordBatch:
+        """The group's records, final: later appends open another group."""
+        if self.owner._group is self:
+            self.owner._group = None
+        return RecordBatch.encode(0, KIND_DATA, self.payloads)
 
     @property
     def gone(self) -> bool:
-        """True once nobody awaits the future (timed out, cancelled)."""
-        return self.future.done()
+        """True once nobody awaits any member's future (timed out, cancelled)."""
+        for fut in self.futures:
+            if fut is not None and not fut.done():
+                return False
+        for fut, _, _ in self.many:
+            if not fut.done():
+                return False
+        return True
 
     def proposed(self, first: int, term: int) -> None:
-        """With a state machine, collect what its apply returns for `[first, first + count)`."""
+        """With a state machine, collect what its apply returns for the group's entries."""
         self.first = first
-        if self.owner.state_machine is not None:
-            self.results = [None] * self.count
-            waiting = self.owner._waiting
-            for i in range(first, first + self.count):
-                waiting[i] = self
-
-    def forget(self) -> None:
-        """Stop collecting results (the append was answered, or nobody waits any more)."""
-        if self.results is not None:
-            waiting = self.owner._waiting
-            for i in range(self.first, self.first + self.count):
-                if waiting.get(i) is self:
-                    del waiting[i]
+        self.last = first + len(self.payloads) - 1
+        owner = self.owner
+        if owner.state_machine is not None:
+            self.results = [None] * len(self.payloads)
+            collecting = owner._collecting
+            while collecting and collecting[-1].last >= first:    # overtaken (see Proposals.track)
+                collecting.pop()
+            collecting.append(self)
 
     def appended(self, first: int, count: int) -> None:
-        """Committed: every entry's Appended, or the first exception the state machine's apply raised."""
-        self.forget()
-        if self.future.done():
+        """Committed: each member's Appended (or list of them), or the first exception its entries' apply raised."""
+        if self.results is not None:
+            self._answer_with_results(first)
             return
-        results = self.results or [None] * count
-        failed = next((r for r in results if isinstance(r, _Failed)), None)
-        if failed is not None:
-            self.future.set_exception(failed.exc)
-        else:
-            self.future.set_result([Appended(first + k, r) for k, r in enumerate(results)])
+        # The common case, one entry per append() and no state machine: one Appended each,
+        # built without a Python-level call; a future already done (cancelled) is skipped.
+        index = first
+        for fut in self.futures:
+            if fut is not None:
+                try:
+                    fut.set_result(_new_appended(Appended, index))
+                except asyncio.InvalidStateError:
+                    pass
+            index += 1
+        for fut, offset, n in self.many:
+            if not fut.done():
+                fut.set_result([_new_appended(Appended, first + k) for k in range(offset, offset + n)])
+
+    def _answer_with_results(self, first: int) -> None:
+        """Answer every member with what the state machine's apply returned for its entries."""
+        results = self.results
+        assert results is not None
+        for fut, offset, n in self.members():
+            if fut.done():
+                continue
+            mine = results[offset:offset + (n or 1)]
+            failed = next((r for r in mine if isinstance(r, _Failed)), None)
+            if failed is not None:
+                fut.set_exception(failed.exc)
+            elif n:
+                fut.set_result([Appended(first + offset + k, r) for k, r in enumerate(mine)])
+            else:
+                fut.set_result(Appended(first + offset, mine[0]))
 
     def failed(self, code: int, message: str) -> None:
-        """The append failed: the matching typed exception (NotLeader names the leader)."""
-        self.forget()
-        if self.future.done():
-            return
-        owner = self.owner
-        if code == ERR_NOT_LEADER:
-            node = owner._node
-            leader = node.leader_id if node is not None else 0
-            exc: BaseException = NotLeader(leader, (node.address_of(leader) or None) if node is not None else None)
-        elif code == ERR_TIMEOUT:
-            exc = Timeout(f"{message} (request timeout {owner.request_timeout} s)")
-        elif code == ERR_SHUTTING_DOWN:
-            exc = Closed("the log was closed; the outcome is unknown")
-        elif code == ERR_BAD_REQUEST:
-            exc = ValueError(message)
-        else:
-            exc = RaftlogError(message)
-        self.future.set_exception(exc)
+        """The group failed: every member gets the matching typed exception (NotLeader names the leader)."""
+        if self.owner._group is self:
+            self.owner._group = None
+        for fut, _, _ in self.members():
+            if not fut.done():
+                fut.set_exception(self.owner._error(code, message))
 
 
 class _App:
@@ -154,7 +206,7 @@ class _App:
         owner = self.owner
         machine = self.machine
         if machine is not None:
-            waiting = owner._waiting
+            collecting = owner._collecting
             for index, term, kind, payload in batch.entries(first):
                 if kind != KIND_DATA:
                     continue
@@ -165,9 +217,11 @@ class _App:
                     # machine raises the same on every member. The proposer gets the error.
                     log.warning("state machine apply raised at index %d: %r", index, exc)
                     result = _Failed(exc)
-                w = waiting.get(index)
-                if w is not None and w.results is not None:
-                    w.results[index - w.first] = result
+                while collecting and collecting[0].last < index:
+                    collecting.popleft()         # every entry of it was applied
+                if collecting and collecting[0].first <= index:
+                    group = collecting[0]
+                    group.results[index - group.first] = result      # type: ignore[index]
         owner._committed_signal()
 
     def snapshot(self) -> Any:
@@ -210,8 +264,10 @@ class RaftLog:
         self.request_timeout = request_timeout
         self.state_machine = state_machine
         self._node: Optional[Node] = None
-        self._waiting: dict[int, _LocalWaiter] = {}   # entry index -> its local append (with a state machine)
+        self._group: Optional[_Group] = None           # the open group: this turn's appends (see _Group)
+        self._collecting: deque[_Group] = deque()       # proposed groups collecting apply results, by index
         self._signal: Optional[asyncio.Future] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None     # the loop the log runs on (set by start)
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -220,6 +276,7 @@ class RaftLog:
         """Open storage, restore the state machine, start the node (and listen, with peers)."""
         if self._node is not None:
             return self
+        self._loop = asyncio.get_running_loop()
         node = Node(self._cfg, app=self._app, joiner=joiner_for(self._cfg) if self._cfg.join else None)
         await node.start()
         self._node = node
@@ -244,7 +301,7 @@ class RaftLog:
         node = self._node
         if node is not None:
             await node.stop()        # fails every pending append with Closed
-        self._waiting.clear()
+        self._collecting.clear()
         self._committed_signal()
 
     async def __aenter__(self) -> "RaftLog":
@@ -313,13 +370,23 @@ class RaftLog:
     # -- writing --------------------------------------------------------------------------
 
     async def append(self, data: bytes) -> Appended:
-        """Append one entry; return its index (an int, with `.result` from the state machine) once committed and durable.
+        """Append one entry; return its index (an int, with `.result` from the state machine) once
+        committed and durable.
 
         NotLeader (with the leader's id and address) on a follower; Timeout when not
         committed within request_timeout (the outcome is then unknown); Closed. If the
         state machine's apply raised for it, that exception (the entry is still committed).
         """
-        return (await self.append_many([data]))[0]
+        if type(data) is not bytes:
+            data = bytes(data)
+        group = self._group
+        if group is None or group.nbytes >= GROUP_BYTES or len(group.payloads) >= GROUP_ENTRIES:
+            group = self._open_group()
+        fut: asyncio.Future = _Future(loop=self._loop)
+        group.payloads.append(data)
+        group.futures.append(fut)
+        group.nbytes += len(data)
+        return await fut
 
     async def append_many(self, items: Iterable[bytes]) -> list[Appended]:
         """Append entries as one batch (consecutive indexes); return each one's Appended once all are committed.
@@ -328,20 +395,47 @@ class RaftLog:
         Append does: appends made in one event-loop turn become one proposal and share one
         transaction.
         """
-        payloads = [bytes(x) for x in items]
+        payloads = [x if type(x) is bytes else bytes(x) for x in items]
         if not payloads:
             return []
+        group = self._group
+        if group is None or group.nbytes >= GROUP_BYTES or len(group.payloads) >= GROUP_ENTRIES:
+            group = self._open_group()
+        fut: asyncio.Future = _Future(loop=self._loop)
+        group.many.append((fut, len(group.payloads), len(payloads)))
+        group.payloads.extend(payloads)
+        group.futures.extend([None] * len(payloads))
+        group.nbytes += sum(map(len, payloads))
+        return await fut
+
+    def _open_group(self) -> _Group:
+        """A new open group for this turn's appends (the last one is full), submitted to the node's proposals.
+
+        The group is one request, sealed when the node's next Ready pass proposes it; its
+        deadline is its first append's. No task and no timer per append: the node answers a
+        group that is not committed by its deadline with a timeout (Proposals.expire). While
+        a group is open the log is open: closing fails it (Proposals.shutdown) and so closes it.
+        """
         node = self._live()
-        deadline = time.monotonic() + self.request_timeout
-        fut = asyncio.get_running_loop().create_future()
-        waiter = _LocalWaiter(self, len(payloads), fut)
-        node.proposals.submit(RecordBatch.encode(0, KIND_DATA, payloads), deadline, waiter)
-        try:
-            return await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
-            waiter.forget()
-            raise Timeout(f"{len(payloads)} entries not committed within {self.request_timeout} s; "
-                          "the outcome is unknown") from None
+        if node.stopping:            # (the proposals would fail the group before its first append joined)
+            raise self._error(ERR_SHUTTING_DOWN, "the node is shutting down")
+        group = self._group = _Group(self)
+        node.proposals.submit_open(group, time.monotonic() + self.request_timeout)
+        return group
+
+    def _error(self, code: int, message: str) -> BaseException:
+        """The exception an append meets for ERR_* `code` (NotLeader names the leader)."""
+        if code == ERR_NOT_LEADER:
+            node = self._node
+            leader = node.leader_id if node is not None else 0
+            return NotLeader(leader, (node.address_of(leader) or None) if node is not None else None)
+        if code == ERR_TIMEOUT:
+            return Timeout(f"{message} (request timeout {self.request_timeout} s)")
+        if code == ERR_SHUTTING_DOWN:
+            return Closed("the log was closed; the outcome is unknown")
+        if code == ERR_BAD_REQUEST:
+            return ValueError(message)
+        return RaftlogError(message)
 
     def _committed_signal(self) -> None:
         sig = self._signal
@@ -399,7 +493,7 @@ class RaftLog:
         got = [Entry(i, t, bytes(p)) for i, t, k, p in batch.entries(pos) if k == KIND_DATA]
         return got, pos + len(batch)
 
-    async def entries(self, start: int = 1, follow: bool = True) -> AsyncIterator[Entry]:
+    async def entries(self, start: int = 1, follow: bool = True) -> AsyncGenerator[Entry, None]:
         """Yield committed data entries from `start` in order; with follow, wait for new ones forever.
 
         Resume after a stop with `entries(last.index + 1)`. Compacted when `start` is

@@ -287,21 +287,29 @@ class RawNode:
         r = self.raft
         return SoftState(r.role, r.leader_id, r.term)
 
-    def has_ready(self) -> bool:
-        """True when ready() would return something (and no Ready is outstanding)."""
+    def has_ready(self, commit: bool = True) -> bool:
+        """True when ready() would return something (and no Ready is outstanding).
+
+        `commit=False`: a Ready that would only carry a moved commit index does not count.
+        Such a Ready persists nothing that must be durable (Raft re-learns the commit index),
+        so a runtime may leave it to the next Ready, which carries the hard state with its
+        entries (runtime/node.py does, after its own writes).
+        """
         if self._outstanding is not None:
             return False
         r = self.raft
         lg = r.log
-        if r.msgs or r.msgs_after_persist or lg.has_unstable() or r.pending_bcast or r.pending_bcast_commit:
+        if r.msgs or r.msgs_after_persist or lg.has_unstable():
             return True
+        if (r.pending_bcast or r.pending_bcast_commit) and len(r.progress) > 1:
+            return True          # (alone, the leader has nobody to send them to)
         if r.snapshot_chunks or r.pending_install is not None:
             return True
         if self._next_apply <= min(lg.committed, lg.stable) or r.conf is not self._prev_conf \
                 or r.read_states or r.pending_read_round:
             return True
         hs = self._prev_hs
-        if hs.term != r.term or hs.vote != r.vote or hs.commit != lg.committed:
+        if hs.term != r.term or hs.vote != r.vote or (commit and hs.commit != lg.committed):
             return True
         return self._prev_soft != self._soft()
 
@@ -376,7 +384,8 @@ class RawNode:
         return msgs
 
     def take_committed(self) -> list[tuple[int, RecordBatch]]:
-        """While a Ready is outstanding: committed entries, already durable here, not yet handed out.
+        """Committed entries, already durable here, not yet handed out (while a Ready is outstanding,
+        or between Readies).
 
         The caller applies them at once; they count as applied. Every entry is handed out
         exactly once, by this or by a Ready's `committed`, in index order.

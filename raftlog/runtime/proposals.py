@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import Callable, NamedTuple, Protocol
+from typing import Callable, NamedTuple, Optional, Protocol
 
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import ERR_BAD_REQUEST, ERR_INTERNAL, ERR_NOT_LEADER, ERR_SHUTTING_DOWN, ERR_TIMEOUT, RecordBatch
@@ -45,6 +45,13 @@ class Waiter(Protocol):
         """The request failed with an ERR_* code (ERR_NOT_LEADER: retry at the leader)."""
 
 
+class OpenRequest(Waiter, Protocol):
+    """A request whose records are gathered until it is proposed (the embedded appends of one turn)."""
+
+    def seal(self) -> RecordBatch:
+        """The request's records (at least one), final: nothing joins the request afterwards."""
+
+
 class _Pending(NamedTuple):
     last: int          # index of the request's last record
     term: int          # the term it was proposed in
@@ -55,7 +62,7 @@ class _Pending(NamedTuple):
 
 
 class _Waiting(NamedTuple):
-    records: RecordBatch
+    records: Optional[RecordBatch]     # None: an OpenRequest (the waiter), sealed when proposed
     waiter: Waiter
     deadline: float
 
@@ -94,6 +101,35 @@ class Proposals:
         self.staged.append(w)
         port.kick()
 
+    def submit_open(self, request: OpenRequest, deadline: float) -> None:
+        """Like submit, for a request that keeps taking records until the next flush proposes it (`request.seal()`).
+
+        It counts against the write budget once sealed; while it waits for budget in the
+        backlog it stays open, so it must bound its own size.
+        """
+        if self.stopping:
+            request.failed(ERR_SHUTTING_DOWN, "the node is shutting down")
+            return
+        w = _Waiting(None, request, deadline)
+        if self.backlog or not self.port.write_budget_left():
+            self._wait_for_budget(w)
+            return
+        self.staged.append(w)
+        self.port.kick()
+
+    def _seal(self, w: _Waiting) -> Optional[_Waiting]:
+        """Open request `w` with its records: sealed now and counted against the write budget.
+
+        None when sealing failed (the request was answered with the error).
+        """
+        try:
+            records = w.waiter.seal()      # type: ignore[attr-defined]
+        except Exception as exc:          # e.g. a payload too large for one record
+            w.waiter.failed(ERR_BAD_REQUEST, f"cannot encode the request: {exc}")
+            return None
+        self.port.note_unwritten(len(records), records.nbytes)
+        return _Waiting(records, w.waiter, w.deadline)
+
     def propose_now(self, records: RecordBatch) -> tuple[int, int]:
         """Propose `records` at once, after everything staged; `(first index, term)`.
 
@@ -123,6 +159,14 @@ class Proposals:
         if not staged:
             return
         self.staged = []
+        sealed: list[_Waiting] = []          # (every staged request is counted from here on)
+        for w in staged:
+            if w.records is None:
+                w = self._seal(w)
+                if w is None:
+                    continue
+            sealed.append(w)
+        staged = sealed
         if len(staged) > 1:
             try:
                 first, term = self.port.raw.propose(RecordBatch.concat([w.records for w in staged]))
@@ -167,10 +211,19 @@ class Proposals:
         `counted`: the request is already counted against the write budget (it was staged).
         """
         port = self.port
+        staged = counted
+        if not counted:
+            if not port.write_budget_left():
+                self._wait_for_budget(w)
+                return False
+            if w.records is None:         # an open request from the backlog: sealed now that it has budget
+                sealed = self._seal(w)
+                if sealed is None:
+                    return True
+                w, counted = sealed, True
         records = w.records
+        assert records is not None
         try:
-            if not counted and not port.write_budget_left():
-                raise ProposalDropped("the next transaction is full")
             first, term = port.raw.propose(records)
         except NotLeader:
             if counted:
@@ -189,8 +242,9 @@ class Proposals:
             return False
         w.waiter.proposed(first, term)
         self.track(first, len(records), term, w.deadline, w.waiter)
-        if not counted:      # (a staged request is proposed by the node's Ready pass itself)
-            port.note_unwritten(len(records), records.nbytes)
+        if not staged:       # (a staged request is proposed by the node's Ready pass itself)
+            if not counted:
+                port.note_unwritten(len(records), records.nbytes)
             port.kick()
         return True
 
@@ -243,7 +297,8 @@ class Proposals:
 
     # -- retries, deadlines, shutdown -------------------------------------------------------
     def retry(self) -> None:
-        """Propose what waited for budget (after an apply or a fresh write budget); `on_backlog(False)` once none waits."""
+        """Propose what waited for budget (after an apply or a fresh write budget); `on_backlog(False)`
+        once none waits."""
         self.flush()      # staged requests arrived before any now in the backlog
         backlog = self.backlog
         while backlog:

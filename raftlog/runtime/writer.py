@@ -4,11 +4,13 @@
   state, configuration) is one `storage.save`, i.e. one transaction, run on the single writer
   thread: LMDB write transactions are thread-bound, and py-lmdb releases the GIL during the
   commit, so the event loop keeps receiving, stepping and proposing while the fsync runs.
-- A follower's small write runs on the loop itself instead (see Writer.write).
+- A write with nothing to overlap with its fsync runs on the loop itself instead: a
+  follower's small write, a sole member's write (see Writer.write and Node._inline).
 - A Ready that only moves the commit index is no transaction of its own: Raft needs no
   durable commit index (it is re-learned from the leader), so that hard state rides with the
-  next write or is flushed after COMMIT_FLUSH_SECONDS; a follower then spends no fsync per
-  commit advance, which would delay the next AppendEntries behind it.
+  next write, or is written alone once COMMIT_FLUSH_SECONDS pass without a write; a follower
+  then spends no fsync per commit advance, which would delay the next AppendEntries behind
+  it, and a single node's append costs exactly one transaction.
 - Disk full: a write that fails for lack of space is retried every DISK_RETRY_SECONDS instead
   of stopping the node; nothing it carried is acknowledged meanwhile (`storage_error` says so
   in the status). Any other failure is fail-stop: the node stops and a restart recovers from
@@ -35,7 +37,7 @@ log = logging.getLogger("raftlog.node")
 DISK_RETRY_SECONDS = 0.5
 DISK_LOW_BYTES = 16 << 20
 INLINE_WRITE_ENTRIES = 64     # a follower writes up to this many entries on the loop thread (see Writer.write)
-COMMIT_FLUSH_SECONDS = 0.05   # a commit-only hard state waits at most this long for a write to join
+COMMIT_FLUSH_SECONDS = 0.05   # a commit-only hard state is written alone after this long without writes
 
 
 class Writer:
@@ -56,6 +58,7 @@ class Writer:
         self._inflight: Optional[asyncio.Future] = None
         self._deferred_hs: Any = None                 # a commit-only hard state not yet written
         self._deferred_timer: Optional[asyncio.TimerHandle] = None
+        self._last_write = 0.0                        # time.monotonic() when the last write began
         self._retry_handle: Optional[asyncio.TimerHandle] = None
         self._placeholder: Optional[asyncio.Future] = None   # stands in for a write waiting to be retried
         self._full_since = 0.0
@@ -68,21 +71,24 @@ class Writer:
         return self._inflight is not None
 
     # -- writing a Ready ------------------------------------------------------------------------
-    def write(self, rd: Any, hard_state: Any, inline: bool) -> None:
+    def write(self, rd: Any, hard_state: Any, inline: bool) -> bool:
         """Persist Ready `rd` with `hard_state` (or a deferred one) as one transaction; on_durable(rd) after it.
 
-        `inline`: run on the loop thread. For a follower's small write (at most
-        INLINE_WRITE_ENTRIES entries, no snapshot): it has nothing to overlap with its fsync
-        (its acknowledgement waits for it, and AppendEntries arriving meanwhile wait in the
-        socket and join the next write), and the two thread hand-offs cost 0.2-0.3 ms each on
-        a busy machine. Measured with `raftlog bench --clients 1 --inflight 1 --batch 1`,
-        alternating runs: p50 3.37/3.70/3.37 ms through the thread, 2.81/3.26/2.47 ms inline;
-        the throughput ceiling (large writes) still goes through the thread.
+        True when `rd` is durable and on_durable(rd) already ran (an inline write that
+        succeeded): the caller may take the next Ready at once. Otherwise on_durable runs
+        later, and a kick follows it.
+
+        `inline`: run on the loop thread, for writes with nothing to overlap with their fsync
+        (see Node._inline): the two thread hand-offs cost 0.2-0.3 ms each on a busy machine.
+        Measured with `raftlog bench --clients 1 --inflight 1 --batch 1`, alternating runs,
+        a follower's small writes: p50 3.37/3.70/3.37 ms through the thread, 2.81/3.26/2.47 ms
+        inline; the throughput ceiling (large writes) still goes through the thread.
         """
         if hard_state is None:
             hard_state = self._deferred_hs
         self._deferred_hs = None
-        self._run(rd, lambda: self._persist(rd, hard_state), inline)
+        self._last_write = time.monotonic()
+        return self._run(rd, lambda: self._persist(rd, hard_state), inline, synchronous=True)
 
     def _persist(self, rd: Any, hard_state: Any) -> None:
         """The Ready's whole write in one transaction (durable on return when sync)."""
@@ -98,37 +104,49 @@ class Writer:
 
     # -- commit-only hard states ----------------------------------------------------------------
     def defer(self, hard_state: Any) -> None:
-        """Keep a commit-only hard state for the next write; flush it after COMMIT_FLUSH_SECONDS if none comes."""
+        """Keep a commit-only hard state for the next write; write it alone once COMMIT_FLUSH_SECONDS
+        pass without one."""
         self._deferred_hs = hard_state
         if self._deferred_timer is None:
             self._deferred_timer = self._loop.call_later(COMMIT_FLUSH_SECONDS, self._flush_deferred)
 
     def _flush_deferred(self) -> None:
-        """Write the deferred hard state, unless a write is running (then try again later)."""
+        """Write the deferred hard state, unless a write ran lately or runs now (the next one carries it)."""
         self._deferred_timer = None
         if self._deferred_hs is None or self._stopping():
             return
-        if self._inflight is not None:
-            self.defer(self._deferred_hs)
+        quiet = time.monotonic() - self._last_write
+        if self._inflight is not None or quiet < COMMIT_FLUSH_SECONDS:
+            # Writes keep coming: each carries the hard state deferred before it, so a
+            # transaction of its own would only cost an fsync. Look again once they stop.
+            self._deferred_timer = self._loop.call_later(max(0.0, COMMIT_FLUSH_SECONDS - quiet), self._flush_deferred)
             return
         hs, self._deferred_hs = self._deferred_hs, None
+        self._last_write = time.monotonic()
         self._run(None, lambda: self.storage.save(hard_state=hs), inline=False)
 
     # -- running a write and taking its outcome --------------------------------------------------
-    def _run(self, rd: Any, write: Callable[[], None], inline: bool) -> None:
-        """Run `write` as the in-flight transaction (inline or on the writer thread); `_done` takes its outcome."""
+    def _run(self, rd: Any, write: Callable[[], None], inline: bool, synchronous: bool = False) -> bool:
+        """Run `write` as the in-flight transaction (inline or on the writer thread); `_done` takes its outcome.
+
+        `synchronous`: the caller takes the next Ready itself when this returns True (no kick).
+        """
         if inline:
-            fut = self._loop.create_future()
             try:
                 write()
-                fut.set_result(None)
             except Exception as exc:    # handled by _done exactly like a failed threaded write
-                fut.set_exception(exc)
-            self._done(rd, fut, write, inline)
-            return
+                return self._done(rd, exc, write, inline, synchronous)
+            return self._done(rd, None, write, inline, synchronous)
         fut = self._loop.run_in_executor(self._thread, write)
         self._inflight = fut
-        fut.add_done_callback(lambda f: self._done(rd, f, write, inline))
+        fut.add_done_callback(lambda f: self._threaded_done(rd, f, write))
+        return False
+
+    def _threaded_done(self, rd: Any, fut: asyncio.Future, write: Callable[[], None]) -> None:
+        """A write on the writer thread ended: take its outcome (unless the node gave up waiting for it)."""
+        self._inflight = None
+        if not fut.cancelled():
+            self._done(rd, fut.exception(), write, False, False)
 
     def _out_of_space(self, exc: BaseException) -> bool:
         """True when a failed write failed for lack of space (see DISK_LOW_BYTES)."""
@@ -160,14 +178,13 @@ class Writer:
                 self._run(rd, write, inline)
         self._retry_handle = self._loop.call_later(DISK_RETRY_SECONDS, retry)
 
-    def _done(self, rd: Any, fut: asyncio.Future, write: Callable[[], None], inline: bool) -> None:
+    def _done(self, rd: Any, exc: Optional[BaseException], write: Callable[[], None], inline: bool,
+              synchronous: bool) -> bool:
+        """Take a write's outcome; True when `rd` is durable and finished here and the caller goes on (synchronous)."""
         self._inflight = None
-        if fut.cancelled():
-            return
-        exc = fut.exception()
         if exc is not None and not self._stopping() and self._out_of_space(exc):
             self._disk_full(rd, write, inline, exc)   # the transaction was aborted whole: the same write can be redone
-            return
+            return False
         if exc is None and self.storage_error is not None:
             log.warning("node %d: storage writable again after %.1fs of disk full; resuming", self.node_id,
                         time.monotonic() - self._full_since)
@@ -177,14 +194,16 @@ class Writer:
             # cannot trust, so the node stops (fail-stop) and a restart recovers from disk.
             log.error("node %d: storage write failed, stopping: %r", self.node_id, exc)
             self._on_failure(exc)
-            return
+            return False
         self.writes += 1
         if self._stopping():
-            return
-        if rd is None:       # a deferred hard state was written: nothing to acknowledge
-            self._kick()
-            return
-        self._on_durable(rd)
+            return False
+        if rd is not None:       # (None: a deferred hard state was written: nothing to acknowledge)
+            self._on_durable(rd)
+            if synchronous:
+                return True
+        self._kick()
+        return False
 
     # -- shutdown -------------------------------------------------------------------------------
     async def close(self, save_deferred: bool) -> None:

@@ -272,7 +272,8 @@ class LmdbStorage:
     def save(self, *, hard_state: Optional[HardState] = None, truncate_from: int = 0,
              first_index: int = 0, records: Optional[RecordBatch] = None,
              conf_state: Optional[ConfState] = None) -> None:
-        """Atomically: drop entries >= truncate_from (0 = none), store `records` from first_index, set hard and conf state.
+        """Atomically: drop entries >= truncate_from (0 = none), store `records` from first_index,
+        set hard and conf state.
 
         PRECONDITION: first_index == last_index + 1 after the truncation (IndexError
         otherwise, nothing written). ONE write transaction; durable on return when sync.
@@ -431,7 +432,10 @@ class LmdbStorage:
         return self._files.incoming()
 
     def write_snapshot_chunk(self, meta: SnapshotMeta, offset: int, data: bytes) -> None:
-        """Append one received chunk to the partial snapshot, durably (offset 0 starts a new one). IndexError on a gap."""
+        """Append one received chunk to the partial snapshot, durably (offset 0 starts a new one).
+
+        IndexError on a gap.
+        """
         self._check_writable()
         self._files.append_chunk(meta, offset, data)
 
@@ -524,7 +528,8 @@ class LmdbStorage:
         return self._current().snapshot_file
 
     def corrupt_indexes(self, limit: int = 1000) -> list[int]:
-        """Indexes in [first_index, last_index] whose stored record fails its CRC or does not parse (at most `limit`)."""
+        """Indexes in [first_index, last_index] whose stored record fails its CRC or does not parse
+        (at most `limit`)."""
         bad: list[int] = []
         lo, last = self.first_index(), self.last_index()
         while lo <= last and len(bad) < limit:
@@ -580,7 +585,8 @@ class LmdbStorage:
         self.close()
 
     def __repr__(self) -> str:
-        return f"LmdbStorage({self._path!r}, node_id={self._identity.node_id}, cluster_id={self._identity.cluster_id!r})"
+        ident = self._identity
+        return f"LmdbStorage({self._path!r}, node_id={ident.node_id}, cluster_id={ident.cluster_id!r})"
 
     # ---------------------------------------------------------------- internals
 
@@ -622,7 +628,8 @@ class LmdbStorage:
         return IndexError(f"range [{lo}, {hi}) no longer held: the log is now empty")
 
     def _grow(self, need: int) -> None:
-        """Enlarge the map (no write txn is open here): at least double it, and leave room for `need` bytes twice over."""
+        """Enlarge the map (no write txn is open here): at least double it, and leave room for `need`
+        bytes twice over."""
         with self._map_lock:
             size = self._env.info()["map_size"]
             new = max(size * 2, size + 2 * need)
