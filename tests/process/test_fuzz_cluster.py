@@ -65,7 +65,7 @@ class StreamLog:
                     break
         if not frames or frames[0][0] != FRAME_HANDSHAKE:
             return set()
-        _, version, role, _nid, cluster, _auth = frames[0]
+        _, version, role, _nid, cluster, _auth, _incarnation = frames[0]
         if version != PROTOCOL_VERSION or role != ROLE_CLIENT or cluster != cluster_id:
             return set()
         out: set[bytes] = set()
