@@ -15,9 +15,10 @@ could crash the process (LMDB reads its file through a memory map: a page past t
 truncated file is SIGBUS, not an error):
 
 1. The dir decides what it is (`validate_data_dir`). Missing or empty: new, and a writable
-   open creates it; nothing else is ever taken as new. `data.mdb` missing while
-   `raftlog.lock`, `lock.mdb` or `snapshots/` are there: damaged (its log, term and vote are
-   gone), never new. Other files and no `data.mdb`: not a raftlog dir.
+   open creates it; nothing else is ever taken as new, except a creation that was
+   interrupted (below). `data.mdb` missing while `raftlog.lock`, `lock.mdb` or `snapshots/`
+   are there: damaged (its log, term and vote are gone), never new. Other files and no
+   `data.mdb`: not a raftlog dir.
 2. `data.mdb` is checked with plain reads (`read_data_file`): both LMDB meta pages (pages 0
    and 1: page number, meta flag, magic 0xBEEFC0DE, data version 1, page size, last page,
    the trees' root pages within it, transaction ids as LMDB writes them: page i holds the
@@ -30,6 +31,13 @@ truncated file is SIGBUS, not an error):
    environment without them is another program's data and is refused, never extended
    with raftlog's databases; another node's or cluster's identity, or another format, is
    IdentityMismatch. Only then is the environment opened for real.
+
+Creating a dir is atomic (`_create`): `DIR/creating.tmp/` is made first, then the writer
+lock; the environment is built in `creating.tmp/` with its format and identity committed
+and fsynced, and only then is its `data.mdb` renamed into the dir. A process killed on the
+way leaves `creating.tmp/` (with or without `raftlog.lock` beside it) and no `data.mdb`:
+nothing was stored yet, so the next writable open starts the creation again. `data.mdb`
+is never seen without raftlog's identity, and `raftlog.lock` alone still means damaged.
 
 `lock.mdb` missing beside a good `data.mdb` is fine: it is LMDB's reader table, holds no
 data, and `mdb_copy` or a plain copy of `data.mdb` (a backup) does not carry it. A writable
@@ -55,13 +63,14 @@ log = logging.getLogger("raftlog.storage")
 
 __all__ = ["Identity", "DataFile", "FORMAT_VERSION", "LOCK_FILE", "DATA_FILE", "LMDB_LOCK_FILE", "LOG_DB",
            "META_DB", "take_writer_lock", "release_writer_lock", "validate_data_dir", "read_data_file",
-           "open_environment", "last_txnid", "damaged_remedy"]
+           "open_environment", "last_txnid", "damaged_remedy", "fsync_dir"]
 
 FORMAT_VERSION = 1
 LOCK_FILE = "raftlog.lock"        # flock()ed by the one writer process of a data dir
 DATA_FILE = "data.mdb"            # LMDB's data file
 LMDB_LOCK_FILE = "lock.mdb"       # LMDB's reader table
 SNAPSHOT_DIR = "snapshots"
+CREATING_DIR = "creating.tmp"     # where a new environment is built before its data.mdb is renamed into the dir
 LOG_DB = b"log"                   # the named databases of the environment, created with the identity
 META_DB = b"meta"
 MAX_DBS = 4
@@ -350,7 +359,8 @@ def read_data_file(path: str, *, node_id: Optional[int] = None, walk: bool = Fal
 def validate_data_dir(path: str, *, node_id: Optional[int] = None, walk: bool = False) -> Optional[DataFile]:
     """What the dir at `path` holds, decided with plain reads: None when nothing is there (missing or empty).
 
-    Otherwise the checked data.mdb (read_data_file), or DataDirError: not a directory,
+    A creation that was interrupted (`creating.tmp/`, perhaps the writer lock beside it, no
+    data.mdb) is nothing too. Otherwise the checked data.mdb (read_data_file), or DataDirError: not a directory,
     raftlog's or LMDB's files without data.mdb (damaged, never new), other files without
     data.mdb (not a raftlog dir), or a data.mdb LMDB must not map.
     """
@@ -362,6 +372,9 @@ def validate_data_dir(path: str, *, node_id: Optional[int] = None, walk: bool = 
         raise DataDirError(path, "is not a directory", NOT_RAFTLOG_REMEDY) from None
     except OSError as exc:
         raise DataDirError(path, f"cannot be listed: {exc.strerror}", NOT_RAFTLOG_REMEDY) from None
+    if DATA_FILE not in names and _creation_interrupted(names):
+        return None
+    names = [n for n in names if n != CREATING_DIR]
     if not names:
         return None
     if DATA_FILE not in names:
@@ -372,6 +385,11 @@ def validate_data_dir(path: str, *, node_id: Optional[int] = None, walk: bool = 
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         raise DataDirError(path, f"holds {shown} but no {DATA_FILE}: not a raftlog data dir", NOT_RAFTLOG_REMEDY)
     return read_data_file(path, node_id=node_id, walk=walk)
+
+
+def _creation_interrupted(names: list[str]) -> bool:
+    """True when the listing is what a creation killed before its data.mdb was renamed in leaves."""
+    return CREATING_DIR in names and set(names) <= {CREATING_DIR, LOCK_FILE}
 
 
 # ---------------------------------------------------------------- the writer lock
@@ -529,28 +547,29 @@ def open_environment(path: str, *, node_id: Optional[int], cluster_id: Optional[
         raise ValueError("creating a data dir needs node_id and cluster_id")
     if found is None and (not isinstance(node_id, int) or node_id < 1):
         raise ValueError(f"node id must be a positive integer, got {node_id!r}")
-    if found is not None:
+    if found is None:
+        assert node_id is not None and cluster_id is not None
+        lock_fd: Optional[int] = _create(path, node_id, cluster_id, map_size)
+    else:
         _peek(path, found, node_id, cluster_id, verify)
-    lock_fd = None if readonly else take_writer_lock(path)
+        lock_fd = None if readonly else take_writer_lock(path)
     try:
-        if lock_fd is not None and (found is not None or os.path.exists(os.path.join(path, DATA_FILE))):
-            found = validate_data_dir(path, node_id=node_id)     # again, now that no other raftlog writer can change it
+        if lock_fd is not None:
+            validate_data_dir(path, node_id=node_id)     # again, now that no other raftlog writer can change it
+            _remove_creating(path)                       # what a creation killed after its rename left
         lock = not readonly or (reader_lock and os.path.exists(os.path.join(path, LMDB_LOCK_FILE)))
         try:
             env = lmdb.open(path, subdir=True, max_dbs=MAX_DBS, map_size=map_size, readonly=readonly,
-                            create=found is None, sync=sync, metasync=sync, lock=lock)
+                            create=False, sync=sync, metasync=sync, lock=lock)
         except lmdb.Error as exc:
             if "already open in this process" in str(exc):
                 raise RaftlogError(f"data dir {path} is already open in this process") from None
             raise DataDirError(path, f"LMDB refuses {DATA_FILE} ({exc})", damaged_remedy(node_id)) from None
         try:
-            if found is None:
-                identity = _create_identity(env, path, node_id, cluster_id)
-            else:
-                with env.begin() as txn:
-                    identity = _check_contents(env, txn, path, node_id, cluster_id, verify)
-                if not readonly and identity.incarnation == 0:
-                    identity = _give_incarnation(env, path, identity)
+            with env.begin() as txn:
+                identity = _check_contents(env, txn, path, node_id, cluster_id, verify)
+            if not readonly and identity.incarnation == 0:
+                identity = _give_incarnation(env, path, identity)
         except BaseException:
             env.close()
             raise
@@ -572,14 +591,58 @@ def _give_incarnation(env: lmdb.Environment, path: str, identity: Identity) -> I
     return identity
 
 
-def _create_identity(env: lmdb.Environment, path: str, node_id: Optional[int],
-                     cluster_id: Optional[str]) -> Identity:
-    """Create the databases and record format and identity in a new environment's first transaction."""
-    assert node_id is not None and cluster_id is not None
-    identity = Identity.new(cluster_id, node_id)
-    with env.begin(write=True) as txn:
-        env.open_db(LOG_DB, txn=txn)
-        meta_db = env.open_db(META_DB, txn=txn)
-        txn.put(_FORMAT, str(FORMAT_VERSION).encode(), db=meta_db)
-        txn.put(_IDENTITY, identity.to_json(), db=meta_db)
-    return identity
+def _create(path: str, node_id: int, cluster_id: str, map_size: int) -> int:
+    """Create a new data dir atomically (see the module docstring); returns the writer lock's fd.
+
+    When the writer lock shows another process finished creating it meanwhile, its dir is
+    left as it is (the caller validates it). RaftlogError when another process holds the lock.
+    """
+    creating = os.path.join(path, CREATING_DIR)
+    os.makedirs(creating, exist_ok=True)
+    fsync_dir(path)             # creating.tmp/ is durable before raftlog.lock, which alone would mean damaged
+    lock_fd = take_writer_lock(path)
+    try:
+        if not os.path.exists(os.path.join(path, DATA_FILE)):
+            _empty(creating)
+            env = lmdb.open(creating, subdir=True, max_dbs=MAX_DBS, map_size=map_size, create=True,
+                            sync=True, metasync=True, lock=False)
+            try:
+                identity = Identity.new(cluster_id, node_id)
+                with env.begin(write=True) as txn:
+                    env.open_db(LOG_DB, txn=txn)
+                    meta_db = env.open_db(META_DB, txn=txn)
+                    txn.put(_FORMAT, str(FORMAT_VERSION).encode(), db=meta_db)
+                    txn.put(_IDENTITY, identity.to_json(), db=meta_db)
+            finally:
+                env.close()
+            os.rename(os.path.join(creating, DATA_FILE), os.path.join(path, DATA_FILE))
+            fsync_dir(path)
+            log.info("created data dir %s for node %d of cluster %s", path, node_id, cluster_id)
+        _remove_creating(path)
+    except BaseException:
+        release_writer_lock(lock_fd)
+        raise
+    return lock_fd
+
+
+def _empty(directory: str) -> None:
+    """Remove the files in `directory` (what an interrupted creation left in creating.tmp/)."""
+    for name in os.listdir(directory):
+        os.unlink(os.path.join(directory, name))
+
+
+def _remove_creating(path: str) -> None:
+    """Remove `creating.tmp/` (under the writer lock, once data.mdb is in place), if it is there."""
+    creating = os.path.join(path, CREATING_DIR)
+    if os.path.isdir(creating):
+        _empty(creating)
+        os.rmdir(creating)
+
+
+def fsync_dir(path: str) -> None:
+    """fsync the directory `path`, making the renames and creations in it durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

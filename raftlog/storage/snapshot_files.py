@@ -31,6 +31,7 @@ from typing import AbstractSet, Any, Iterable, Iterator, Optional
 
 from raftlog.core.messages import ConfState, SnapshotMeta
 from raftlog.errors import CorruptLogError
+from raftlog.storage.datadir import fsync_dir
 
 __all__ = ["SnapshotFiles", "encode_snapshot_record", "decode_snapshot_record", "file_size_crc32"]
 
@@ -177,7 +178,7 @@ class SnapshotFiles:
             if self._sync:
                 os.fsync(f.fileno())
         if offset == 0 and self._sync:
-            _fsync_dir(self._dir)
+            fsync_dir(self._dir)
 
     def promote_incoming(self, meta: SnapshotMeta) -> str:
         """Make the complete incoming snapshot `meta` a snapshot file durably; returns its name.
@@ -194,7 +195,7 @@ class SnapshotFiles:
         with open(part, "rb") as f:
             os.fsync(f.fileno())
         os.replace(part, self.path(name))
-        _fsync_dir(self._dir)
+        fsync_dir(self._dir)
         return name
 
     def forget_incoming(self) -> None:
@@ -229,15 +230,6 @@ def pieces(data: Any) -> Iterator[bytes]:
             yield bytes(piece)
 
 
-def _fsync_dir(path: str) -> None:
-    """fsync the directory `path`, making the renames and creations in it durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_file_durably(directory: str, name: str, pieces: Iterable[bytes], sync: bool) -> tuple[int, int]:
     """Write `pieces` to directory/name via a temp file: write, fsync, rename, fsync the dir. Returns (size, crc32).
 
@@ -261,7 +253,7 @@ def _write_file_durably(directory: str, name: str, pieces: Iterable[bytes], sync
         _remove_quietly(tmp)
         raise
     if sync:
-        _fsync_dir(directory)
+        fsync_dir(directory)
     return size, crc
 
 

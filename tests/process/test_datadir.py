@@ -14,10 +14,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import shutil
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -238,3 +241,38 @@ def test_a_hard_state_past_the_log_is_refused_on_open(made, tmp_path):
     with pytest.raises(raftlog.DataDirError, match="commit index 99 is past the last entry 6"):
         raftlog.open_sync(str(d))
     assert fingerprint(d) == before
+
+
+CREATE = """
+import os, sys
+from raftlog.storage.lmdb import LmdbStorage
+os.write(1, b"ready\\n")
+LmdbStorage.open(sys.argv[1], node_id=1, cluster_id="c").close()
+os.write(1, b"created\\n")
+"""
+INTERRUPTED_CREATIONS = 5         # kills that must land inside a creation (creating.tmp/ left behind)
+
+
+def test_a_creation_killed_at_any_moment_is_created_again(tmp_path):
+    """SIGKILL at random moments of creating a dir: the next open creates or opens it, never refuses it."""
+    rng = random.Random(13)
+    interrupted = 0
+    for attempt in range(40 * INTERRUPTED_CREATIONS):
+        if interrupted >= INTERRUPTED_CREATIONS:
+            break
+        path = tmp_path / f"node-{attempt}"
+        child = subprocess.Popen([sys.executable, "-c", CREATE, str(path)], stdout=subprocess.PIPE)
+        try:
+            assert child.stdout.readline() == b"ready\n"
+            time.sleep(rng.uniform(0, 0.02))
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        finally:
+            child.kill()
+            child.wait()
+            child.stdout.close()
+        interrupted += path.exists() and "data.mdb" not in os.listdir(path) and os.listdir(path) != []
+        with LmdbStorage.open(str(path), node_id=1, cluster_id="c") as s:
+            assert s.last_index() == 0
+        assert sorted(os.listdir(path)) == ["data.mdb", "lock.mdb", "raftlog.lock"]
+    assert interrupted >= INTERRUPTED_CREATIONS, f"only {interrupted} kills landed inside a creation"
