@@ -1,4 +1,4 @@
-"""The scale table of README: `raftlog bench` ceilings by cluster size and by payload size.
+"""The scale table of docs/benchmarks.md: `raftlog bench` ceilings by cluster size and by payload size.
 
 Run: python bench/scale.py [--duration 10] > table.md
 

@@ -1,7 +1,7 @@
 """The wire and record constants, written once: both codec twins and the facade import them from here.
 
 Record kinds, frame types, handshake roles, error codes and read consistencies are part of
-the formats (see README's Formats section): a change here is a protocol change.
+the formats (see docs/formats.md): a change here is a protocol change.
 """
 from __future__ import annotations
 

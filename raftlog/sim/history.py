@@ -182,7 +182,7 @@ class Report:
         return not self.violations
 
     def summary(self) -> str:
-        """One line of counts (what the README's guarantees section quotes)."""
+        """One line of counts (what docs/guarantees.md quotes)."""
         return (f"{self.appends_ok} acknowledged appends, {self.appends_failed} failed, {self.appends_unknown} unknown "
                 f"({self.unknown_present} of them committed), {self.reads_ok} reads ({self.entries_read} entries read, "
                 f"{self.reads_checked_linearizable} checked as linearizable, {self.stale_reads} stale), "

@@ -1,6 +1,6 @@
 """The handshake that opens every connection: how a node's is written and when one is acceptable.
 
-DESIGN.md section 5: the connecting side sends its handshake first (a node dialing a peer
+docs/formats.md, Handshake: the connecting side sends its handshake first (a node dialing a peer
 sends `node_handshake(...)`, a client the same frame with ROLE_CLIENT); the accepting side
 checks magic, version and cluster id with `check_handshake` (runtime/listener.py adds, for a
 peer, that the id is a member) and answers with its own `node_handshake`, or with an error

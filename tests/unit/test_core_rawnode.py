@@ -63,7 +63,7 @@ class Cluster:
 
 def test_importing_core_loads_nothing_above_it() -> None:
     """The engine is pure: importing every module of raftlog.core loads no storage, runtime or
-    simulator module, and neither asyncio, socket nor lmdb (README, Architecture)."""
+    simulator module, and neither asyncio, socket nor lmdb (docs/architecture.md, section 1)."""
     code = ("import importlib, pkgutil, sys, raftlog.core as core; "
             "[importlib.import_module('raftlog.core.' + m.name) for m in pkgutil.iter_modules(core.__path__)]; "
             "bad = sorted(m for m in sys.modules if m in ('asyncio', 'socket', 'lmdb') "

@@ -1,7 +1,7 @@
 """bench/embedded_peers.py runs end to end at tiny sizes: every system, every workload, the counts, the JSON.
 
 No figure is asserted (speed is measured, not tested): only that each run appended and
-stored what it says, and that the summary has what the README table is made from.
+stored what it says, and that the summary has what docs/benchmarks-embedded.md's table is made from.
 """
 from __future__ import annotations
 
