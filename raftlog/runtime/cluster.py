@@ -70,9 +70,10 @@ class LocalCluster:
         self._exited = threading.Event()
 
     def start(self) -> None:
-        """Start every node; each one's log lines are printed as `[node i] ...`."""
-        for i in self.addresses:
+        """Start every node, print `[node i] pid P, HOST:PORT, DIR` (the PID to kill for a failover), then its log lines as `[node i] ...`."""
+        for i, address in self.addresses.items():
             proc = self.nodes.start(i)
+            self._print(f"[node {i}] pid {proc.pid}, {address}, {os.path.join(self.data_dir, f'node{i}')}")
             threading.Thread(target=self._pump, args=(i, proc), daemon=True).start()
 
     def _pump(self, node_id: int, proc: subprocess.Popen) -> None:

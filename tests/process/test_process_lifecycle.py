@@ -130,6 +130,15 @@ def test_cluster_command_streams_roles_and_ctrl_c_stops_everything(tmp_path):
         wait_for("a leader line", lambda: any("became leader for term" in ln for ln in lines))
         wait_for("three nodes", lambda: len(children_of(proc.pid)) == 3)
         kids = children_of(proc.pid)
+        for i in (1, 2, 3):        # each node's PID, address and data dir, so a user can kill one
+            wait_for(f"node {i}'s pid line", lambda: any(ln.startswith(f"[node {i}] pid ") for ln in lines))
+            line = next(ln for ln in lines if ln.startswith(f"[node {i}] pid "))
+            pid = int(line.split()[3].rstrip(","))
+            assert pid in kids, (line, kids)
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            assert argv[argv.index(b"--id") + 1] == str(i).encode(), (line, argv)
+            assert line.endswith(f", 127.0.0.1:{base + i - 1}, {tmp_path / 'c' / f'node{i}'}\n"), line
         peers = ",".join(f"127.0.0.1:{base + i}" for i in range(3))
         follow = subprocess.Popen([sys.executable, "-m", "raftlog", "read", "--peers", peers, "--follow"],
                                   stdout=subprocess.PIPE, text=True)
