@@ -70,7 +70,10 @@ class LocalCluster:
         self._exited = threading.Event()
 
     def start(self) -> None:
-        """Start every node, print `[node i] pid P, HOST:PORT, DIR` (the PID to kill for a failover), then its log lines as `[node i] ...`."""
+        """Start every node: print `[node i] pid P, HOST:PORT, DIR` (to kill one for a failover), then its log.
+
+        Each log line is printed as `[node i] ...`.
+        """
         for i, address in self.addresses.items():
             proc = self.nodes.start(i)
             self._print(f"[node {i}] pid {proc.pid}, {address}, {os.path.join(self.data_dir, f'node{i}')}")

@@ -131,8 +131,9 @@ def test_cluster_command_streams_roles_and_ctrl_c_stops_everything(tmp_path):
         wait_for("three nodes", lambda: len(children_of(proc.pid)) == 3)
         kids = children_of(proc.pid)
         for i in (1, 2, 3):        # each node's PID, address and data dir, so a user can kill one
-            wait_for(f"node {i}'s pid line", lambda: any(ln.startswith(f"[node {i}] pid ") for ln in lines))
-            line = next(ln for ln in lines if ln.startswith(f"[node {i}] pid "))
+            prefix = f"[node {i}] pid "
+            line = wait_for(f"node {i}'s pid line",
+                            lambda p=prefix: next((ln for ln in lines if ln.startswith(p)), None))
             pid = int(line.split()[3].rstrip(","))
             assert pid in kids, (line, kids)
             with open(f"/proc/{pid}/cmdline", "rb") as f:
