@@ -1,10 +1,11 @@
 """README's transcripts, produced by running them: every block README shows as real output comes from here.
 
     python docs/transcripts.py            # run every session, compare with README; exit 1 and a diff if stale
-    python docs/transcripts.py --write    # run every session and rewrite README's copies
+    python docs/transcripts.py --write    # run every session, rewrite the blocks whose content changed
 
-A transcript block in README.md sits between `<!-- transcript: NAME -->` and the closing fence
-of the code block after it. An example program README shows sits after
+A transcript block sits between `<!-- transcript: NAME -->` and the closing fence of the code
+block after it, in README.md or in one of the docs pages listed in FILES (docs/operations.md
+shows `raftlog inspect` of the quickstart's data). An example program README shows sits after
 `<!-- example: FILE -->`; the sessions below run that program as README shows it, so an
 example that stops working fails the check too.
 
@@ -51,6 +52,7 @@ from typing import IO, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 README = os.path.join(os.path.dirname(HERE), "README.md")
+FILES = [README, os.path.join(HERE, "operations.md")]      # where transcript blocks may sit
 SHOWN_BASE_PORT = 7001          # the ports README shows: raftlog cluster's default --base-port
 NODES = 3
 DEADLINE = 30.0                 # seconds for anything that should take well under one
@@ -71,13 +73,13 @@ def _block_span(text: str, marker: str) -> tuple[int, int]:
     """(start, end) of the body of the first fenced code block after `marker`; TranscriptError if absent."""
     at = text.find(marker)
     if at < 0:
-        raise TranscriptError(f"README.md has no {marker}")
+        raise TranscriptError(f"no {marker}")
     fence = re.compile(r"^```[^\n]*\n", re.M).search(text, at)
     if fence is None:
-        raise TranscriptError(f"no code block after {marker} in README.md")
+        raise TranscriptError(f"no code block after {marker}")
     end = text.find("\n```", fence.end() - 1)
     if end < 0:
-        raise TranscriptError(f"the code block after {marker} in README.md is not closed")
+        raise TranscriptError(f"the code block after {marker} is not closed")
     return fence.end(), end + 1
 
 
@@ -148,7 +150,7 @@ class Renumbering:
 
         def ident(m: re.Match[str]) -> str:
             return f"{m.group(1)}{mark}{self.perm.get(int(m.group(2)), int(m.group(2)))}"
-        text = re.sub(r"(\bnode |\bpeer |\bnode|--id )(\d+)\b", ident, text)
+        text = re.sub(r"(\bnode |\bpeer |\bnode|--id |\bvote )(\d+)\b", ident, text)
         lines = [self._table_row(line, header) for line, header in _with_table_headers(text.split("\n"))]
         return _sort_id_runs("\n".join(lines)).replace(mark, "")
 
@@ -405,10 +407,13 @@ def quickstart(readme: str) -> dict[str, str]:
         wait_for("read --follow to print the last append", lambda: f"{last}\tafter-failover" in s.file("follow.txt"))
         s.run("cat follow.txt")
         s.run("grep 'became leader\\|killed' cluster.log")
+        stop_at = len(s.lines)
         (other,) = survivors - {second}
         renumber = Renumbering({first: 1, second: 2, other: 3},
                                {i: s.base_port + i - 1 for i in range(1, NODES + 1)})
-        transcripts = {"quickstart": renumber.apply(s.text())}
+        s.run(f"raftlog inspect raftlog-cluster/node{second} --from 3 --to 4")
+        transcripts = {"quickstart": renumber.apply("\n".join(s.lines[:stop_at]) + "\n"),
+                       "inspect": renumber.apply("\n".join(s.lines[stop_at:]) + "\n")}
 
         s.lines = []
         with open(os.path.join(s.tmp, "client_example.py"), "w") as f:
@@ -445,45 +450,56 @@ def run_sessions(readme: str, log: Callable[[str], None]) -> dict[str, str]:
     return out
 
 
+def _holder(texts: dict[str, str], name: str) -> str:
+    """The file of FILES that holds transcript `name`'s marker; TranscriptError if none does."""
+    for path, text in texts.items():
+        if transcript_marker(name) in text:
+            return path
+    raise TranscriptError(f"no file of {', '.join(map(os.path.relpath, texts))} has {transcript_marker(name)}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--write", action="store_true", help="rewrite README's transcripts instead of checking them")
-    parser.add_argument("--readme", default=README, help="the README to check or rewrite")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--write", action="store_true", help="rewrite the transcripts instead of checking them")
     args = parser.parse_args(argv)
-    with open(args.readme) as f:
-        readme = f.read()
+    texts = {}
+    for path in FILES:
+        with open(path) as f:
+            texts[path] = f.read()
+
     def log(msg: str) -> None:
         print(msg, file=sys.stderr)
     try:
-        fresh = run_sessions(readme, log)
+        fresh = run_sessions(texts[README], log)
+        holders = {name: _holder(texts, name) for name in fresh}
     except TranscriptError as exc:
         print(f"transcripts: {exc}", file=sys.stderr)
         return 1
     if args.write:
-        for name, body in fresh.items():
-            readme = replace_block(readme, transcript_marker(name), body)
-        with open(args.readme, "w") as f:
-            f.write(readme)
-        print(f"rewrote {len(fresh)} transcripts in {args.readme}: {', '.join(fresh)}")
+        # A block that differs only in what normalise() hides (times, pids) is left as it is,
+        # so rewriting after a merge changes only the transcripts whose content changed.
+        changed = [name for name, body in fresh.items()
+                   if normalise(readme_block(texts[holders[name]], transcript_marker(name))) != normalise(body)]
+        for name in changed:
+            texts[holders[name]] = replace_block(texts[holders[name]], transcript_marker(name), fresh[name])
+        for path in {holders[name] for name in changed}:
+            with open(path, "w") as f:
+                f.write(texts[path])
+        print(f"rewrote {len(changed)} of {len(fresh)} transcripts: {', '.join(changed) or 'none changed'}")
         return 0
     stale = 0
     for name, body in fresh.items():
-        try:
-            old = readme_block(readme, transcript_marker(name))
-        except TranscriptError as exc:
-            print(f"transcripts: {exc}", file=sys.stderr)
-            stale += 1
-            continue
+        old = readme_block(texts[holders[name]], transcript_marker(name))
         if normalise(old) != normalise(body):
             stale += 1
+            where = f"{os.path.relpath(holders[name])} ({name})"
             diff = difflib.unified_diff(normalise(old).splitlines(), normalise(body).splitlines(),
-                                        f"README.md ({name})", "what the commands print now", lineterm="")
+                                        where, "what the commands print now", lineterm="")
             print("\n".join(diff))
     if stale:
-        print(f"{stale} of {len(fresh)} transcripts in README.md are stale: run python docs/transcripts.py --write",
-              file=sys.stderr)
+        print(f"{stale} of {len(fresh)} transcripts are stale: run python docs/transcripts.py --write", file=sys.stderr)
         return 1
-    print(f"{len(fresh)} transcripts match README.md: {', '.join(fresh)}")
+    print(f"{len(fresh)} transcripts match: {', '.join(fresh)}")
     return 0
 
 
