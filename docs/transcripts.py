@@ -249,7 +249,8 @@ class Session:
         self.lines: list[str] = []
         self.env = dict(os.environ)
         self.env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + self.env.get("PATH", "")
-        self.env.pop("RAFTLOG_PURE", None)
+        for name in [n for n in self.env if n.startswith("RAFTLOG_")]:
+            del self.env[name]             # the commands run as a new user's would: no RAFTLOG_PEERS, no RAFTLOG_PURE
         self.jobs: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
 
     def real(self, text: str) -> str:
@@ -402,7 +403,7 @@ def quickstart(readme: str) -> dict[str, str]:
         if second_term != 2:
             raise Rerun(f"the election after the kill ended in term {second_term}, not 2")
         out = s.run("raftlog append --peers $PEERS after-failover")
-        last = int(out.split()[-1])
+        last = int(re.findall(r"^(\d+)$", out, re.M)[-1])      # the index line, whatever else append prints
         s.run("raftlog status --peers $PEERS")
         wait_for("read --follow to print the last append", lambda: f"{last}\tafter-failover" in s.file("follow.txt"))
         s.run("cat follow.txt")
