@@ -29,7 +29,8 @@ What runs is what README shows, with these differences, and only these:
 Terms and indexes are not normalised: they are the point of the quickstart. An election that
 needs a second round (a split vote, which the randomized timeouts make rare) gives other terms
 than README's; the session is then run again, at most three times in all, and the reason is
-printed. Any other difference is a stale README: run with --write and review the diff.
+printed; so is a run whose cluster lost a port to another program between choosing and binding
+it. Any other difference is a stale README: run with --write and review the diff.
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ class TranscriptError(Exception):
 
 
 class Rerun(Exception):
-    """The run was valid but not the one README shows (an election needed a second round)."""
+    """The run was valid but not one README can show: an election needed a second round, a port was taken."""
 
 
 # ---- README blocks ---------------------------------------------------------------------------
@@ -363,9 +364,20 @@ def _status(s: Session) -> list[dict]:
     return list(json.loads(proc.stdout))
 
 
-def _leader(s: Session, among: set[int]) -> tuple[int, int]:
+def _check_cluster(s: Session, cluster: subprocess.Popen[bytes]) -> None:
+    """Rerun when `raftlog cluster` lost a port to another program; TranscriptError when it stopped otherwise."""
+    if cluster.poll() is None:
+        return
+    log = s.file("cluster.log")
+    if "in use" in log:
+        raise Rerun("another program took one of the cluster's ports")
+    raise TranscriptError(f"raftlog cluster exited with status {cluster.returncode}:\n{log[-3000:]}")
+
+
+def _leader(s: Session, cluster: subprocess.Popen[bytes], among: set[int]) -> tuple[int, int]:
     """(leader id, term) once every member of `among` answers and names the same leader, which leads."""
     def agreed() -> Optional[tuple[int, int]]:
+        _check_cluster(s, cluster)
         rows = {r["id"]: r for r in _status(s) if r["id"] in among}
         leaders = {r.get("leader") for r in rows.values()}
         if len(rows) != len(among) or len(leaders) != 1:
@@ -382,11 +394,12 @@ def _pids(cluster_log: str) -> dict[int, int]:
 
 
 def quickstart(readme: str) -> dict[str, str]:
-    """The quickstart: a 3-node cluster, appends, a follower, status, the leader killed, and the Client example."""
+    """The quickstart (3 nodes, appends, a follower, the leader killed), then inspect and the Client example."""
     with session() as s:
-        s.start("raftlog cluster -n 3 > cluster.log 2>&1")
-        wait_for("the cluster's pid lines", lambda: len(_pids(s.file("cluster.log"))) == NODES)
-        first, first_term = _leader(s, set(range(1, NODES + 1)))
+        cluster = s.start("raftlog cluster -n 3 > cluster.log 2>&1")
+        wait_for("the cluster's pid lines",
+                 lambda: _check_cluster(s, cluster) or len(_pids(s.file("cluster.log"))) == NODES)
+        first, first_term = _leader(s, cluster, set(range(1, NODES + 1)))
         if first_term != 1:
             raise Rerun(f"the first election took {first_term} terms")
         s.set_var("PEERS", PEERS)
@@ -399,7 +412,7 @@ def quickstart(readme: str) -> dict[str, str]:
         s.run(f"kill -9 {pid}", comment="the leader's pid")
         wait_for("the cluster to report the kill", lambda: "killed by SIGKILL" in s.file("cluster.log"))
         survivors = set(range(1, NODES + 1)) - {first}
-        second, second_term = _leader(s, survivors)
+        second, second_term = _leader(s, cluster, survivors)
         if second_term != 2:
             raise Rerun(f"the election after the kill ended in term {second_term}, not 2")
         out = s.run("raftlog append --peers $PEERS after-failover")
@@ -437,7 +450,7 @@ SESSIONS: list[Callable[[str], dict[str, str]]] = [quickstart, embedding]
 
 
 def run_sessions(readme: str, log: Callable[[str], None]) -> dict[str, str]:
-    """Every transcript by name, each session run until its elections are the ones README shows (ATTEMPTS)."""
+    """Every transcript by name; a session is run again (ATTEMPTS in all) while its run is not one README can show."""
     out: dict[str, str] = {}
     for run in SESSIONS:
         for attempt in range(1, ATTEMPTS + 1):
@@ -446,8 +459,9 @@ def run_sessions(readme: str, log: Callable[[str], None]) -> dict[str, str]:
                 break
             except Rerun as why:
                 log(f"{run.__name__}: {why}; running it again ({attempt} of {ATTEMPTS})")
+                last = why
         else:
-            raise TranscriptError(f"{run.__name__}: no run in {ATTEMPTS} had the elections README shows")
+            raise TranscriptError(f"{run.__name__}: none of {ATTEMPTS} runs was one README can show (last: {last})")
     return out
 
 
