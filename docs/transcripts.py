@@ -383,9 +383,9 @@ def _leader(s: Session, cluster: subprocess.Popen[bytes], among: set[int]) -> tu
         if len(rows) != len(among) or len(leaders) != 1:
             return None
         leader = leaders.pop()
-        if leader not in rows or rows[leader]["role"] != "leader":
+        if not isinstance(leader, int) or leader not in rows or rows[leader]["role"] != "leader":
             return None
-        return leader, rows[leader]["term"]
+        return leader, int(rows[leader]["term"])
     return wait_for(f"a leader that all of nodes {sorted(among)} follow", agreed)  # type: ignore[return-value]
 
 
@@ -397,8 +397,11 @@ def quickstart(readme: str) -> dict[str, str]:
     """The quickstart (3 nodes, appends, a follower, the leader killed), then inspect and the Client example."""
     with session() as s:
         cluster = s.start("raftlog cluster -n 3 > cluster.log 2>&1")
-        wait_for("the cluster's pid lines",
-                 lambda: _check_cluster(s, cluster) or len(_pids(s.file("cluster.log"))) == NODES)
+
+        def pid_lines() -> bool:
+            _check_cluster(s, cluster)
+            return len(_pids(s.file("cluster.log"))) == NODES
+        wait_for("the cluster's pid lines", pid_lines)
         first, first_term = _leader(s, cluster, set(range(1, NODES + 1)))
         if first_term != 1:
             raise Rerun(f"the first election took {first_term} terms")
