@@ -559,7 +559,14 @@ class Client:
         if self._loop.is_closed():
             coro.close()
             raise Closed("the client is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Interrupted while waiting (Ctrl-C): cancel the request's task, so that closing the
+            # client does not fail it with "client closed" and leave it pending in a stopped loop.
+            future.cancel()
+            raise
 
     def __enter__(self) -> "Client":
         return self
