@@ -184,10 +184,10 @@ def make_registry(node: Any, stats: NodeStats, liveness: Liveness) -> Any:
 
 
 async def serve_metrics(node: Any, address: str) -> Any:
-    """Start counting for `node` (a runtime Node, started) and serve /metrics and /health on `address`.
+    """Start counting for `node` (a runtime Node, starting: engine and listener made) and serve /metrics, /health.
 
-    Sets the node's `stats` and `liveness` and hands `stats` to its write path, proposals and
-    listener; returns the started MetricsServer (close it when the node stops).
+    Sets the node's `stats` and `liveness` and hands `stats` to its proposals and listener (the
+    node hands it to its write path); returns the started MetricsServer (closed when the node stops).
     """
     from raftlog.runtime.metrics_http import MetricsServer
     from raftlog.runtime.stats import error_name
@@ -196,7 +196,6 @@ async def serve_metrics(node: Any, address: str) -> Any:
     liveness = Liveness()
     node.stats, node.liveness = stats, liveness
     node.proposals.stats = stats
-    node.writer.stats = stats
     if node.listener is not None:
         node.listener.on_refuse = lambda code: stats.refused.update((error_name(code),))
     server = MetricsServer(address, make_registry(node, stats, liveness), lambda: verdict(node, liveness))

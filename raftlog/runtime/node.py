@@ -228,27 +228,36 @@ class Node:
             if self.cfg.listen:
                 host, port = parse_address(self.cfg.address)
                 await self.listener.start(host, port)
+            if self.cfg.metrics:
+                await self._serve_metrics(self.cfg.metrics)
         except BaseException:
             self.storage.close()
             raise
         self.writer = Writer(self.node_id, self.cfg.data_dir, self.storage, self._loop, on_durable=self._finish,
                              on_failure=self._fail, kick=self.kick, stopping=lambda: self._stopping)
+        self.writer.stats = self.stats
         if self.cfg.join:
             self.peers.accept_unknown = True    # we learn the members from the log
         self.peers.start()
         if self._make_joiner is not None and self.cfg.join:
             self.joiner = self._make_joiner(self)
             self.joiner.start()
-        if self.cfg.metrics:
-            from raftlog.runtime.metrics import serve_metrics
-            self.metrics_server = await serve_metrics(self, self.cfg.metrics)
-            log.info("node %d serving metrics on http://%s/metrics and /health", self.node_id,
-                     self.metrics_server.bound)
         self._tick_origin = time.monotonic()
         self._schedule_tick()
         log.info("node %d listening on %s (cluster %s, term %d, last index %d, commit %d)", self.node_id,
                  self.cfg.address, self.cfg.cluster_id, self.raw.term, self.raw.last_index, self.raw.commit_index)
         self.kick()
+
+    async def _serve_metrics(self, address: str) -> None:
+        """Start counting and serve /metrics and /health on `address` (the listener is closed if that fails)."""
+        from raftlog.runtime.metrics import serve_metrics
+        try:
+            self.metrics_server = await serve_metrics(self, address)
+        except BaseException:
+            assert self.listener is not None
+            await self.listener.close()
+            raise
+        log.info("node %d serving metrics on http://%s/metrics and /health", self.node_id, self.metrics_server.bound)
 
     async def wait_stopped(self) -> None:
         """Return once the node has stopped (stop() called, or a fatal storage error)."""
