@@ -108,7 +108,6 @@ class Writer:
                      conf_state=rd.conf_state)
         if stats is not None:
             stats.transaction_seconds.observe(time.perf_counter() - started)
-            stats.commit_seconds.observe(storage.commit_seconds)
             stats.transaction_entries.observe(len(entries) if entries is not None else 0)
 
     # -- commit-only hard states ----------------------------------------------------------------
@@ -207,6 +206,8 @@ class Writer:
             self._on_failure(exc)
             return False
         self.writes += 1
+        if self.stats is not None:      # (one write at a time: the storage's last commit is this write's)
+            self.stats.commit_seconds.observe(self.storage.commit_seconds)
         if self._stopping():
             return False
         if rd is not None:       # (None: a deferred hard state was written: nothing to acknowledge)
