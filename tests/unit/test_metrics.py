@@ -255,3 +255,17 @@ def test_status_check_verdicts() -> None:
     code, line = verdict({"a": _st(1, "leader", 2, three), "b": _st(2, "candidate", 3), "c": None})
     assert code == UNHEALTHY and line.startswith("no leader in term 3")      # a deposed leader does not count
     assert verdict({"a": _st(1, "follower", 4), "b": None})[0] == UNHEALTHY
+
+
+def test_health_of_a_follower_follows_when_it_last_heard_its_leader() -> None:
+    from types import SimpleNamespace
+
+    from raftlog.runtime.health import Liveness, verdict as health
+    node = SimpleNamespace(node_id=1, stopping=False, cfg=SimpleNamespace(election_timeout_ms=(150, 300)),
+                           raw=SimpleNamespace(role="follower", term=3, leader_id=2))
+    liveness = Liveness()
+    assert health(node, liveness, now=100.0) == (False, "leader 2 of term 3 last heard never (limit 300 ms)")
+    liveness.heard(2, 99.9)
+    assert health(node, liveness, now=100.0) == (True, "follower of leader 2 in term 3, heard 100 ms ago")
+    liveness.heard(3, 100.5)      # another member's message is not the leader's
+    assert health(node, liveness, now=100.5) == (False, "leader 2 of term 3 last heard 600 ms ago (limit 300 ms)")
