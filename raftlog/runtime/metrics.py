@@ -133,7 +133,8 @@ class NodeCollector:
         transport = node.peers
         connected = GaugeMetricFamily("raftlog_peer_connected", "1 while the connection to the peer is up",
                                       labels=["node", "peer"])
-        dropped = CounterMetricFamily("raftlog_peer_dropped_messages", "Messages to the peer dropped (queue full)",
+        dropped = CounterMetricFamily("raftlog_peer_dropped_messages",
+                                      "Messages to the peer dropped (no connection, or its queue full)",
                                       labels=["node", "peer"])
         if transport is not None:
             for peer in sorted(p for p in node.cfg.peers if p != node.node_id):
