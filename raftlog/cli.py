@@ -148,7 +148,7 @@ def _security() -> dict:
 @_secured
 def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, join: str | None, no_promote: bool,
          promote_lag: int, cluster_id: str, no_sync: bool, election_timeout: str, heartbeat: int,
-         metrics: str | None = None) -> None:
+         metrics: str | None) -> None:
     """Run one cluster member in the foreground; SIGTERM or Ctrl-C stops it cleanly.
 
     Example, node 2 of three:
@@ -384,7 +384,7 @@ STATUS_FIELDS = ("id", "address", "role", "term", "last_index", "commit", "appli
               help="Print one verdict line instead of the table; exit 0 when there is a leader and a quorum of "
                    "voters answers, 1 when not, 3 when no member answers.")
 @_secured
-def status(peers: str, cluster_id: str, as_json: bool, timeout: float, check: bool = False) -> None:
+def status(peers: str, cluster_id: str, as_json: bool, timeout: float, check: bool) -> None:
     """Ask every member for its state; one that does not answer is `unreachable`.
 
     Example:
