@@ -269,3 +269,42 @@ def test_health_of_a_follower_follows_when_it_last_heard_its_leader() -> None:
     assert health(node, liveness, now=100.0) == (True, "follower of leader 2 in term 3, heard 100 ms ago")
     liveness.heard(3, 100.5)      # another member's message is not the leader's
     assert health(node, liveness, now=100.5) == (False, "leader 2 of term 3 last heard 600 ms ago (limit 300 ms)")
+
+
+class _Counter:
+    """A tiny state machine: counts applied entries; its snapshot is that count."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def apply(self, entry) -> None:
+        self.count += 1
+
+    def snapshot(self) -> bytes:
+        return str(self.count).encode()
+
+    def restore(self, f) -> None:
+        self.count = int(f.read() or b"0")
+
+
+def test_embedded_log_serves_metrics_and_counts_its_snapshots(tmp_path: Path) -> None:
+    import raftlog
+    parser = _prometheus_parser()
+
+    async def main() -> None:
+        async with raftlog.open(str(tmp_path / "log"), state_machine=_Counter(), metrics="127.0.0.1:0") as log:
+            address = log.metrics_address
+            assert address is not None and not address.endswith(":0")
+            code, body = await http_get(address, "/health")
+            assert (code, body) == (200, f"leader in term {log.term}; 1 of 1 voters heard within 300 ms\n")
+            await log.append_many([b"e"] * 10)
+            assert await log.snapshot() is not None
+            _, text = await http_get(address, "/metrics")
+            samples = {s.name: s.value for f in parser.text_string_to_metric_families(text) for s in f.samples}
+            assert samples["raftlog_snapshots_taken_total"] == 1
+            assert samples["raftlog_snapshot_index"] == log.applied_index
+            assert "raftlog_snapshot_last_seconds" in samples      # (rounded to ms: may be 0 on a fast disk)
+            assert samples["raftlog_proposal_entries_committed_total"] == 10
+        async with raftlog.open(str(tmp_path / "plain")) as log:
+            assert log.metrics_address is None
+    asyncio.run(main())
