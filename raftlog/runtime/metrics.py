@@ -104,9 +104,13 @@ class NodeCollector:
                              labels, entries)
             yield _histogram(f"raftlog_append_entries_{way}_bytes", f"Entry bytes per AppendEntries message {way}",
                              labels, nbytes)
+        yield counter("raftlog_snapshots_sent", "Snapshot transfers to followers started (InstallSnapshot, "
+                      "paper section 7)", stats.snapshots_sent)
         yield counter("raftlog_snapshot_chunks_sent", "InstallSnapshot messages sent", stats.snapshot_chunks_sent)
         yield counter("raftlog_snapshots_installed", "Snapshots received from a leader and installed",
                       stats.snapshots_installed)
+        yield _histogram("raftlog_snapshot_receive_seconds", "A received snapshot's first chunk to its install",
+                         labels, stats.snapshot_receive_seconds)
         snapshots = node.snapshots
         yield counter("raftlog_snapshots_taken", "Snapshots this node took of its state machine", snapshots.taken)
         yield gauge("raftlog_snapshot_last_seconds", "Duration of the last snapshot taken (0: none yet)",

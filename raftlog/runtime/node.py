@@ -336,10 +336,10 @@ class Node:
         if self._stopping:
             return
         entries = msg.entries
-        if self.liveness is not None:
-            self.liveness.heard(msg.frm, time.monotonic())
-            if entries is not None and len(entries):
-                self.stats.append_in(entries)         # type: ignore[union-attr]
+        if self.stats is not None and self.liveness is not None:
+            now = time.monotonic()
+            self.liveness.heard(msg.frm, now)
+            self.stats.message_in(msg, now)
         if entries is not None and len(entries):
             if self._deferred or not self.write_budget_left():
                 # Held back, in order, until the next Ready is taken. Other messages (heartbeats,
@@ -572,7 +572,7 @@ class Node:
                     self.sessions.load(table)
             self.applied_index = max(self.applied_index, rd.snapshot.index)
             if self.stats is not None:
-                self.stats.snapshots_installed += 1
+                self.stats.snapshot_installed(time.monotonic())
         if rd.persisted_messages:
             self._send(rd.persisted_messages)
         self.raw.advance(rd)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import Counter
+from typing import Any
 
 from raftlog import _codec_constants
 from raftlog.core.messages import MessageType
-from raftlog.hot import RecordBatch
 
 APPEND = MessageType.APPEND
 SNAPSHOT = MessageType.SNAPSHOT
@@ -69,7 +69,10 @@ class NodeStats:
         self.appends_received_entries = Histogram(ENTRIES_BUCKETS)
         self.appends_received_bytes = Histogram(BYTES_BUCKETS)
         self.snapshot_chunks_sent = 0                 # InstallSnapshot messages sent
+        self.snapshots_sent = 0                       # snapshot transfers started (chunks at offset 0 sent)
         self.snapshots_installed = 0                  # snapshots received from a leader and installed
+        self.snapshot_receive_seconds = Histogram(SECONDS_BUCKETS)   # first chunk received to installed
+        self._receiving_since = 0.0                   # when the first chunk of the incoming snapshot came
         # runtime/writer.py (on the writer thread, or inline on the loop: one write at a time)
         self.transaction_seconds = Histogram(SECONDS_BUCKETS)     # one Ready's whole write
         self.commit_seconds = Histogram(SECONDS_BUCKETS)          # LMDB's commit: page writes and fsync
@@ -95,12 +98,25 @@ class NodeStats:
                     self.appends_sent_bytes.observe(entries.nbytes)
             elif kind == SNAPSHOT:
                 self.snapshot_chunks_sent += 1
+                if msg.hint_index == 0:               # (hint_index: the chunk's byte offset, core/snapshot.py)
+                    self.snapshots_sent += 1
 
-    def append_in(self, entries: RecordBatch) -> None:
-        """An AppendEntries carrying `entries` (at least one) was received."""
-        self.appends_received += 1
-        self.appends_received_entries.observe(len(entries))
-        self.appends_received_bytes.observe(entries.nbytes)
+    def message_in(self, msg: Any, now: float) -> None:
+        """Count `msg`, received at `now`: an AppendEntries with entries, or a snapshot's first chunk."""
+        entries = msg.entries
+        if entries is not None and len(entries):
+            self.appends_received += 1
+            self.appends_received_entries.observe(len(entries))
+            self.appends_received_bytes.observe(entries.nbytes)
+        elif msg.type == SNAPSHOT and msg.hint_index == 0:
+            self._receiving_since = now
+
+    def snapshot_installed(self, now: float) -> None:
+        """A snapshot received from the leader was installed at `now`."""
+        self.snapshots_installed += 1
+        if self._receiving_since:
+            self.snapshot_receive_seconds.observe(now - self._receiving_since)
+            self._receiving_since = 0.0
 
     def request_appended(self, deadline: float, entries: int) -> None:
         """An append request of `entries` entries with this deadline was answered appended, now.

@@ -308,3 +308,40 @@ def test_embedded_log_serves_metrics_and_counts_its_snapshots(tmp_path: Path) ->
         async with raftlog.open(str(tmp_path / "plain")) as log:
             assert log.metrics_address is None
     asyncio.run(main())
+
+
+def test_snapshot_sent_and_received_are_counted(tmp_path: Path) -> None:
+    import raftlog
+    parser = _prometheus_parser()
+    peers = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+
+    def opened(i: int) -> raftlog.RaftLog:
+        return raftlog.open(str(tmp_path / f"n{i}"), node_id=i, peers=peers, state_machine=_Counter(), sync=False,
+                            snapshot_every=0, snapshot_tail=0, metrics="127.0.0.1:0")
+
+    async def samples(log: raftlog.RaftLog) -> dict[str, float]:
+        _, text = await http_get(log.metrics_address, "/metrics")
+        return {s.name: s.value for f in parser.text_string_to_metric_families(text) for s in f.samples}
+
+    async def main() -> None:
+        logs = [await opened(i).start() for i in (1, 2)]      # a quorum of three; node 3 comes later
+        try:
+            leader_id = await logs[0].wait_for_leader(30)
+            leader = logs[leader_id - 1]
+            await leader.append_many([b"s"] * 50)
+            for log in logs:       # both compact: node 3 can only catch up by snapshot (paper section 7)
+                await until(lambda log=log: log.applied_index >= leader.commit_index, "applied everywhere")
+                assert await log.snapshot() is not None
+            late = await opened(3).start()
+            logs.append(late)
+            await until(lambda: late.applied_index >= leader.commit_index, "node 3 to catch up")
+            sent = await samples(leader)
+            assert sent["raftlog_snapshots_sent_total"] >= 1
+            assert sent["raftlog_snapshot_chunks_sent_total"] >= sent["raftlog_snapshots_sent_total"]
+            got = await samples(late)
+            assert got["raftlog_snapshots_installed_total"] == 1
+            assert got["raftlog_snapshot_receive_seconds_count"] == 1
+        finally:
+            for log in logs:
+                await log.close()
+    asyncio.run(main())
