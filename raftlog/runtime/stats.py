@@ -75,7 +75,7 @@ class NodeStats:
         self._receiving_since = 0.0                   # when the first chunk of the incoming snapshot came
         # runtime/writer.py (on the writer thread, or inline on the loop: one write at a time)
         self.transaction_seconds = Histogram(SECONDS_BUCKETS)     # one Ready's whole write
-        self.commit_seconds = Histogram(SECONDS_BUCKETS)          # LMDB's commit: page writes and fsync
+        self.commit_seconds = Histogram(SECONDS_BUCKETS)          # every transaction's LMDB commit: pages, fsync
         self.transaction_entries = Histogram(ENTRIES_BUCKETS)
         self.storage_errors = 0                       # writes that failed (disk full: each failed attempt)
         # runtime/proposals.py
