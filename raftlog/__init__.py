@@ -9,6 +9,7 @@ from raftlog.errors import (
     FrameError,
     IdentityMismatch,
     LogSafetyError,
+    MetricsUnavailable,
     NotLeader,
     ProposalDropped,
     RaftlogError,
@@ -26,6 +27,7 @@ __all__ = [
     "NotLeader", "ProposalDropped", "Timeout", "Closed", "Compacted", "SessionExpired", "Entry", "Client",
     "AsyncClient",
     "open", "open_sync", "RaftLog", "SyncRaftLog", "Appended",
+    "MetricsUnavailable",
 ]
 
 _EMBED = ("open", "open_sync", "RaftLog", "SyncRaftLog", "Appended")

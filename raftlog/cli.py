@@ -141,9 +141,14 @@ def _security() -> dict:
               help="Do not fsync each write (faster; a power loss may lose the last writes).")
 @click.option("--election-timeout", default="150-300", show_default=True, help="Randomized election timeout LO-HI, ms.")
 @click.option("--heartbeat", default=50, show_default=True, type=int, help="Leader heartbeat interval, ms.")
+@click.option("--metrics", default=None, metavar="HOST:PORT",
+              help="Serve Prometheus text at http://HOST:PORT/metrics and a health check at /health (200, or 503 "
+                   "and one line: no leader heard within an election timeout, or a leader without a quorum). "
+                   "Port 0 picks a free port (logged). Needs pip install 'raftlog[metrics]'.")
 @_secured
 def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, join: str | None, no_promote: bool,
-         promote_lag: int, cluster_id: str, no_sync: bool, election_timeout: str, heartbeat: int) -> None:
+         promote_lag: int, cluster_id: str, no_sync: bool, election_timeout: str, heartbeat: int,
+         metrics: str | None) -> None:
     """Run one cluster member in the foreground; SIGTERM or Ctrl-C stops it cleanly.
 
     Example, node 2 of three:
@@ -189,13 +194,15 @@ def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, joi
     _check_data_dir(data_dir)
     if not cluster_id or len(cluster_id.encode()) > 255:
         raise BadArgument("--cluster-id: 1 to 255 bytes")
+    if metrics is not None:
+        _check_metrics(metrics)
     _info_logging()
     from raftlog.errors import CorruptLogError, IdentityMismatch, RaftlogError
     from raftlog.joiner import joiner_for
     from raftlog.runtime.node import NodeConfig, run_node
     cfg = NodeConfig(node_id=node_id, peers=members, data_dir=data_dir, cluster_id=cluster_id, sync=not no_sync,
                      election_timeout_ms=(lo, hi), heartbeat_ms=heartbeat, join=join, promote=not no_promote,
-                     promote_lag=promote_lag, **_security())
+                     promote_lag=promote_lag, metrics=metrics, **_security())
     try:
         status = asyncio.run(run_node(cfg, joiner_for(cfg) if cfg.join else None))
     except IdentityMismatch as exc:
@@ -207,6 +214,22 @@ def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, joi
     except (RaftlogError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     raise SystemExit(status)
+
+
+def _check_metrics(address: str) -> None:
+    """--metrics: a HOST:PORT, and prometheus_client installed; one line otherwise."""
+    from raftlog.errors import MetricsUnavailable
+    from raftlog.runtime.metrics import require_prometheus
+    from raftlog.runtime.metrics_http import metrics_address
+    from raftlog.wire.addresses import PeerSpecError
+    try:
+        metrics_address(address)
+    except PeerSpecError as exc:
+        raise BadArgument(f"--metrics: {exc}") from None
+    try:
+        require_prometheus()
+    except MetricsUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
@@ -357,14 +380,27 @@ STATUS_FIELDS = ("id", "address", "role", "term", "last_index", "commit", "appli
 @click.option("--cluster-id", default="raftlog", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, address, role, term, ...}.")
 @click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for each member.")
+@click.option("--check", is_flag=True,
+              help="Print one verdict line instead of the table; exit 0 when there is a leader and a quorum of "
+                   "voters answers, 1 when not, 3 when no member answers.")
 @_secured
-def status(peers: str, cluster_id: str, as_json: bool, timeout: float) -> None:
+def status(peers: str, cluster_id: str, as_json: bool, timeout: float, check: bool) -> None:
     """Ask every member for its state; one that does not answer is `unreachable`.
 
     Example:
 
     \b
         raftlog status --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --json
+
+    For scripts and probes, --check prints one line and exits with:
+
+    \b
+        0  a leader (in the highest term answered) and a quorum of voters answer
+        1  members answer, but without a leader or without a quorum
+        2  usage error (bad options)
+        3  no member answers
+
+    List every member in --peers: the quorum is counted over the leader's voters.
     """
     import asyncio
     import json
@@ -376,8 +412,14 @@ def status(peers: str, cluster_id: str, as_json: bool, timeout: float) -> None:
         return await asyncio.gather(*(query_status(a, cluster_id=cluster_id, timeout=timeout, **_security())
                                       for a in members.values()))
 
+    answers = asyncio.run(ask_all())
+    if check:
+        from raftlog.status_check import verdict
+        code, line = verdict(dict(zip(members.values(), answers)))
+        click.echo(line)
+        raise SystemExit(code)
     rows = []
-    for (ident, address), st in zip(members.items(), asyncio.run(ask_all())):
+    for (ident, address), st in zip(members.items(), answers):
         if st is None:
             row = dict.fromkeys(STATUS_FIELDS)
             row.update(id=ident if ident > 0 else None, address=address, role="unreachable")

@@ -240,7 +240,7 @@ class RaftLog:
                  snapshot_bytes: Optional[int] = None, snapshot_tail: int = DEFAULT_TAIL_ENTRIES,
                  election_timeout_ms: tuple[int, int] = (150, 300), heartbeat_ms: int = 50,
                  request_timeout: float = 10.0, engine_options: Optional[dict] = None,
-                 join: Optional[str] = None) -> None:
+                 join: Optional[str] = None, metrics: Optional[str] = None) -> None:
         if isinstance(peers, str):
             peers = parse_peers(peers)
         members = {int(k): str(v) for k, v in (peers or {}).items()}
@@ -260,7 +260,8 @@ class RaftLog:
             request_timeout=request_timeout, engine_options=dict(engine_options or {}),
             snapshot_every=(DEFAULT_EVERY_ENTRIES if snapshot_every is None else snapshot_every) if stateful else 0,
             snapshot_bytes=(DEFAULT_EVERY_BYTES if snapshot_bytes is None else snapshot_bytes) if stateful else 0,
-            snapshot_tail=snapshot_tail, listen=bool(members), transfer_on_stop=bool(members), join=join)
+            snapshot_tail=snapshot_tail, listen=bool(members), transfer_on_stop=bool(members), join=join,
+            metrics=metrics)
         self.request_timeout = request_timeout
         self.state_machine = state_machine
         self._node: Optional[Node] = None
@@ -355,6 +356,12 @@ class RaftLog:
     def status(self) -> dict:
         """The node's status (the same fields as `raftlog status --json`, and snapshot details)."""
         return self._live().status()
+
+    @property
+    def metrics_address(self) -> Optional[str]:
+        """HOST:PORT serving /metrics and /health (the real port when metrics= asked for port 0); None without."""
+        server = self._live().metrics_server
+        return server.bound if server is not None else None
 
     async def wait_for_leader(self, timeout: float = 10.0) -> int:
         """The leader's id once one is known; Timeout after `timeout` seconds."""
@@ -566,7 +573,9 @@ def open(path: str, *, node_id: int = 1, peers: Peers = None, state_machine: Any
     `peers`: None for a single-node log (no network), or every member as
     `{id: "HOST:PORT"}` or "1=HOST:PORT,2=..." (this node listens on its own entry).
     `sync=False` skips fsync (faster; an OS crash may lose the last commits).
-    `join="HOST:PORT"` (any member) with `peers={node_id: "MY_HOST:PORT"}`: a new member that
+    `metrics="HOST:PORT"` serves Prometheus /metrics and /health there (`metrics_address` tells
+    the port when 0 was given); it needs `pip install 'raftlog[metrics]'`, else
+    MetricsUnavailable. `join="HOST:PORT"` (any member) with `peers={node_id: "MY_HOST:PORT"}`: a new member that
     asks to be added as a learner, catches up (by snapshot if the log was compacted) and is
     promoted to voter once close to the leader.
     """
@@ -693,6 +702,7 @@ class SyncRaftLog:
     applied_index = property(lambda self: self._get(lambda: self._log.applied_index))
     first_index = property(lambda self: self._get(lambda: self._log.first_index))
     last_index = property(lambda self: self._get(lambda: self._log.last_index))
+    metrics_address = property(lambda self: self._get(lambda: self._log.metrics_address))
 
 
 def open_sync(path: str, **options: Any) -> SyncRaftLog:

@@ -84,3 +84,7 @@ class Compacted(RaftlogError, IndexError):
 
 class SessionExpired(RaftlogError):
     """A client's session expired (idle past the timeout in log time): the request's outcome is unknown."""
+
+
+class MetricsUnavailable(RaftlogError):
+    """Metrics were asked for, but prometheus_client is not installed (pip install 'raftlog[metrics]')."""

@@ -69,6 +69,7 @@ class Connection(asyncio.Protocol):
         self.peer_id = 0             # the other side's node id after a peer handshake
         self.role = 0                # ROLE_PEER / ROLE_CLIENT after the handshake
         self.dropped = 0             # droppable frames refused because the queue was full
+        self.on_fail: Optional[Callable[[int], None]] = None   # told the code of a fail() (metrics)
         self.on_writable = on_writable
         self.max_buffer = HANDSHAKE_MAX_BYTES   # raised by the role's limit after the handshake
         self.last_frame = self.last_sent = time.monotonic()
@@ -215,6 +216,8 @@ class Connection(asyncio.Protocol):
         """Log one line, send an error frame if the socket still takes it, and close."""
         if self.closed:
             return
+        if self.on_fail is not None:
+            self.on_fail(code)
         who = f"peer {self.peer_id}" if self.role == ROLE_PEER and self.peer_id else "connection"
         log.log(level, "%s from %s: %s; closing it", who, self.remote, message)
         try:

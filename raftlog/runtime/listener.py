@@ -171,6 +171,7 @@ class Listener:
         self.clients: set[Connection] = set()
         self.pending: set[Connection] = set()    # accepted, handshake not yet received
         self.refused = 0                         # connections refused over max_connections
+        self.on_refuse: Optional[Callable[[int], None]] = None   # told the ERR_* code of each refusal (metrics)
         self._refused_logged = 0.0
         self._sweeper: Optional[asyncio.TimerHandle] = None
 
@@ -198,6 +199,7 @@ class Listener:
             return _Refused()
         acceptor = _Acceptor(self)
         conn = Connection(acceptor, max_frame=self.max_frame)
+        conn.on_fail = self.on_refuse
         self.pending.add(conn)
         acceptor.timer = asyncio.get_running_loop().call_later(
             HANDSHAKE_TIMEOUT, lambda: conn.fail(ERR_BAD_REQUEST, "no handshake in time", level=logging.DEBUG))

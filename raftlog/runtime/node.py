@@ -52,6 +52,8 @@ from raftlog.runtime.replies import send_reply
 from raftlog.runtime.server import ClientService
 from raftlog.runtime.sessions import SessionService, unwrap_snapshot, wrap_snapshot
 from raftlog.runtime.snapshots import Snapshotter
+from raftlog.runtime.health import Liveness
+from raftlog.runtime.stats import NodeStats
 from raftlog.runtime.writer import INLINE_WRITE_ENTRIES, Writer
 
 log = logging.getLogger("raftlog.node")
@@ -101,6 +103,8 @@ class NodeConfig:
     # by HMAC challenge-response in the handshake (wire/auth.py).
     tls: Any = None                   # a raftlog.wire.tls.TlsFiles, or None
     secret: Optional[bytes] = None
+    # Issue 15: HOST:PORT serving Prometheus /metrics and /health (runtime/metrics.py); None: off.
+    metrics: Optional[str] = None
 
     @property
     def address(self) -> str:
@@ -139,6 +143,9 @@ class Node:
         if cfg.join and joiner is None:
             raise ValueError("a node started with join= needs joiner= (raftlog.joiner.joiner_for)")
         self.cfg = cfg
+        if cfg.metrics:
+            from raftlog.runtime.metrics import require_prometheus
+            require_prometheus()              # one clear line before anything is opened
         self._make_joiner = joiner
         self.app = app                        # an Application (runtime/snapshots.py), or None: the log is the product
         self.node_id = cfg.node_id
@@ -171,6 +178,10 @@ class Node:
         self._alone_conf: Any = None            # the configuration _alone() last looked at
         self._alone_now = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        # Metrics (cfg.metrics): counted only while served; None otherwise (runtime/metrics.py).
+        self.stats: Optional[NodeStats] = None
+        self.liveness: Optional[Liveness] = None
+        self.metrics_server: Any = None
         self.corrupt_index: Optional[int] = None   # a stored entry that failed its CRC when read
         self.unwritten_entries = 0            # entries fed to the engine since the last ready()
         self.unwritten_bytes = 0
@@ -217,11 +228,14 @@ class Node:
             if self.cfg.listen:
                 host, port = parse_address(self.cfg.address)
                 await self.listener.start(host, port)
+            if self.cfg.metrics:
+                await self._serve_metrics(self.cfg.metrics)
         except BaseException:
             self.storage.close()
             raise
         self.writer = Writer(self.node_id, self.cfg.data_dir, self.storage, self._loop, on_durable=self._finish,
                              on_failure=self._fail, kick=self.kick, stopping=lambda: self._stopping)
+        self.writer.stats = self.stats
         if self.cfg.join:
             self.peers.accept_unknown = True    # we learn the members from the log
         self.peers.start()
@@ -233,6 +247,17 @@ class Node:
         log.info("node %d listening on %s (cluster %s, term %d, last index %d, commit %d)", self.node_id,
                  self.cfg.address, self.cfg.cluster_id, self.raw.term, self.raw.last_index, self.raw.commit_index)
         self.kick()
+
+    async def _serve_metrics(self, address: str) -> None:
+        """Start counting and serve /metrics and /health on `address` (the listener is closed if that fails)."""
+        from raftlog.runtime.metrics import serve_metrics
+        try:
+            self.metrics_server = await serve_metrics(self, address)
+        except BaseException:
+            assert self.listener is not None
+            await self.listener.close()
+            raise
+        log.info("node %d serving metrics on http://%s/metrics and /health", self.node_id, self.metrics_server.bound)
 
     async def wait_stopped(self) -> None:
         """Return once the node has stopped (stop() called, or a fatal storage error)."""
@@ -267,6 +292,8 @@ class Node:
         self.reads.shutdown()
         if self.listener is not None:
             await self.listener.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
         if self.peers is not None:
             await self.peers.close()
         if self.writer is not None:
@@ -309,6 +336,10 @@ class Node:
         if self._stopping:
             return
         entries = msg.entries
+        if self.stats is not None and self.liveness is not None:
+            now = time.monotonic()
+            self.liveness.heard(msg.frm, now)
+            self.stats.message_in(msg, now)
         if entries is not None and len(entries):
             if self._deferred or not self.write_budget_left():
                 # Held back, in order, until the next Ready is taken. Other messages (heartbeats,
@@ -540,6 +571,8 @@ class Node:
                 if table is not None:
                     self.sessions.load(table)
             self.applied_index = max(self.applied_index, rd.snapshot.index)
+            if self.stats is not None:
+                self.stats.snapshot_installed(time.monotonic())
         if rd.persisted_messages:
             self._send(rd.persisted_messages)
         self.raw.advance(rd)
@@ -594,6 +627,8 @@ class Node:
     def _send(self, messages: list) -> None:
         peers = self.peers
         assert peers is not None
+        if self.stats is not None:
+            self.stats.messages_out(messages)
         for msg in messages:
             peers.send(msg)
 
@@ -603,6 +638,8 @@ class Node:
         now = (raft.role, raft.leader_id, raft.term)
         if now == self._shown:
             return
+        if self.stats is not None and now[1] != self._shown[1]:
+            self.stats.leader_changes += 1
         self._shown = now
         role, leader, term = str(now[0]), now[1], now[2]
         if role == "leader":

@@ -24,6 +24,7 @@ from typing import Callable, NamedTuple, Optional, Protocol
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import ERR_BAD_REQUEST, ERR_INTERNAL, ERR_NOT_LEADER, ERR_SHUTTING_DOWN, ERR_TIMEOUT, RecordBatch
 from raftlog.runtime.port import NodePort
+from raftlog.runtime.stats import NodeStats
 
 log = logging.getLogger("raftlog.proposals")
 
@@ -78,16 +79,23 @@ class Proposals:
         self.backlog: deque[_Waiting] = deque()     # refused by the budget, in arrival order
         self.staged: list[_Waiting] = []            # submitted this turn, proposed together by flush
         self.stopping = False
+        self.stats: Optional[NodeStats] = None       # set by a node that serves metrics
 
     def __len__(self) -> int:
         """Requests proposed and not yet answered."""
         return len(self.pending) + len(self.orphans)
 
+    def _fail(self, waiter: Waiter, code: int, message: str) -> None:
+        """Answer `waiter` with error `code` (and count it for the metrics)."""
+        if self.stats is not None:
+            self.stats.request_failed(code)
+        waiter.failed(code, message)
+
     # -- entering -------------------------------------------------------------------------
     def submit(self, records: RecordBatch, deadline: float, waiter: Waiter) -> None:
         """Propose `records` (one request, at least one record) at the next flush; `waiter` hears the outcome."""
         if self.stopping:
-            waiter.failed(ERR_SHUTTING_DOWN, "the node is shutting down")
+            self._fail(waiter, ERR_SHUTTING_DOWN, "the node is shutting down")
             return
         w = _Waiting(records, waiter, deadline)
         if self.backlog:    # keep arrival order behind requests already waiting for budget
@@ -108,7 +116,7 @@ class Proposals:
         backlog it stays open, so it must bound its own size.
         """
         if self.stopping:
-            request.failed(ERR_SHUTTING_DOWN, "the node is shutting down")
+            self._fail(request, ERR_SHUTTING_DOWN, "the node is shutting down")
             return
         w = _Waiting(None, request, deadline)
         if self.backlog or not self.port.write_budget_left():
@@ -125,7 +133,7 @@ class Proposals:
         try:
             records = w.waiter.seal()      # type: ignore[attr-defined]
         except Exception as exc:          # e.g. a payload too large for one record
-            w.waiter.failed(ERR_BAD_REQUEST, f"cannot encode the request: {exc}")
+            self._fail(w.waiter, ERR_BAD_REQUEST, f"cannot encode the request: {exc}")
             return None
         self.port.note_unwritten(len(records), records.nbytes)
         return _Waiting(records, w.waiter, w.deadline)
@@ -185,7 +193,7 @@ class Proposals:
             except Exception as exc:   # a bug: answer this request and keep the others
                 log.exception("node %d: proposing a request failed", self.port.node_id)
                 self._uncount(w.records)
-                w.waiter.failed(ERR_INTERNAL, f"internal error: {exc!r}")
+                self._fail(w.waiter, ERR_INTERNAL, f"internal error: {exc!r}")
                 continue
             if not proposed:
                 self.backlog.pop()                           # _propose put it at the back
@@ -228,12 +236,12 @@ class Proposals:
         except NotLeader:
             if counted:
                 self._uncount(records)
-            w.waiter.failed(ERR_NOT_LEADER, "not the leader")
+            self._fail(w.waiter, ERR_NOT_LEADER, "not the leader")
             return True
         except ValueError as exc:    # e.g. configuration records mixed into data
             if counted:
                 self._uncount(records)
-            w.waiter.failed(ERR_BAD_REQUEST, str(exc))
+            self._fail(w.waiter, ERR_BAD_REQUEST, str(exc))
             return True
         except ProposalDropped:
             if counted:              # counted again when it is retried from the backlog
@@ -289,11 +297,13 @@ class Proposals:
             return
         if req.last < first:
             # Not reachable when batches come in order; answer rather than hang.
-            req.waiter.failed(ERR_TIMEOUT, "outcome unknown")
+            self._fail(req.waiter, ERR_TIMEOUT, "outcome unknown")
         elif batch.term(req.last - first) == req.term:
             req.waiter.appended(req.first, req.count)
+            if self.stats is not None:
+                self.stats.request_appended(req.deadline, req.count)
         else:
-            req.waiter.failed(ERR_NOT_LEADER, "the entries were replaced by another leader; retry")
+            self._fail(req.waiter, ERR_NOT_LEADER, "the entries were replaced by another leader; retry")
 
     # -- retries, deadlines, shutdown -------------------------------------------------------
     def retry(self) -> None:
@@ -308,7 +318,7 @@ class Proposals:
                 continue
             if time.monotonic() > w.deadline:
                 backlog.popleft()
-                w.waiter.failed(ERR_TIMEOUT, "not proposed in time")
+                self._fail(w.waiter, ERR_TIMEOUT, "not proposed in time")
                 continue
             backlog.popleft()
             if not self._propose(w):
@@ -322,10 +332,10 @@ class Proposals:
         pend = self.pending
         while pend and pend[0].deadline < now:
             req = pend.popleft()
-            req.waiter.failed(ERR_TIMEOUT, "not committed in time; the outcome is unknown")
+            self._fail(req.waiter, ERR_TIMEOUT, "not committed in time; the outcome is unknown")
         if self.orphans:
             for req in [r for r in self.orphans if r.deadline < now]:
-                req.waiter.failed(ERR_TIMEOUT, "not committed in time; the outcome is unknown")
+                self._fail(req.waiter, ERR_TIMEOUT, "not committed in time; the outcome is unknown")
             self.orphans = [r for r in self.orphans if r.deadline >= now]
         if self.backlog:
             self.retry()
@@ -337,9 +347,9 @@ class Proposals:
         self.orphans = []
         while self.pending:
             req = self.pending.popleft()
-            req.waiter.failed(ERR_SHUTTING_DOWN, "the node is shutting down; the outcome is unknown")
+            self._fail(req.waiter, ERR_SHUTTING_DOWN, "the node is shutting down; the outcome is unknown")
         self.backlog.extendleft(reversed(self.staged))     # submitted but never proposed: not appended
         self.staged = []
         while self.backlog:
             w = self.backlog.popleft()
-            w.waiter.failed(ERR_SHUTTING_DOWN, "the node is shutting down")
+            self._fail(w.waiter, ERR_SHUTTING_DOWN, "the node is shutting down")

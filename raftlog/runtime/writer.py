@@ -30,6 +30,8 @@ from typing import Any, Callable, Optional
 
 import lmdb
 
+from raftlog.runtime.stats import NodeStats
+
 log = logging.getLogger("raftlog.node")
 
 # An lmdb.Error counts as "no space" when the data dir's filesystem has less than
@@ -64,6 +66,7 @@ class Writer:
         self._full_since = 0.0
         self.writes = 0                               # transactions committed (for tests and status)
         self.storage_error: Optional[str] = None      # set while writes fail for lack of space
+        self.stats: Optional[NodeStats] = None        # set by a node that serves metrics
 
     @property
     def busy(self) -> bool:
@@ -94,6 +97,8 @@ class Writer:
         """The Ready's whole write in one transaction (durable on return when sync)."""
         entries = rd.entries if rd.entries is not None and len(rd.entries) else None
         storage = self.storage
+        stats = self.stats
+        started = time.perf_counter() if stats is not None else 0.0
         for meta, offset, data in rd.snapshot_chunks:      # InstallSnapshot: chunks first, durably
             storage.write_snapshot_chunk(meta, offset, data)
         if rd.snapshot is not None:                        # then replace the log by the snapshot
@@ -101,6 +106,9 @@ class Writer:
         storage.save(hard_state=hard_state, truncate_from=rd.truncate_from,
                      first_index=rd.entries_index if entries is not None else 0, records=entries,
                      conf_state=rd.conf_state)
+        if stats is not None:
+            stats.transaction_seconds.observe(time.perf_counter() - started)
+            stats.transaction_entries.observe(len(entries) if entries is not None else 0)
 
     # -- commit-only hard states ----------------------------------------------------------------
     def defer(self, hard_state: Any) -> None:
@@ -182,6 +190,8 @@ class Writer:
               synchronous: bool) -> bool:
         """Take a write's outcome; True when `rd` is durable and finished here and the caller goes on (synchronous)."""
         self._inflight = None
+        if exc is not None and self.stats is not None:
+            self.stats.storage_errors += 1
         if exc is not None and not self._stopping() and self._out_of_space(exc):
             self._disk_full(rd, write, inline, exc)   # the transaction was aborted whole: the same write can be redone
             return False
@@ -196,6 +206,8 @@ class Writer:
             self._on_failure(exc)
             return False
         self.writes += 1
+        if self.stats is not None:      # (one write at a time: the storage's last commit is this write's)
+            self.stats.commit_seconds.observe(self.storage.commit_seconds)
         if self._stopping():
             return False
         if rd is not None:       # (None: a deferred hard state was written: nothing to acknowledge)

@@ -51,6 +51,7 @@ import json
 import os
 import struct
 import threading
+import time
 from itertools import chain, islice
 from typing import Any, Callable, Iterator, NamedTuple, Optional
 
@@ -130,6 +131,7 @@ class LmdbStorage:
         self._log_db = env.open_db(LOG_DB, create=False)
         self._meta_db = env.open_db(META_DB, create=False)
         self._write_lock = threading.Lock()     # one save/compact at a time
+        self.commit_seconds = 0.0               # the last save's LMDB commit: its page writes and, with sync, fsync
         self._map_lock = threading.Lock()       # no read txn may be open while the map is resized
         self._closed = False
         with self._reading() as txn:
@@ -315,6 +317,8 @@ class LmdbStorage:
                             txn.put(_HARD_STATE, hs, db=self._meta_db)
                         if cs is not None:
                             txn.put(_CONF_STATE, cs, db=self._meta_db)
+                        committing = time.perf_counter()
+                    self.commit_seconds = time.perf_counter() - committing     # leaving the block commits
                     break
                 except lmdb.MapFullError:
                     self._grow(records.nbytes if n else 0)
