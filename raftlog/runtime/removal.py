@@ -33,21 +33,25 @@ class RemovalWatch:
 
     @property
     def removed(self) -> bool:
-        """True once this node knows it was removed (it stays so for this process's lifetime)."""
+        """True while this node knows it was removed (until a configuration names it again)."""
         return self.members is not None
 
     def check(self) -> None:
-        """After each Ready: log the removal once and leave (or stay)."""
-        if self.members is not None:
-            return
+        """After each Ready: log the removal once and leave (or stay); a node that stayed and is named again serves."""
         raw = self.port.raw
         conf = raw.conf_state
         if conf is self._member_of:
             return                           # the common case: the same configuration, still a member
         if self.port.node_id in confchange.members(conf):
             self._member_of = conf
+            if self.members is not None:
+                # It stayed, and its log turned out to be behind (core/removal.py): a later
+                # configuration names it again.
+                self.members = None
+                log.info("node %d is a member again (configuration %s)", self.port.node_id,
+                         confchange.describe(conf))
             return
-        if not raw.removed:
+        if self.members is not None or not raw.removed:
             return
         addresses = confchange.address_map(conf)
         self.members = {m: addresses.get(m, self.port.address_of(m)) for m in sorted(confchange.members(conf))}
