@@ -197,3 +197,15 @@ def test_open_refuses_a_short_secret_and_a_wrong_tls_type(tmp_path) -> None:
         raftlog.open(str(tmp_path / "a"), secret_file=str(short))
     with pytest.raises(ValueError, match="TlsFiles"):
         raftlog.open(str(tmp_path / "b"), tls=("cert", "key", "ca"))
+
+
+def test_a_client_that_knows_no_other_member_raises_removed() -> None:
+    """ERR_REMOVED naming only the node itself (or nothing): nowhere to go, so Removed, not a retry."""
+    class _Conn:
+        address = "127.0.0.1:7003"
+
+    client = AsyncClient(["127.0.0.1:7003"])
+    for spec, members in (("", {}), ("3=127.0.0.1:7003", {3: "127.0.0.1:7003"})):
+        with pytest.raises(raftlog.Removed) as caught:
+            client._follow_members(_Conn(), 3, spec, "node 3 was removed from the cluster (members 1)")   # type: ignore[arg-type]
+        assert caught.value.node_id == 3 and caught.value.members == members
