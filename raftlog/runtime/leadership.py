@@ -31,8 +31,12 @@ class LeaderWatch:
 
     def observe(self, term: int, leader: int) -> None:
         """The engine's term and leader after a Ready: tell the listeners if that is a change."""
-        if leader == self.leader and (term == self.term or not leader):
-            return
+        if leader == self.leader:
+            if not leader:
+                self.term = term         # elections that fail: the current term, not a change
+                return
+            if term == self.term:
+                return
         self.term, self.leader = term, leader
         for listener in list(self.listeners):
             self._call(listener, term, leader or None)
