@@ -13,6 +13,7 @@ from raftlog.errors import (
     NotLeader,
     ProposalDropped,
     RaftlogError,
+    Removed,
     SessionExpired,
     Timeout,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "IMPLEMENTATION", "__version__",
     "RaftlogError", "FrameError", "LogSafetyError", "CorruptLogError", "DataDirError", "IdentityMismatch",
     "NotLeader", "ProposalDropped", "Timeout", "Closed", "Compacted", "SessionExpired", "Entry", "Client",
+    "Removed", "TlsFiles",
     "AsyncClient",
     "open", "open_sync", "RaftLog", "SyncRaftLog", "Appended",
     "MetricsUnavailable",
@@ -39,6 +41,9 @@ def __getattr__(name: str):
     if name in ("Client", "AsyncClient"):
         from raftlog import client
         return getattr(client, name)
+    if name == "TlsFiles":        # the ssl module, loaded when asked for (as the client is)
+        from raftlog.wire.tls import TlsFiles
+        return TlsFiles
     if name in _EMBED:
         from raftlog import embed
         return getattr(embed, name)

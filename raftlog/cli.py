@@ -145,10 +145,13 @@ def _security() -> dict:
               help="Serve Prometheus text at http://HOST:PORT/metrics and a health check at /health (200, or 503 "
                    "and one line: no leader heard within an election timeout, or a leader without a quorum). "
                    "Port 0 picks a free port (logged). Needs pip install 'raftlog[metrics]'.")
+@click.option("--stay", is_flag=True,
+              help="Once removed from the cluster, keep running (answering status, refusing requests) "
+                   "instead of exiting 0.")
 @_secured
 def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, join: str | None, no_promote: bool,
          promote_lag: int, cluster_id: str, no_sync: bool, election_timeout: str, heartbeat: int,
-         metrics: str | None) -> None:
+         metrics: str | None, stay: bool = False) -> None:
     """Run one cluster member in the foreground; SIGTERM or Ctrl-C stops it cleanly.
 
     Example, node 2 of three:
@@ -168,6 +171,10 @@ def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, joi
     --data must be the node's own data dir, or missing, or empty (then it is created). A
     damaged or emptied data dir, or one that is not raftlog's, is refused with one line
     saying what is wrong and what to do; nothing in it is changed.
+
+    Once a committed configuration leaves this node out (`raftlog members remove`), it logs
+    `node 3 was removed from the cluster (members 1, 2, 4); exiting` and exits 0; with
+    --stay it keeps running, shows `removed` in `raftlog status` and refuses requests.
     """
     import asyncio
 
@@ -202,7 +209,7 @@ def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, joi
     from raftlog.runtime.node import NodeConfig, run_node
     cfg = NodeConfig(node_id=node_id, peers=members, data_dir=data_dir, cluster_id=cluster_id, sync=not no_sync,
                      election_timeout_ms=(lo, hi), heartbeat_ms=heartbeat, join=join, promote=not no_promote,
-                     promote_lag=promote_lag, metrics=metrics, **_security())
+                     promote_lag=promote_lag, metrics=metrics, exit_when_removed=not stay, **_security())
     try:
         status = asyncio.run(run_node(cfg, joiner_for(cfg) if cfg.join else None))
     except IdentityMismatch as exc:

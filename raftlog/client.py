@@ -21,12 +21,13 @@ import time
 from typing import Any, Callable, Coroutine, Iterable, Optional, Sequence, TypeVar, Union
 
 from raftlog.entry import Entry
-from raftlog.errors import Closed, RaftlogError, SessionExpired, Timeout
+from raftlog.errors import Closed, RaftlogError, Removed, SessionExpired, Timeout
 from raftlog.hot import (
     DEFAULT_MAX_FRAME,
     ERR_BAD_REQUEST,
     ERR_CLUSTER_MISMATCH,
     ERR_NOT_LEADER,
+    ERR_REMOVED,
     ERR_SESSION_EXPIRED,
     ERR_SHUTTING_DOWN,
     ERR_TIMEOUT,
@@ -50,7 +51,7 @@ from raftlog.hot import (
     encode_status,
 )
 from raftlog.wire.auth import ConnectorAuth
-from raftlog.wire.addresses import parse_address, parse_peers
+from raftlog.wire.addresses import PeerSpecError, parse_address, parse_peers
 from raftlog.wire.requests import admin_request, consistency_code
 
 __all__ = ["AsyncClient", "Client", "RequestRejected", "Addresses"]
@@ -351,7 +352,25 @@ class AsyncClient:
             raise RequestRejected(code, f"{conn.address}: {message}")
         if code == ERR_SESSION_EXPIRED:
             raise SessionExpired(f"{conn.address}: {message}; the request's outcome is unknown")
+        if code == ERR_REMOVED:
+            self._follow_members(conn, leader_id, address, message)
         raise RaftlogError(f"{conn.address}: error {code}: {message}")
+
+    def _follow_members(self, conn: _Connection, node_id: int, members_spec: str, message: str) -> None:
+        """ERR_REMOVED: go to a current member (the error names them, nothing was done); Removed when none is known.
+
+        The request was refused before anything was proposed, so sending it again elsewhere
+        cannot duplicate it.
+        """
+        try:
+            members = parse_peers(members_spec) if members_spec else {}
+        except PeerSpecError:
+            members = {}
+        elsewhere = [a for a in members.values() if a != conn.address]
+        if not elsewhere:
+            raise Removed(node_id, members)
+        self._drop(conn, elsewhere[0], now=False)
+        raise _Retry(f"{conn.address}: {message}; trying node at {elsewhere[0]}", pause=False)
 
     # -- the API ----------------------------------------------------------------------------
     async def append(self, data: bytes) -> int:

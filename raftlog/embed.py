@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, AsyncGenerator, BinaryIO, Iterable, Iterator, Optional, Union
+from typing import Any, AsyncGenerator, BinaryIO, Callable, Iterable, Iterator, Optional, Union
 
 from raftlog.core.messages import SnapshotMeta
 from raftlog.entry import Entry
@@ -43,6 +43,7 @@ from raftlog.joiner import joiner_for
 from raftlog.runtime.node import Node, NodeConfig
 from raftlog.wire.addresses import parse_peers
 from raftlog.runtime.snapshots import DEFAULT_EVERY_BYTES, DEFAULT_EVERY_ENTRIES, DEFAULT_TAIL_ENTRIES
+from raftlog.embed_events import leader_changes as _leader_changes, removed_error, security
 
 __all__ = ["open", "open_sync", "RaftLog", "SyncRaftLog", "Appended"]
 
@@ -240,7 +241,8 @@ class RaftLog:
                  snapshot_bytes: Optional[int] = None, snapshot_tail: int = DEFAULT_TAIL_ENTRIES,
                  election_timeout_ms: tuple[int, int] = (150, 300), heartbeat_ms: int = 50,
                  request_timeout: float = 10.0, engine_options: Optional[dict] = None,
-                 join: Optional[str] = None, metrics: Optional[str] = None) -> None:
+                 join: Optional[str] = None, metrics: Optional[str] = None, tls: Any = None,
+                 secret_file: Optional[str] = None) -> None:
         if isinstance(peers, str):
             peers = parse_peers(peers)
         members = {int(k): str(v) for k, v in (peers or {}).items()}
@@ -261,7 +263,7 @@ class RaftLog:
             snapshot_every=(DEFAULT_EVERY_ENTRIES if snapshot_every is None else snapshot_every) if stateful else 0,
             snapshot_bytes=(DEFAULT_EVERY_BYTES if snapshot_bytes is None else snapshot_bytes) if stateful else 0,
             snapshot_tail=snapshot_tail, listen=bool(members), transfer_on_stop=bool(members), join=join,
-            metrics=metrics)
+            metrics=metrics, **security(tls, secret_file))
         self.request_timeout = request_timeout
         self.state_machine = state_machine
         self._node: Optional[Node] = None
@@ -424,6 +426,8 @@ class RaftLog:
         a group is open the log is open: closing fails it (Proposals.shutdown) and so closes it.
         """
         node = self._live()
+        if node.removal.removed:
+            raise removed_error(node)
         if node.stopping:            # (the proposals would fail the group before its first append joined)
             raise self._error(ERR_SHUTTING_DOWN, "the node is shutting down")
         group = self._group = _Group(self)
@@ -434,6 +438,8 @@ class RaftLog:
         """The exception an append meets for ERR_* `code` (NotLeader names the leader)."""
         if code == ERR_NOT_LEADER:
             node = self._node
+            if node is not None and node.removal.removed:
+                return removed_error(node)
             leader = node.leader_id if node is not None else 0
             return NotLeader(leader, (node.address_of(leader) or None) if node is not None else None)
         if code == ERR_TIMEOUT:
@@ -511,13 +517,22 @@ class RaftLog:
             node = self._live()
             hi = node.applied_index
             if pos > hi:
-                if not follow:
+                if not follow or node.removal.removed:
                     return
                 await self._wait_committed(1.0)
                 continue
             got, pos = self._read_some(pos, hi)
             for e in got:
                 yield e
+
+    def leader_changes(self) -> AsyncGenerator[tuple[int, Optional[int]], None]:
+        """Yield `(term, leader_id)` now, then each time this node sees the leader change (None: no leader known).
+
+        A change is another leader, no leader (an election under way), or the same node
+        leading again in a new term. Changes are queued per iterator, none is skipped; the
+        iterator ends when the log closes. See raftlog/embed_events.py.
+        """
+        return _leader_changes(self._live(), lambda: self._closed)
 
     # -- membership and leadership (issue 7): admin requests go to the leader, as a Client's do --
     def _admin_client(self) -> Any:
@@ -578,6 +593,11 @@ def open(path: str, *, node_id: int = 1, peers: Peers = None, state_machine: Any
     MetricsUnavailable. `join="HOST:PORT"` (any member) with `peers={node_id: "MY_HOST:PORT"}`: a new member that
     asks to be added as a learner, catches up (by snapshot if the log was compacted) and is
     promoted to voter once close to the leader.
+    `tls=raftlog.TlsFiles(cert, key, ca)`: mutual TLS on every connection, and
+    `secret_file=PATH`: the cluster's shared secret proved in every handshake, as
+    `raftlog node --tls-cert/--tls-key/--tls-ca/--secret-file` (ValueError for a file that
+    cannot be used). Once a committed configuration leaves this node out, appends raise
+    raftlog.Removed and `entries()` iterators end.
     """
     return RaftLog(path, node_id=node_id, peers=peers, state_machine=state_machine, sync=sync, **options)
 
@@ -690,6 +710,17 @@ class SyncRaftLog:
 
     def status(self) -> dict:
         return self._get(self._log.status)
+
+    def on_leader_change(self, callback: Callable[[int, Optional[int]], None]) -> Callable[[], None]:
+        """Call `callback(term, leader_id)` now and at each leader change (see RaftLog.leader_changes); returns
+        a function that unsubscribes.
+
+        The callback runs on the log's background thread, between Ready passes: keep it short
+        (hand the event to your own thread or queue), and do not call this log's blocking
+        methods from it (they wait for that thread). An exception it raises is logged.
+        """
+        self._check()
+        return self._get(lambda: self._log._live().leadership.subscribe(callback, now=True))
 
     @property
     def state_machine(self) -> Any:

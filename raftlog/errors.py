@@ -88,3 +88,22 @@ class SessionExpired(RaftlogError):
 
 class MetricsUnavailable(RaftlogError):
     """Metrics were asked for, but prometheus_client is not installed (pip install 'raftlog[metrics]')."""
+
+
+class Removed(RaftlogError):
+    """This node was removed from the cluster (a committed configuration leaves it out): it no longer serves.
+
+    `node_id` is the removed node (0 when unknown), `members` the current members as
+    `{id: "HOST:PORT"}`: send requests there.
+    """
+
+    def __init__(self, node_id: int, members: dict[int, str]) -> None:
+        super().__init__(removal_line(node_id, members))
+        self.node_id = node_id
+        self.members = dict(members)
+
+
+def removal_line(node_id: int, members: dict[int, str]) -> str:
+    """`node 3 was removed from the cluster (members 1, 2, 4)`: the one wording of a removal."""
+    who = f"node {node_id}" if node_id else "this node"
+    return f"{who} was removed from the cluster (members {', '.join(str(m) for m in sorted(members))})"

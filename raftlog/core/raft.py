@@ -109,6 +109,9 @@ class Raft:
             self.conf_index = found[-1][0]
             self.conf_prev_voters = confchange.voters_of(confchange.decode_entry(found[-1][1])[1])
         self.leader_id = 0
+        # The highest commit index a leader's AppendEntries carried: a node whose commit index is
+        # below it is behind and does not trust its log's configuration yet (core/removal.py).
+        self.leader_commit = 0
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_timeout = 0
@@ -579,6 +582,8 @@ class Raft:
         ents = m.entries
         n = len(ents) if ents is not None else 0
         committed = lg.committed
+        if m.commit > self.leader_commit:
+            self.leader_commit = m.commit
         if prev < committed:
             # Entries up to our commit index are committed and so equal the leader's (§5.4.3):
             # only what lies beyond can be new. This also makes a stale request harmless.

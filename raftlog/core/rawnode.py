@@ -29,6 +29,7 @@ from raftlog.core import confchange
 from raftlog.core.config import Config
 from raftlog.core.messages import ConfState, HardState, Message, SnapshotMeta
 from raftlog.core.raft import Raft, Role
+from raftlog.core.removal import knows_removed
 from raftlog.core.storage import Storage
 from raftlog.hot import KIND_DATA, RecordBatch
 
@@ -245,6 +246,12 @@ class RawNode:
     def conf_state(self) -> ConfState:
         """The configuration in force (the latest in the log)."""
         return self.raft.conf
+
+    @property
+    def removed(self) -> bool:
+        """True once this node knows a committed configuration left it out (core/removal.py has the rule)."""
+        r = self.raft
+        return knows_removed(r.id, r.conf, r.conf_index, r.log.committed, r.leader_commit)
 
     def conf_settled(self) -> bool:
         """True when no change is in flight: not joint and the last configuration entry is committed."""

@@ -236,7 +236,7 @@ class Membership:
         everyone = confchange.members(conf)
         if conf.voters and node.node_id not in everyone:
             if not self.removed_logged:
-                log.info("node %d was removed from the cluster (configuration %s)", node.node_id,
+                log.info("node %d is not in the configuration %s (it is out once that commits)", node.node_id,
                          confchange.describe(conf))
                 self.removed_logged = True
         else:

@@ -42,12 +42,14 @@ from raftlog.hot import ERR_NOT_LEADER, encode_error
 from raftlog.runtime.connection import Connection
 from raftlog.runtime.listener import Listener
 from raftlog.core.incarnations import IncarnationBook
+from raftlog.runtime.leadership import LeaderWatch
 from raftlog.runtime.membership import Membership
 from raftlog.runtime.peer_transport import PeerTransport
 from raftlog.wire.addresses import parse_address
 from raftlog.runtime.port import Joining, NodePort
 from raftlog.runtime.proposals import Proposals
 from raftlog.runtime.reads import Reads
+from raftlog.runtime.removal import RemovalWatch
 from raftlog.runtime.replies import send_reply
 from raftlog.runtime.server import ClientService
 from raftlog.runtime.sessions import SessionService, unwrap_snapshot, wrap_snapshot
@@ -105,6 +107,9 @@ class NodeConfig:
     secret: Optional[bytes] = None
     # Issue 15: HOST:PORT serving Prometheus /metrics and /health (runtime/metrics.py); None: off.
     metrics: Optional[str] = None
+    # Issue 15: once a committed configuration leaves this node out, stop (the plain node
+    # exits 0) or stay and refuse requests (runtime/removal.py).
+    exit_when_removed: bool = False
 
     @property
     def address(self) -> str:
@@ -159,8 +164,10 @@ class Node:
         self.membership = Membership(self)
         self.reads = Reads(self, cfg.request_timeout)
         self.sessions = SessionService(self, self.proposals)
+        self.removal = RemovalWatch(self, leave=self.request_stop if cfg.exit_when_removed else None)
+        self.leadership = LeaderWatch()
         self.service = ClientService(self, self.proposals, self.sessions, self.membership, self.reads,
-                                     request_timeout=cfg.request_timeout)
+                                     request_timeout=cfg.request_timeout, removal=self.removal)
         self.snapshots = Snapshotter(self, self._capture if app is not None else None,
                                      every_entries=cfg.snapshot_every, every_bytes=cfg.snapshot_bytes,
                                      tail_entries=cfg.snapshot_tail)
@@ -283,6 +290,7 @@ class Node:
             self._pump_safely(commit=True)     # the last commit index too, for writer.close to save
         self._stopping = True
         log.info("node %d shutting down", self.node_id)
+        self.leadership.close()
         if self.joiner is not None:
             await self.joiner.stop()
         if self._tick_handle is not None:
@@ -502,7 +510,7 @@ class Node:
         if rd.read_states:
             self.reads.on_read_states(rd.read_states)
         self._refill()
-        self._show_role()
+        self._notice()
         if rd.messages:
             self._send(rd.messages)
         if rd.committed:
@@ -576,7 +584,7 @@ class Node:
         if rd.persisted_messages:
             self._send(rd.persisted_messages)
         self.raw.advance(rd)
-        self._show_role()
+        self._notice()
 
     def _apply(self, committed: list) -> None:
         """Hand committed batches, in index order, to the application and every service (answers their requests)."""
@@ -631,6 +639,13 @@ class Node:
             self.stats.messages_out(messages)
         for msg in messages:
             peers.send(msg)
+
+    def _notice(self) -> None:
+        """After a Ready: log a role change, tell leader-change listeners, act on this node's removal."""
+        self._show_role()
+        raw = self.raw
+        self.leadership.observe(raw.term, raw.leader_id)
+        self.removal.check()
 
     def _show_role(self) -> None:
         """One INFO line per role change (stable wording: tests and `raftlog cluster` read it)."""
@@ -697,7 +712,8 @@ class Node:
         return {
             "id": self.node_id,
             "address": self.cfg.address,
-            "role": str(raw.role),
+            "role": "removed" if self.removal.removed else str(raw.role),
+            "removed": self.removal.removed,
             "term": raw.term,
             "last_index": raw.last_index,
             "commit": raw.commit_index,

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from raftlog.hot import (
     ERR_BAD_REQUEST,
+    ERR_REMOVED,
     ERR_SHUTTING_DOWN,
     ERR_TOO_LARGE,
     FRAME_APPEND,
@@ -28,12 +29,14 @@ from raftlog.hot import (
     KIND_CONF,
     KIND_SESSION,
     RecordBatch,
+    encode_error,
     encode_status_reply,
 )
 from raftlog.runtime.membership import Membership
 from raftlog.runtime.port import NodePort
 from raftlog.runtime.proposals import Proposals
 from raftlog.runtime.reads import Reads
+from raftlog.runtime.removal import RemovalWatch
 from raftlog.runtime.replies import ClientWaiter
 from raftlog.runtime.sessions import SessionService
 
@@ -47,7 +50,9 @@ class ClientService:
     """Serves client connections for one node: routes each request to the service that owns it."""
 
     def __init__(self, port: NodePort, proposals: Proposals, sessions: SessionService, membership: Membership,
-                 reads: Reads, *, request_timeout: float = 10.0, max_append_bytes: int = MAX_APPEND_BYTES) -> None:
+                 reads: Reads, *, request_timeout: float = 10.0, max_append_bytes: int = MAX_APPEND_BYTES,
+                 removal: Optional[RemovalWatch] = None) -> None:
+        """`removal`: once it says this node was removed, every request but Status gets ERR_REMOVED."""
         self.port = port
         self.proposals = proposals
         self.sessions = sessions
@@ -55,6 +60,7 @@ class ClientService:
         self.reads = reads
         self.request_timeout = request_timeout
         self.max_append_bytes = max_append_bytes
+        self.removal = removal
         self.conns: set["Connection"] = set()
         self.stopping = False
 
@@ -70,6 +76,11 @@ class ClientService:
 
     def on_frame(self, conn: "Connection", frame: tuple) -> None:
         ftype = frame[0]
+        removal = self.removal
+        if removal is not None and removal.removed and ftype != FRAME_STATUS:
+            node_id, members, message = removal.refusal()
+            self.port.reply(conn, encode_error(frame[1], ERR_REMOVED, node_id, members, message))
+            return
         if ftype == FRAME_APPEND:
             self.append(conn, frame[1], frame[2])
         elif ftype == FRAME_READ:
