@@ -204,8 +204,11 @@ def test_three_members_in_one_loop_follower_refuses_and_a_restarted_member_catch
         for lg in logs.values():
             await lg.start()
         try:
-            leader = await logs[1].wait_for_leader(5)
+            leader = await logs[1].wait_for_leader(30)
             follower = next(i for i in logs if i != leader)
+            # The follower's hint names the leader once it has heard from it (it may not have yet).
+            await until(lambda: logs[follower].leader_id == leader, f"node {follower} to hear from leader {leader}",
+                        seen=lambda: logs[follower].leader_id)
             with pytest.raises(NotLeader) as err:
                 await logs[follower].append(b"x=1")
             assert err.value.leader_id == leader and err.value.leader_address == peers[leader]
