@@ -47,6 +47,7 @@ from raftlog.core.rawnode import RawNode, Ready
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import KIND_CONF, KIND_DATA
 from raftlog.core.storage import MemoryStorage
+from raftlog.units import parse_duration_ms  # noqa: F401 - re-exported: `raftlog sim --duration` parses with it
 
 # Replies that must wait until the state they reveal is durable, derived from the rules and
 # kept apart from the engine's own list (raft.AFTER_PERSIST), so that a wrong entry there is
@@ -1086,15 +1087,6 @@ INVARIANTS = (
     "replies claim only durable state (acks, votes)",
     "every committed proposal in every node's log at the end",
 )
-
-
-def parse_duration_ms(text: str) -> int:
-    """'30s', '500ms', '2m' or a bare number of seconds -> milliseconds."""
-    t = text.strip().lower()
-    for suffix, scale in (("ms", 1), ("s", 1000), ("m", 60_000)):
-        if t.endswith(suffix):
-            return int(float(t[:-len(suffix)]) * scale)
-    return int(float(t) * 1000)
 
 
 def check_faults(faults: Iterable[str]) -> None:
