@@ -38,6 +38,7 @@ ERR_CLUSTER_MISMATCH = 6
 ERR_VERSION = 7
 ERR_INTERNAL = 8
 ERR_SESSION_EXPIRED = 9   # an exactly-once session the log no longer knows (the client raises SessionExpired)
+ERR_COMPACTED = 10        # a read below the first index kept; the error's leader_id field carries that first index
 
 READ_STALE = 0          # a Read answered from the serving node's applied log at once
 READ_LINEARIZABLE = 1   # a Read that waits for a ReadIndex round (dissertation 6.4)

@@ -32,3 +32,15 @@ def parse_duration_ms(text: str) -> int:
     if unit not in _DURATION_MS:
         raise ValueError(f"{text!r}: unknown duration unit {unit!r} (use ms, s, m, h, d or w)")
     return int(number * _DURATION_MS[unit])
+
+
+def format_size(n: int) -> str:
+    """'96.0KiB', '2.0GiB', '512B': bytes for people, in powers of 1024."""
+    if n < 1024:
+        return f"{n}B"
+    size = n / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{size:.1f}TiB"
