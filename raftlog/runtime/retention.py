@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from raftlog.errors import NotLeader, ProposalDropped
-from raftlog.hot import KIND_NOOP, RecordBatch
+from raftlog.hot import KIND_NOOP, RECORD_HEADER_SIZE, RecordBatch
 from raftlog.runtime.port import NodePort
 from raftlog.runtime.proposals import Proposals
 from raftlog.runtime.snapshots import Snapshotter
@@ -95,8 +95,9 @@ def decode_mark(payload: bytes) -> Optional[int]:
 class RetainedLog:
     """What the limits need to know of the applied log after the compaction point; deterministic, no I/O.
 
-    Byte positions are remembered at batch ends, at most about BYTE_CHECKPOINTS per `bytes`
-    limit, so the bytes kept are within 2/BYTE_CHECKPOINTS of the limit, never above it.
+    Byte positions are remembered at batch ends (inside a batch larger than the granularity,
+    at each record), merged so that about 2 * BYTE_CHECKPOINTS cover a `bytes` limit: the
+    bytes kept are never above the limit, and below it by at most about 2/BYTE_CHECKPOINTS of it.
     """
 
     def __init__(self, policy: RetentionPolicy, compacted: int) -> None:
@@ -116,12 +117,14 @@ class RetainedLog:
             return
         last = first + n - 1
         if self.policy.bytes:
-            self.total_bytes += batch.nbytes
-            cps = self.checkpoints
-            if len(cps) >= 2 and self.total_bytes - cps[-2][1] <= self._step:
-                cps[-1] = (last, self.total_bytes)
+            if batch.nbytes > self._step and n > 1:
+                # A batch larger than the granularity: positions inside it too, record by record.
+                total = self.total_bytes
+                for i in range(n):
+                    total += RECORD_HEADER_SIZE + len(batch.payload(i))
+                    self._checkpoint(first + i, total)
             else:
-                cps.append((last, self.total_bytes))
+                self._checkpoint(last, self.total_bytes + batch.nbytes)
         if self.policy.age_ms:
             i = batch.find_kind(KIND_NOOP, 0)
             while 0 <= i < n:
@@ -130,6 +133,15 @@ class RetainedLog:
                     self.marks.append((first + i, t))
                     self.log_ms = max(self.log_ms, t)
                 i = batch.find_kind(KIND_NOOP, i + 1)
+
+    def _checkpoint(self, index: int, total: int) -> None:
+        """Remember that `total` bytes were applied through `index` (merged with the last one when close)."""
+        self.total_bytes = total
+        cps = self.checkpoints
+        if len(cps) >= 2 and total - cps[-2][1] <= self._step:
+            cps[-1] = (index, total)
+        else:
+            cps.append((index, total))
 
     def compaction_point(self, applied: int) -> int:
         """The last index the limits let go (`compacted` when none asks for more); at most `applied`."""
@@ -197,14 +209,22 @@ class Retention:
         """A snapshot from the leader replaced the log up to `index`."""
         self.log.dropped(index)
 
-    def maybe_compact(self) -> None:
-        """Compact (behind a metadata snapshot at the applied index) once the limits let enough go."""
+    def due(self) -> int:
+        """The index to compact up to when the limits let enough go (1/16 of the log held), else 0."""
         port = self.port
         compacted = port.raw.first_index - 1
         self.log.dropped(compacted)
         applied = port.applied_index
         upto = self.log.compaction_point(applied)
         if upto <= compacted or (upto - compacted) * COMPACT_FRACTION < applied - compacted:
+            return 0
+        return upto
+
+    def maybe_compact(self) -> None:
+        """Compact (behind a metadata snapshot at the applied index) when due."""
+        port = self.port
+        upto = self.due()
+        if not upto:
             return
         done = self.snapshots.take_now(compact_to=upto)
         if done is not None:
