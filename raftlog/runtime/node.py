@@ -161,8 +161,11 @@ class Node:
                                      request_timeout=cfg.request_timeout)
         stateful = app is not None and app.stateful
         retains = not stateful and cfg.retention is not None and cfg.retention.active
+        # Without a state machine, only retention (or an explicit take_now) snapshots the log:
+        # the automatic every-N trigger would compact below what the limits keep.
         self.snapshots = Snapshotter(self, self._capture if stateful else self._capture_sessions if retains else None,
-                                     every_entries=cfg.snapshot_every, every_bytes=cfg.snapshot_bytes,
+                                     every_entries=cfg.snapshot_every if stateful else 0,
+                                     every_bytes=cfg.snapshot_bytes if stateful else 0,
                                      tail_entries=cfg.snapshot_tail)
         self.retention = Retention(self, self.proposals, self.snapshots, cfg.retention) if retains else None
         self.joiner: Optional[Joining] = None

@@ -301,3 +301,26 @@ def test_follower_restarted_behind_the_retained_prefix_catches_up_by_snapshot(tm
                 await log.close()
 
     asyncio.run(main())
+
+
+def test_a_node_without_a_state_machine_compacts_only_by_its_limits(tmp_path) -> None:
+    """The state machine's every-N snapshot trigger (snapshot_every, snapshot_tail) must not compact a plain log."""
+    from raftlog.client import AsyncClient
+    from raftlog.runtime.node import Node, NodeConfig
+
+    async def main() -> None:
+        address = f"127.0.0.1:{free_port()}"
+        node = Node(NodeConfig(node_id=1, peers={1: address}, data_dir=str(tmp_path / "n1"), sync=False,
+                               snapshot_every=50, snapshot_tail=5, retention=RetentionPolicy(entries=200)))
+        await node.start()
+        try:
+            async with AsyncClient([address]) as client:
+                for k in range(20):
+                    await client.append_many([b"e%d-%d" % (k, j) for j in range(30)])
+                    assert node.applied_index - node.raw.first_index + 1 >= 200 or node.raw.first_index == 1
+            await until(lambda: not node.snapshots.busy and not node.retention.due(), "a settled node")
+            assert node.raw.first_index > 1 and node.applied_index - node.raw.first_index + 1 >= 200
+        finally:
+            await node.stop()
+
+    asyncio.run(main())
