@@ -1,5 +1,7 @@
 """Automatic snapshots and compaction for a node that runs an application state machine.
 
+(A node without one snapshots only for retention, runtime/retention.py, through take_now.)
+
 The node hands committed entries to an `Application` (raftlog.embed adapts the user's
 state machine to it). Every `every_entries` applied entries, or `every_bytes` applied
 bytes, the Snapshotter:
