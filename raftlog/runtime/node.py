@@ -23,6 +23,7 @@ append_many of 100-byte payloads, 1.7 ms for one append (leader write + follower
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import random
@@ -609,12 +610,13 @@ class Node:
         return wrap_snapshot(self.sessions.table, b"")
 
     def _snapshot_sessions(self, meta: SnapshotMeta) -> Optional[bytes]:
-        """The session table snapshot `meta` carries (None: no snapshot file, or an image without one)."""
-        path = self.storage.snapshot_path() if meta.index else None
-        if path is None:
+        """The session table the current snapshot carries (None: no snapshot, or an image without one).
+
+        Only for a log without a state machine, whose snapshots are the table alone (small).
+        """
+        if not meta.index:
             return None
-        with open(path, "rb") as f:
-            return unwrap_snapshot(f)[1]
+        return unwrap_snapshot(io.BytesIO(self.storage.snapshot_data()))[1]
 
     def _restore_app(self, meta: SnapshotMeta) -> Optional[bytes]:
         """Restore the application from snapshot `meta` (index 0: nothing to restore); the session table it carried."""

@@ -16,6 +16,7 @@ from raftlog.runtime.sessions import unwrap_snapshot, wrap_snapshot
 from raftlog.units import format_size, parse_duration_ms, parse_size
 
 from support.async_wait import until
+from support.polling import wait_for
 from support.nodes import free_port
 
 
@@ -234,6 +235,8 @@ def test_client_and_cli_reads_below_the_first_index_get_compacted(tmp_path) -> N
             deadline = time.monotonic() + 30
             while log.first_index == 1 and time.monotonic() < deadline:
                 client.append(b"more")
+            # (a compaction in flight would move the first index under the reads below)
+            wait_for("a settled log", lambda: log._get(lambda: settled(log._log)))
             first = log.first_index
             assert first > 1
             with pytest.raises(Compacted) as info:
