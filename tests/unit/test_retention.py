@@ -297,6 +297,7 @@ def test_follower_restarted_behind_the_retained_prefix_catches_up_by_snapshot(tm
             logs[behind] = follower = raftlog.open(str(tmp_path / f"n{behind}"), node_id=behind, **opts)
             await follower.start()
             assert follower._node.sessions.table.to_bytes() == table
+            await until(lambda: settled(leader) and settled(follower), "no compaction in flight")
             start = max(follower.first_index, leader.first_index)
             assert await follower.read(start) == await leader.read(start)
         finally:
