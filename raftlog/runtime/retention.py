@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from raftlog.errors import NotLeader, ProposalDropped
-from raftlog.hot import KIND_NOOP, RECORD_HEADER_SIZE, RecordBatch
+from raftlog.hot import KIND_NOOP, RecordBatch
 from raftlog.runtime.port import NodePort
 from raftlog.runtime.proposals import Proposals
 from raftlog.runtime.snapshots import Snapshotter
@@ -96,7 +96,7 @@ class RetainedLog:
     """What the limits need to know of the applied log after the compaction point; deterministic, no I/O.
 
     Byte positions are remembered at batch ends (inside a batch larger than the granularity,
-    at each record), merged so that about 2 * BYTE_CHECKPOINTS cover a `bytes` limit: the
+    about one per granularity), merged so that about 2 * BYTE_CHECKPOINTS cover a `bytes` limit: the
     bytes kept are never above the limit, and below it by at most about 2/BYTE_CHECKPOINTS of it.
     """
 
@@ -118,11 +118,16 @@ class RetainedLog:
         last = first + n - 1
         if self.policy.bytes:
             if batch.nbytes > self._step and n > 1:
-                # A batch larger than the granularity: positions inside it too, record by record.
-                total = self.total_bytes
-                for i in range(n):
-                    total += RECORD_HEADER_SIZE + len(batch.payload(i))
-                    self._checkpoint(first + i, total)
+                # A batch larger than the granularity: positions inside it too, about `_step` apart.
+                before = self.total_bytes
+                done = 0
+                target = self._step
+                while done < n:
+                    k = max(batch.prefix_count(target), done + 1)
+                    nbytes = batch.slice(0, k).nbytes
+                    self._checkpoint(first + k - 1, before + nbytes)
+                    done = k
+                    target = nbytes + self._step
             else:
                 self._checkpoint(last, self.total_bytes + batch.nbytes)
         if self.policy.age_ms:

@@ -87,6 +87,25 @@ def test_bytes_limit_never_keeps_more_nor_much_less_than_the_limit() -> None:
     assert len(kept.checkpoints) <= 2 * 64 + 2
 
 
+def test_bytes_limit_inside_batches_larger_than_its_granularity() -> None:
+    """Batches of 50-150 records of 0-200 bytes, a 10,000-byte limit: positions inside the batches, same bounds."""
+    import random
+    rng = random.Random(7)
+    limit = 10_000
+    kept = RetainedLog(RetentionPolicy(bytes=limit), 0)
+    sizes: list[int] = []
+    index = 1
+    for _ in range(60):
+        payloads = [b"y" * rng.randint(0, 200) for _ in range(rng.randint(50, 150))]
+        kept.add(index, RecordBatch.encode(1, KIND_DATA, payloads))
+        sizes += [17 + len(p) for p in payloads]
+        index += len(payloads)
+        upto = kept.compaction_point(index - 1)
+        held = sum(sizes[upto:])
+        assert limit - 2 * limit // 64 - 2 * 217 < held <= limit, (index - 1, upto, held)
+        kept.dropped(upto)
+
+
 def mark(t_ms: int) -> RecordBatch:
     return encode_mark(t_ms)
 
