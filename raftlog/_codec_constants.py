@@ -39,6 +39,7 @@ ERR_VERSION = 7
 ERR_INTERNAL = 8
 ERR_SESSION_EXPIRED = 9   # an exactly-once session the log no longer knows (the client raises SessionExpired)
 ERR_REMOVED = 10          # the node was removed from the cluster; the message names the members (Removed)
+ERR_COMPACTED = 11        # a read below the first index kept; the error's leader_id field carries that first index
 
 READ_STALE = 0          # a Read answered from the serving node's applied log at once
 READ_LINEARIZABLE = 1   # a Read that waits for a ReadIndex round (dissertation 6.4)

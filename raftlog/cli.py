@@ -120,6 +120,44 @@ def _secured(f):  # noqa: ANN001, ANN201 - a click command callback
     return wrapper
 
 
+def _retained(f):  # noqa: ANN001, ANN201 - a click command callback
+    """Add --retain-entries/--retain-bytes/--retain-age to a command (issue 15); `_retention()` returns them.
+
+    A size or duration that does not parse is one error line and exit status 2.
+    """
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*args: object, retain_entries: int = 0, retain_bytes: str = "0", retain_age: str = "0",
+                **kwargs: object) -> object:
+        from raftlog.runtime.retention import retention_policy
+        try:
+            policy = retention_policy(retain_entries, retain_bytes, retain_age)
+        except ValueError as exc:
+            raise BadArgument(f"retention: {exc}") from None
+        click.get_current_context().meta["raftlog.retention"] = {"retention": policy}
+        return f(*args, **kwargs)
+
+    for opt in (click.option("--retain-entries", default=0, type=click.IntRange(0), metavar="N",
+                             help="Keep only the newest N entries (0, the default: no limit)."),
+                click.option("--retain-bytes", default="0", metavar="SIZE",
+                             help="Keep only the newest SIZE bytes of entries, e.g. 2GiB or 500MB "
+                                  "(0, the default: no limit)."),
+                click.option("--retain-age", default="0", metavar="DURATION",
+                             help="Keep only entries younger than DURATION by the leader's clock, e.g. 7d, 12h, "
+                                  "30m (0, the default: no limit). Without any --retain-* the node keeps "
+                                  "everything; with several, the first limit reached wins. "
+                                  "See docs/retention.md.")):
+        wrapper = opt(wrapper)
+    return wrapper
+
+
+def _retention() -> dict:
+    """{"retention": RetentionPolicy} given to the current command (empty if none)."""
+    ctx = click.get_current_context(silent=True)
+    return dict(ctx.meta.get("raftlog.retention", {})) if ctx is not None else {}
+
+
 def _security() -> dict:
     """{"tls": TlsFiles or None, "secret": bytes or None} given to the current command (empty if none)."""
     ctx = click.get_current_context(silent=True)
@@ -149,6 +187,7 @@ def _security() -> dict:
               help="Once removed from the cluster, keep running (answering status, refusing requests) "
                    "instead of exiting 0.")
 @_secured
+@_retained
 def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, join: str | None, no_promote: bool,
          promote_lag: int, cluster_id: str, no_sync: bool, election_timeout: str, heartbeat: int,
          metrics: str | None, stay: bool = False) -> None:
@@ -209,7 +248,8 @@ def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, joi
     from raftlog.runtime.node import NodeConfig, run_node
     cfg = NodeConfig(node_id=node_id, peers=members, data_dir=data_dir, cluster_id=cluster_id, sync=not no_sync,
                      election_timeout_ms=(lo, hi), heartbeat_ms=heartbeat, join=join, promote=not no_promote,
-                     promote_lag=promote_lag, metrics=metrics, exit_when_removed=not stay, **_security())
+                     promote_lag=promote_lag, metrics=metrics, exit_when_removed=not stay, **_security(),
+                     **_retention())
     try:
         status = asyncio.run(run_node(cfg, joiner_for(cfg) if cfg.join else None))
     except IdentityMismatch as exc:
@@ -353,7 +393,7 @@ def read(peers: str, cluster_id: str, start: int, limit: int | None, follow: boo
     """
     import time
 
-    from raftlog.errors import RaftlogError
+    from raftlog.errors import Compacted, RaftlogError
 
     def show(entries: list) -> None:
         for e in entries:
@@ -375,11 +415,14 @@ def read(peers: str, cluster_id: str, start: int, limit: int | None, follow: boo
                     time.sleep(0.2)
         except KeyboardInterrupt:
             return
+        except Compacted as exc:
+            raise click.ClickException(f"{exc} (read with --from {exc.first_index})") from None
         except RaftlogError as exc:
             raise click.ClickException(str(exc)) from None
 
 
 STATUS_FIELDS = ("id", "address", "role", "term", "last_index", "commit", "applied", "leader")
+STATUS_JSON_EXTRA = ("first_index", "data_dir_bytes")    # in --json only (keys added by issue 15)
 
 
 @main.command()
@@ -428,17 +471,21 @@ def status(peers: str, cluster_id: str, as_json: bool, timeout: float, check: bo
     rows = []
     for (ident, address), st in zip(members.items(), answers):
         if st is None:
-            row = dict.fromkeys(STATUS_FIELDS)
+            row = dict.fromkeys(STATUS_FIELDS + STATUS_JSON_EXTRA)
             row.update(id=ident if ident > 0 else None, address=address, role="unreachable")
         else:
-            row = {k: st.get(k) for k in STATUS_FIELDS}
+            row = {k: st.get(k) for k in STATUS_FIELDS + STATUS_JSON_EXTRA}
             row["address"] = address
         rows.append(row)
     if as_json:
         click.echo(json.dumps(rows))
         return
-    header = ("ID", "ADDRESS", "ROLE", "TERM", "LAST", "COMMIT", "APPLIED", "LEADER")
-    table = [header] + [tuple("-" if r[k] is None else str(r[k]) for k in STATUS_FIELDS) for r in rows]
+    from raftlog.units import format_size
+    header = ("ID", "ADDRESS", "ROLE", "TERM", "LAST", "COMMIT", "APPLIED", "LEADER", "FIRST", "DISK")
+    table = [header] + [tuple("-" if r[k] is None else str(r[k]) for k in STATUS_FIELDS)
+                        + ("-" if r["first_index"] is None else str(r["first_index"]),
+                           "-" if r["data_dir_bytes"] is None else format_size(r["data_dir_bytes"]))
+                        for r in rows]
     widths = [max(len(line[c]) for line in table) for c in range(len(header))]
     for line in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())

@@ -21,7 +21,7 @@ import time
 from typing import Any, Callable, Coroutine, Iterable, Optional, Sequence, TypeVar, Union
 
 from raftlog.entry import Entry
-from raftlog.errors import Closed, RaftlogError, Removed, SessionExpired, Timeout
+from raftlog.errors import Closed, Compacted, RaftlogError, Removed, SessionExpired, Timeout
 from raftlog.hot import (
     DEFAULT_MAX_FRAME,
     ERR_BAD_REQUEST,
@@ -29,6 +29,7 @@ from raftlog.hot import (
     ERR_NOT_LEADER,
     ERR_REMOVED,
     ERR_SESSION_EXPIRED,
+    ERR_COMPACTED,
     ERR_SHUTTING_DOWN,
     ERR_TIMEOUT,
     ERR_TOO_LARGE,
@@ -350,6 +351,8 @@ class AsyncClient:
             raise Timeout(f"{conn.address}: {message}")
         if code in (ERR_TOO_LARGE, ERR_BAD_REQUEST):
             raise RequestRejected(code, f"{conn.address}: {message}")
+        if code == ERR_COMPACTED:
+            raise Compacted(leader_id - 1, leader_id)    # the read's own start: see _read_once
         if code == ERR_SESSION_EXPIRED:
             raise SessionExpired(f"{conn.address}: {message}; the request's outcome is unknown")
         if code == ERR_REMOVED:
@@ -441,6 +444,8 @@ class AsyncClient:
                    consistency: str = "linearizable") -> list[Entry]:
         """Committed data entries from index `start` (at most `limit`; None = all committed so far).
 
+        Compacted (with `first_index`) when `start` is below the first index the serving node keeps.
+
         `consistency`: "linearizable" (default) sees every append acknowledged before the read
         began (ReadIndex: the serving node confirms with a quorum first, dissertation 6.4);
         "lease" lets a leader skip that round while its lease holds (clock-drift bound);
@@ -468,7 +473,10 @@ class AsyncClient:
                 raise RaftlogError(f"unexpected reply type {reply[0]} to a read")
             _, _rid, next_index, indexes, records = reply
             return next_index, [Entry(indexes[i], records.term(i), records.payload(i)) for i in range(len(indexes))]
-        return await self._call(lambda rid: encode_read(rid, start, max_entries, READ_BYTES, consistency), handle)
+        try:
+            return await self._call(lambda rid: encode_read(rid, start, max_entries, READ_BYTES, consistency), handle)
+        except Compacted as exc:
+            raise Compacted(start, exc.first_index) from None
 
     async def _find_leader(self) -> None:
         """Move the connection to the leader if the connected member knows one (best effort)."""

@@ -21,7 +21,9 @@ A state machine is any object with `apply(entry) -> result`, and optionally
 `snapshot() -> bytes | binary file-like` and `restore(file)`. `apply` sees each committed
 data entry exactly once per process lifetime, in index order, on the event loop's thread;
 what it returns is handed to the proposer on the leader, with the index (`Appended`).
-Without `snapshot`/`restore` the log is never compacted; with them a snapshot is taken
+Without `snapshot`/`restore` the log is compacted only by retention limits (`retain_entries`,
+`retain_bytes` as bytes or '2GiB', `retain_age` as seconds or '7d'; default: keep everything;
+runtime/retention.py); with them a snapshot is taken
 every `snapshot_every` entries or `snapshot_bytes` bytes, the log compacted (keeping
 `snapshot_tail` entries), and after a restart the machine is restored from the last
 snapshot and the log tail after it is applied again.
@@ -42,6 +44,7 @@ from raftlog.hot import ERR_BAD_REQUEST, ERR_NOT_LEADER, ERR_SHUTTING_DOWN, ERR_
 from raftlog.joiner import joiner_for
 from raftlog.runtime.node import Node, NodeConfig
 from raftlog.wire.addresses import parse_peers
+from raftlog.runtime.retention import retention_policy
 from raftlog.runtime.snapshots import DEFAULT_EVERY_BYTES, DEFAULT_EVERY_ENTRIES, DEFAULT_TAIL_ENTRIES
 from raftlog.embed_events import leader_changes as _leader_changes, removed_error, security
 
@@ -242,7 +245,8 @@ class RaftLog:
                  election_timeout_ms: tuple[int, int] = (150, 300), heartbeat_ms: int = 50,
                  request_timeout: float = 10.0, engine_options: Optional[dict] = None,
                  join: Optional[str] = None, metrics: Optional[str] = None, tls: Any = None,
-                 secret_file: Optional[str] = None) -> None:
+                 secret_file: Optional[str] = None, retain_entries: int = 0,
+                 retain_bytes: Union[int, str] = 0, retain_age: Union[float, str] = 0) -> None:
         if isinstance(peers, str):
             peers = parse_peers(peers)
         members = {int(k): str(v) for k, v in (peers or {}).items()}
@@ -263,7 +267,11 @@ class RaftLog:
             snapshot_every=(DEFAULT_EVERY_ENTRIES if snapshot_every is None else snapshot_every) if stateful else 0,
             snapshot_bytes=(DEFAULT_EVERY_BYTES if snapshot_bytes is None else snapshot_bytes) if stateful else 0,
             snapshot_tail=snapshot_tail, listen=bool(members), transfer_on_stop=bool(members), join=join,
-            metrics=metrics, **security(tls, secret_file))
+            metrics=metrics, **security(tls, secret_file),
+            retention=retention_policy(retain_entries, retain_bytes, retain_age))
+        if stateful and self._cfg.retention.active:
+            raise ValueError("retain_entries/retain_bytes/retain_age are for a log without a state machine; "
+                             "with snapshot() and restore(), use snapshot_every/snapshot_bytes/snapshot_tail")
         self.request_timeout = request_timeout
         self.state_machine = state_machine
         self._node: Optional[Node] = None
@@ -598,6 +606,10 @@ def open(path: str, *, node_id: int = 1, peers: Peers = None, state_machine: Any
     `raftlog node --tls-cert/--tls-key/--tls-ca/--secret-file` (ValueError for a file that
     cannot be used). Once a committed configuration leaves this node out, appends raise
     raftlog.Removed and `entries()` iterators end.
+    Without a state machine that snapshots, `retain_entries=N`, `retain_bytes=2 << 30` (or
+    "2GiB") and `retain_age=7 * 86400` (or "7d", log time) keep only the newest part of the
+    log (the first limit reached wins; default: keep everything); a read below the first
+    index kept raises Compacted. See docs/retention.md.
     """
     return RaftLog(path, node_id=node_id, peers=peers, state_machine=state_machine, sync=sync, **options)
 

@@ -23,6 +23,7 @@ append_many of 100-byte payloads, 1.7 ms for one append (leader write + follower
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import random
@@ -53,9 +54,11 @@ from raftlog.runtime.removal import RemovalWatch
 from raftlog.runtime.replies import send_reply
 from raftlog.runtime.server import ClientService
 from raftlog.runtime.sessions import SessionService, unwrap_snapshot, wrap_snapshot
+from raftlog.runtime.retention import Retention
 from raftlog.runtime.snapshots import Snapshotter
 from raftlog.runtime.health import Liveness
 from raftlog.runtime.stats import NodeStats
+from raftlog.storage.datadir import dir_bytes
 from raftlog.runtime.writer import INLINE_WRITE_ENTRIES, Writer
 
 log = logging.getLogger("raftlog.node")
@@ -110,6 +113,9 @@ class NodeConfig:
     # Issue 15: once a committed configuration leaves this node out, stop (the plain node
     # exits 0) or stay and refuse requests (runtime/removal.py).
     exit_when_removed: bool = False
+    # Issue 15: how much of the log a node without a state machine keeps (runtime/retention.py's
+    # RetentionPolicy; None: everything).
+    retention: Any = None
 
     @property
     def address(self) -> str:
@@ -168,9 +174,15 @@ class Node:
         self.leadership = LeaderWatch()
         self.service = ClientService(self, self.proposals, self.sessions, self.membership, self.reads,
                                      request_timeout=cfg.request_timeout, removal=self.removal)
-        self.snapshots = Snapshotter(self, self._capture if app is not None else None,
-                                     every_entries=cfg.snapshot_every, every_bytes=cfg.snapshot_bytes,
+        stateful = app is not None and app.stateful
+        retains = not stateful and cfg.retention is not None and cfg.retention.active
+        # Without a state machine, only retention (or an explicit take_now) snapshots the log:
+        # the automatic every-N trigger would compact below what the limits keep.
+        self.snapshots = Snapshotter(self, self._capture if stateful else self._capture_sessions if retains else None,
+                                     every_entries=cfg.snapshot_every if stateful else 0,
+                                     every_bytes=cfg.snapshot_bytes if stateful else 0,
                                      tail_entries=cfg.snapshot_tail)
+        self.retention = Retention(self, self.proposals, self.snapshots, cfg.retention) if retains else None
         self.joiner: Optional[Joining] = None
         self.applied_index = 0
         self.writer: Optional[Writer] = None      # the write path, once storage is open
@@ -211,9 +223,13 @@ class Node:
                 meta = self.storage.snapshot_meta()
                 restored_sessions = self._restore_app(meta)
                 applied = meta.index
+            elif self.storage.snapshot_meta().index:
+                restored_sessions = self._snapshot_sessions(self.storage.snapshot_meta())
             self.raw = RawNode(self.cfg.engine_config(applied), self.storage, self._rng)
             self.applied_index = self.raw.applied_index
             self.sessions.rebuild(restored_sessions)
+            if self.retention is not None:
+                self.retention.rebuild()
             self._shown = (self.raw.role, self.raw.leader_id, self.raw.term)
             # The log's configuration (replicated with every change), not --peers, names the
             # members and their addresses; a difference is one WARNING line (runtime/peer_check.py).
@@ -438,6 +454,8 @@ class Node:
             self.membership.poll()
             self.reads.expire(now)
             self.sessions.poll()
+            if self.retention is not None:
+                self.retention.tick()
         self._schedule_tick()
         if not self._kick_scheduled:
             self._pump_safely(commit=True)     # at once: a kick would cost another turn of the loop
@@ -576,8 +594,12 @@ class Node:
                      rd.snapshot.term, rd.snapshot.size)
             if self.app is not None and self.app.stateful:
                 table = self._restore_app(rd.snapshot)
-                if table is not None:
-                    self.sessions.load(table)
+            else:
+                table = self._snapshot_sessions(rd.snapshot)
+            if table is not None:
+                self.sessions.load(table)
+            if self.retention is not None:
+                self.retention.on_snapshot_installed(rd.snapshot.index)
             self.applied_index = max(self.applied_index, rd.snapshot.index)
             if self.stats is not None:
                 self.stats.snapshot_installed(time.monotonic())
@@ -589,13 +611,15 @@ class Node:
     def _apply(self, committed: list) -> None:
         """Hand committed batches, in index order, to the application and every service (answers their requests)."""
         app = self.app
-        membership, sessions, proposals = self.membership, self.sessions, self.proposals
+        membership, sessions, proposals, retention = self.membership, self.sessions, self.proposals, self.retention
         for first, batch in committed:
             n = len(batch)
             if n:
                 if app is not None:
                     app.apply(first, batch)
                     self.snapshots.note_applied(batch.nbytes)
+                if retention is not None:
+                    retention.on_committed(first, batch)
                 membership.on_committed(first, batch)
                 sessions.on_committed(first, batch)
                 proposals.on_committed(first, batch)
@@ -603,6 +627,8 @@ class Node:
         self._after_apply()
         if app is not None:
             self.snapshots.maybe_take()
+        if retention is not None:
+            retention.maybe_compact()
 
     def _after_apply(self) -> None:
         """Let every service move on after an apply or a fresh write budget: waiting proposals, admin
@@ -619,6 +645,19 @@ class Node:
     def _capture(self) -> Any:
         """The snapshot's bytes: the session table, then the application's image (runtime/sessions.py)."""
         return wrap_snapshot(self.sessions.table, self.app.snapshot())
+
+    def _capture_sessions(self) -> Any:
+        """A log without a state machine: the snapshot's bytes are the session table alone (runtime/retention.py)."""
+        return wrap_snapshot(self.sessions.table, b"")
+
+    def _snapshot_sessions(self, meta: SnapshotMeta) -> Optional[bytes]:
+        """The session table the current snapshot carries (None: no snapshot, or an image without one).
+
+        Only for a log without a state machine, whose snapshots are the table alone (small).
+        """
+        if not meta.index:
+            return None
+        return unwrap_snapshot(io.BytesIO(self.storage.snapshot_data()))[1]
 
     def _restore_app(self, meta: SnapshotMeta) -> Optional[bytes]:
         """Restore the application from snapshot `meta` (index 0: nothing to restore); the session table it carried."""
@@ -733,6 +772,7 @@ class Node:
             "storage_error": self.writer.storage_error if self.writer is not None else None,
             "corrupt_index": self.corrupt_index,
             "first_index": raw.first_index,
+            "data_dir_bytes": dir_bytes(self.cfg.data_dir),
             "snapshot": {"index": self.storage.snapshot_meta().index, "size": self.storage.snapshot_meta().size,
                          "taken": self.snapshots.taken},
         }

@@ -3,7 +3,9 @@
 
 Wire: a Read request carries its consistency in its own byte (READ_STALE, READ_LINEARIZABLE,
 READ_LEASE, wire/requests.py); it returns committed data entries (KIND_DATA only, each with
-its index) from this node's applied log, bounded by count and bytes.
+its index) from this node's applied log, bounded by count and bytes. A read that starts
+below the first index the node keeps (compacted: a state machine's snapshot, or retention)
+gets ERR_COMPACTED with that first index (the client raises Compacted).
 
 A linearizable (or lease) read asks the engine for a read index with a fresh context; when
 a Ready releases it, the read waits until this node has applied that far and is then served
@@ -18,9 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from raftlog.errors import CorruptLogError, NotLeader
-from raftlog.hot import ERR_INTERNAL, ERR_NOT_LEADER, ERR_TIMEOUT, KIND_DATA, READ_LEASE, READ_STALE, RecordBatch, \
-    encode_entries
+from raftlog.errors import Compacted, CorruptLogError, NotLeader
+from raftlog.hot import ERR_COMPACTED, ERR_INTERNAL, ERR_NOT_LEADER, ERR_TIMEOUT, KIND_DATA, READ_LEASE, READ_STALE, \
+    RecordBatch, encode_entries, encode_error
 from raftlog.runtime.port import NodePort
 from raftlog.runtime.replies import MAX_READ_BYTES
 
@@ -76,7 +78,11 @@ class Reads:
         max_entries = min(max_entries or DEFAULT_READ_ENTRIES, MAX_READ_ENTRIES)
         max_bytes = min(max_bytes or DEFAULT_READ_BYTES, MAX_READ_BYTES)
         storage = port.storage
-        start = max(start, 1, storage.first_index())
+        first = storage.first_index()
+        if start < first:
+            self._compacted(conn, request_id, start, first)
+            return
+        start = max(start, 1)
         hi = min(port.applied_index, start + max_entries - 1)   # inclusive
         if start > hi:
             port.reply(conn, encode_entries(request_id, start, (), b""))
@@ -92,8 +98,8 @@ class Reads:
             port.corrupt_index = exc.index
             port.error(conn, request_id, ERR_INTERNAL, str(exc))
             return
-        except IndexError:   # compacted under us: the client retries from first_index
-            port.reply(conn, encode_entries(request_id, storage.first_index(), (), b""))
+        except IndexError:   # compacted under us
+            self._compacted(conn, request_id, start, storage.first_index())
             return
         n = len(batch)
         keep = [i for i in range(n) if batch.kind(i) == KIND_DATA]
@@ -102,6 +108,10 @@ class Reads:
         else:
             records = b"".join([batch.record(i) for i in keep])
         port.reply(conn, encode_entries(request_id, start + n, [start + i for i in keep], records))
+
+    def _compacted(self, conn: "Connection", request_id: int, start: int, first: int) -> None:
+        """Answer a read below the first index kept: ERR_COMPACTED, the first index in the leader-id field."""
+        self.port.reply(conn, encode_error(request_id, ERR_COMPACTED, first, "", str(Compacted(start, first))))
 
     def on_read_states(self, states: list) -> None:
         """A Ready released reads `(index, ctx)`: note their index, serve those already applied."""

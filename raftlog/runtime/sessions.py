@@ -14,6 +14,7 @@ entry of its term: only then does its table cover every request an earlier leade
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import struct
 import time
@@ -165,11 +166,16 @@ _LEN = struct.Struct(">Q")
 
 
 def wrap_snapshot(table: Optional[SessionTable], image: Any) -> Iterator[bytes]:
-    """The snapshot's bytes: `MAGIC | len u64 | table` then the application's image (bytes, file or iterable)."""
+    """The snapshot's bytes: `MAGIC | len u64 | table` then the application's image (bytes, file or iterable).
+
+    The table is serialized now, at the snapshot's index: the bytes are consumed later on
+    another thread, while the event loop goes on applying entries to the table.
+    """
+    head = []
     if table is not None:
         data = table.to_bytes()
-        yield SNAPSHOT_MAGIC + _LEN.pack(len(data)) + data
-    yield from pieces(image)
+        head.append(SNAPSHOT_MAGIC + _LEN.pack(len(data)) + data)
+    return itertools.chain(head, pieces(image))
 
 
 class _Rest(io.RawIOBase):

@@ -1,5 +1,7 @@
 """Automatic snapshots and compaction for a node that runs an application state machine.
 
+(A node without one snapshots only for retention, runtime/retention.py, through take_now.)
+
 The node hands committed entries to an `Application` (raftlog.embed adapts the user's
 state machine to it). Every `every_entries` applied entries, or `every_bytes` applied
 bytes, the Snapshotter:
@@ -91,8 +93,12 @@ class Snapshotter:
             return      # (the second: a received snapshot is about to replace the state)
         self.take_now()
 
-    def take_now(self) -> Optional[asyncio.Future]:
-        """Snapshot the application at its applied index now (unless one is running); the future ends with it."""
+    def take_now(self, compact_to: Optional[int] = None) -> Optional[asyncio.Future]:
+        """Snapshot the application at its applied index now (unless one is running); the future ends with it.
+
+        The log is then compacted up to `compact_to` (at most the snapshot's index; retention,
+        runtime/retention.py), or by default up to the snapshot minus `tail_entries`.
+        """
         node = self.port
         if self.busy or self.capture is None or node.raw is None:
             return None
@@ -112,7 +118,8 @@ class Snapshotter:
             try:
                 saved = await loop.run_in_executor(self._thread, node.storage.save_snapshot, meta, data)
                 raw = node.raw
-                upto = min(saved.index - self.tail_entries, raw.applied_index)
+                upto = min(saved.index - self.tail_entries if compact_to is None else min(compact_to, saved.index),
+                           raw.applied_index)
                 compacted = raw.first_index - 1
                 if upto > compacted and not node.stopping:
                     raw.compact(upto)          # the engine first: it must never read what storage drops

@@ -47,6 +47,7 @@ from raftlog.core.rawnode import RawNode, Ready
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import KIND_CONF, KIND_DATA
 from raftlog.core.storage import MemoryStorage
+from raftlog.units import parse_duration_ms  # noqa: F401 - re-exported: `raftlog sim --duration` parses with it
 
 # Replies that must wait until the state they reveal is durable, derived from the rules and
 # kept apart from the engine's own list (raft.AFTER_PERSIST), so that a wrong entry there is
@@ -117,6 +118,11 @@ class SimOptions:
     # True: a crash loses the state machine too; a restart restores it from the snapshot
     # and replays the log tail (False: the state machine is durable, like the log).
     volatile_state_machine: bool = False
+    # True: snapshots are metadata only (index, term, configuration, an empty image), as a log
+    # without a state machine takes them (runtime/retention.py): installing one checks that
+    # it ends on the applied log's entry, and the node's applied prefix up to it is then the
+    # cluster's (the entries it stands for are gone, as on a compacted plain log).
+    snapshot_metadata_only: bool = False
     # True: drive RawNode the way the runtime's node loop does (runtime/node.py): apply a
     # Ready's committed entries before its write, and while the write is in flight send what
     # take_messages() hands out and apply what take_committed() hands out.
@@ -452,12 +458,26 @@ class Simulation:
     def restore_state_machine(self, node: SimNode, check: bool = True) -> None:
         """Replace the node's state machine by its storage's snapshot; `check` compares it with the truth."""
         meta = node.storage.snapshot_meta()
+        if self.opts.snapshot_metadata_only:
+            self.restore_metadata_snapshot(node, meta, check)
+            return
         items = decode_state(node.storage.snapshot_data())
         if len(items) != meta.index:
             self.fail(f"node {node.id} snapshot {meta.index} holds {len(items)} entries")
         if check and items != self.applied_log[:meta.index]:
             self.fail(f"node {node.id} installed snapshot {meta.index} whose state differs from the applied log")
         node.applied = items
+        node.applied_index = meta.index
+
+    def restore_metadata_snapshot(self, node: SimNode, meta: SnapshotMeta, check: bool) -> None:
+        """A metadata-only snapshot: empty, ending on the applied log's entry; it stands for that prefix."""
+        truth = self.applied_log
+        if check and node.storage.snapshot_data() != b"":
+            self.fail(f"node {node.id} installed metadata snapshot {meta.index} with an image")
+        if check and meta.index and (meta.index > len(truth) or truth[meta.index - 1][0] != meta.term):
+            self.fail(f"node {node.id} installed snapshot {meta.index}/{meta.term}, which does not end on the "
+                      f"applied log (its term there: {truth[meta.index - 1][0] if meta.index <= len(truth) else None})")
+        node.applied = list(truth[:meta.index])
         node.applied_index = meta.index
 
     def maybe_snapshot(self, node: SimNode) -> None:
@@ -471,7 +491,8 @@ class Simulation:
         if applied - st.snapshot_meta().index < o.snapshot_every or applied < raw.first_index - 1:
             return          # (the second: a received snapshot is about to replace this state)
         term = raw.raft.log.term_at(applied)
-        st.save_snapshot(SnapshotMeta(applied, term, raw.raft.conf), encode_state(node.applied[:applied]))
+        image = b"" if o.snapshot_metadata_only else encode_state(node.applied[:applied])
+        st.save_snapshot(SnapshotMeta(applied, term, raw.raft.conf), image)
         keep = self.rng.randint(0, o.snapshot_tail) if o.snapshot_tail else 0
         upto = max(raw.first_index - 1, applied - keep)
         raw.compact(upto)               # the engine first: it must never read what storage drops
@@ -1086,15 +1107,6 @@ INVARIANTS = (
     "replies claim only durable state (acks, votes)",
     "every committed proposal in every node's log at the end",
 )
-
-
-def parse_duration_ms(text: str) -> int:
-    """'30s', '500ms', '2m' or a bare number of seconds -> milliseconds."""
-    t = text.strip().lower()
-    for suffix, scale in (("ms", 1), ("s", 1000), ("m", 60_000)):
-        if t.endswith(suffix):
-            return int(float(t[:-len(suffix)]) * scale)
-    return int(float(t) * 1000)
 
 
 def check_faults(faults: Iterable[str]) -> None:

@@ -135,7 +135,7 @@ def test_status_json_marks_silent_members_unreachable():
         assert result.exit_code == 0, result.output
         assert json.loads(result.output) == [{"id": 1, "address": f"127.0.0.1:{port}", "role": "unreachable",
                                               "term": None, "last_index": None, "commit": None, "applied": None,
-                                              "leader": None}]
+                                              "leader": None, "first_index": None, "data_dir_bytes": None}]
         table = run("status", "--peers", f"127.0.0.1:{port}", "--timeout", "0.5")
         assert table.exit_code == 0 and "unreachable" in table.output and "ROLE" in table.output
 
