@@ -6,9 +6,11 @@ import logging
 import click
 
 import raftlog
+from raftlog.cli_shared import Duration, SharedOptionsGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "RAFTLOG"})
+@click.group(cls=SharedOptionsGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "RAFTLOG"})
 @click.version_option(raftlog.__version__, prog_name="raftlog",
                       message=f"%(prog)s %(version)s ({raftlog.IMPLEMENTATION} hot path)")
 @click.option("-v", "--verbose", count=True, help="More log output (-v INFO, -vv DEBUG).")
@@ -17,9 +19,25 @@ def main(verbose: int) -> None:
 
     Start a local 3-node cluster and append to it:
 
+    \b
         raftlog cluster -n 3 --base-port 7001
-
         raftlog append --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 hello
+
+    The shared options --peers, --cluster-id, --timeout, --json, --tls-cert, --tls-key,
+    --tls-ca and --secret-file may come before or after the subcommand, and each is read
+    from its environment variable when not given:
+
+    \b
+        RAFTLOG_PEERS  RAFTLOG_CLUSTER_ID  RAFTLOG_TIMEOUT  RAFTLOG_JSON
+        RAFTLOG_TLS_CERT  RAFTLOG_TLS_KEY  RAFTLOG_TLS_CA  RAFTLOG_SECRET_FILE
+
+    Durations take a unit (500ms, 10s, 2m); a plain number keeps the option's old unit.
+
+    \b
+    Exit status: 0 ok; 1 the command failed; 2 bad usage or arguments;
+                 3 no member reachable, or no leader found.
+    Shell completion (bash; zsh and fish likewise):
+        eval "$(_RAFTLOG_COMPLETE=bash_source raftlog)"
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -210,7 +228,8 @@ def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, joi
 
 
 @main.command()
-@click.option("-n", "nodes", default=3, show_default=True, type=click.IntRange(1, 99), help="Number of nodes.")
+@click.option("-n", "--nodes", "nodes", default=3, show_default=True, type=click.IntRange(1, 99),
+              help="Number of nodes.")
 @click.option("--data", "data_dir", default="raftlog-cluster", show_default=True,
               help="Parent dir of the nodes' data dirs (DIR/node1, DIR/node2, ...); reused if present.")
 @click.option("--base-port", default=7001, show_default=True, type=click.IntRange(1, 65535),
@@ -263,42 +282,40 @@ def cluster(nodes: int, data_dir: str, base_port: int, host: str, cluster_id: st
 def _client(peers: str, cluster_id: str, timeout: float, **kw: object) -> "raftlog.Client":
     from raftlog.client import Client
     return Client(list(_members(peers, require_ids=False).values()), cluster_id=cluster_id, timeout=timeout,
-                  **{**_security(), **kw})
+                  fail_fast=True, **{**_security(), **kw})
 
 
 @main.command()
 @click.option("--peers", required=True, help=_PEERS_HELP)
 @click.option("--cluster-id", default="raftlog", show_default=True)
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each commit.")
+@click.option("--json", "as_json", is_flag=True, help='Print each index as {"index": N}, one a line.')
 @click.argument("data", nargs=-1)
 @_secured
-def append(peers: str, cluster_id: str, timeout: float, data: tuple[str, ...]) -> None:
+def append(peers: str, cluster_id: str, timeout: float, as_json: bool, data: tuple[str, ...]) -> None:
     """Append each DATA argument (or each line of stdin) and print its committed index.
 
-    Example:
+    Lines from stdin are sent as they arrive (`tail -f app.log | raftlog append` appends
+    each line as it is written); at EOF or Ctrl-C a last line on stderr says how many
+    lines committed and their first and last index. Example:
 
     \b
         raftlog append --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 hello world
     """
-    import sys
+    import json
 
+    from raftlog.cli_append import append_stdin
     from raftlog.errors import RaftlogError
     with _client(peers, cluster_id, timeout) as client:
+        if not data:
+            append_stdin(client, as_json)
+            return
         try:
-            if data:
-                for index in client.append_many([d.encode() for d in data]):
-                    click.echo(index)
-                return
-            chunk: list[bytes] = []
-            for line in sys.stdin.buffer:
-                chunk.append(line.rstrip(b"\r\n"))
-                if len(chunk) >= 10_000:
-                    click.echo("\n".join(map(str, client.append_many(chunk))))
-                    chunk = []
-            if chunk:
-                click.echo("\n".join(map(str, client.append_many(chunk))))
+            indexes = client.append_many([d.encode() for d in data])
         except RaftlogError as exc:
             raise click.ClickException(str(exc)) from None
+        for index in indexes:
+            click.echo(json.dumps({"index": index}) if as_json else index)
 
 
 @main.command()
@@ -499,8 +516,8 @@ def check(data_dir: str, as_json: bool) -> None:
 @main.command()
 @click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 15), help="Cluster size.")
 @click.option("--payload", default=100, show_default=True, type=click.IntRange(0, 1 << 22), help="Bytes per entry.")
-@click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(0.1),
-              help="Seconds to measure (after a 1 s warm-up).")
+@click.option("--duration", default=10.0, show_default=True, type=Duration(minimum=0.1),
+              help="How long to measure, e.g. 3s, 2m, or seconds (after a 1 s warm-up).")
 @click.option("--count", default=None, type=click.IntRange(1),
               help="Measure until this many entries committed instead.")
 @click.option("--clients", default=4, show_default=True, type=click.IntRange(1, 256), help="Client connections.")

@@ -14,14 +14,16 @@ did commit is appended twice: delivery is at-least-once. When the deadline passe
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import random
+import socket
 import threading
 import time
 from typing import Any, Callable, Coroutine, Iterable, Optional, Sequence, TypeVar, Union
 
 from raftlog.entry import Entry
-from raftlog.errors import Closed, RaftlogError, SessionExpired, Timeout
+from raftlog.errors import Closed, NoLeader, RaftlogError, SessionExpired, Timeout, Unreachable
 from raftlog.hot import (
     DEFAULT_MAX_FRAME,
     ERR_BAD_REQUEST,
@@ -75,12 +77,34 @@ class RequestRejected(RaftlogError, ValueError):
 
 
 class _Retry(Exception):
-    """Internal: try again (on `address` if given) after a short pause."""
+    """Internal: try again (on `address` if given) after a short pause.
 
-    def __init__(self, reason: str, address: Optional[str] = None, pause: bool = True) -> None:
+    `member` is the member the attempt failed on and `outcome` what happened there (one of
+    OUTCOMES), when the failure says something about that member's reachability.
+    """
+
+    def __init__(self, reason: str, address: Optional[str] = None, pause: bool = True,
+                 member: Optional[str] = None, outcome: Optional[str] = None) -> None:
         super().__init__(reason)
         self.address = address
         self.pause = pause
+        self.member = member
+        self.outcome = outcome
+
+
+# What a call last saw from a member: nothing listening, a name that does not resolve, no
+# connection (timeout, reset), or an answer without a leader to point to / with a redirect.
+REFUSED, UNRESOLVED, NO_CONNECTION, NO_LEADER, REDIRECTED = (
+    "refused the connection", "did not resolve", "could not be connected to", "knows no leader", "redirected")
+
+
+def _connect_outcome(exc: BaseException) -> str:
+    """REFUSED, UNRESOLVED or NO_CONNECTION for an exception raised while connecting."""
+    if isinstance(exc, socket.gaierror):
+        return UNRESOLVED
+    if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
+        return REFUSED
+    return NO_CONNECTION
 
 
 def normalize_addresses(addresses: Addresses) -> list[str]:
@@ -183,12 +207,17 @@ class AsyncClient:
     `read_from="leader"` (default) reads from the leader when one is known; `"any"` reads
     from whichever member the client is connected to (useful to look at one node).
     `attempt_timeout`: seconds of silence after which a member is given up on for another.
+    `fail_fast=True`: raise Unreachable as soon as every member has refused the connection or
+    failed to resolve (nothing is running there), instead of retrying until the deadline.
+    Either way a call that finds no leader by its deadline raises NoLeader (a Timeout) saying
+    how many members were reachable.
     """
 
     def __init__(self, addresses: Addresses, *, cluster_id: str = "raftlog", timeout: float = 10.0,
                  read_from: str = "leader", attempt_timeout: float = ATTEMPT_TIMEOUT, tls: Any = None,
-                 secret: Optional[bytes] = None, sessions: bool = True) -> None:
+                 secret: Optional[bytes] = None, sessions: bool = True, fail_fast: bool = False) -> None:
         self.addresses = normalize_addresses(addresses)
+        self.fail_fast = fail_fast
         # Exactly-once appends (issue 7, runtime/sessions.py): a random session id, requests
         # numbered from 1; a retried request is answered with its original index.
         self.sessions = sessions
@@ -246,7 +275,8 @@ class AsyncClient:
                 hello = await asyncio.wait_for(asyncio.shield(conn.handshake), budget)
             except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
                 self._next += 1
-                raise _Retry(f"cannot connect to {address}: {exc or type(exc).__name__}") from None
+                raise _Retry(f"cannot connect to {address}: {exc or type(exc).__name__}",
+                             member=address, outcome=_connect_outcome(exc)) from None
             if hello[0] == FRAME_ERROR:
                 code, message = hello[2], hello[5]
                 if code in (ERR_CLUSTER_MISMATCH, ERR_VERSION):
@@ -291,10 +321,11 @@ class AsyncClient:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         pause = 0.02
         last = "no attempt"
+        seen: dict[str, str] = {}       # member -> what this call last saw from it (OUTCOMES)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise Timeout(f"no answer within the deadline (last: {last})")
+                raise self._no_leader(seen) or Timeout(f"no answer within the deadline (last: {last})")
             try:
                 conn = await self._connection(deadline)
                 try:
@@ -307,9 +338,24 @@ class AsyncClient:
                 return handle(conn, reply)
             except _Retry as retry:
                 last = str(retry)
+                if retry.member is not None and retry.outcome is not None:
+                    seen[retry.member] = retry.outcome
+                    if self.fail_fast and all(seen.get(a) in (REFUSED, UNRESOLVED) for a in self.addresses):
+                        raise Unreachable("no member reachable: " + self._outcomes(seen)) from None
                 if retry.pause:
                     await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                     pause = min(pause * 2, 0.5)
+
+    def _outcomes(self, seen: dict[str, str]) -> str:
+        """`seen` as one line, member by member in the order given: `h:p refused the connection, ...`."""
+        return ", ".join(f"{a} {seen.get(a, 'was not tried')}" for a in self.addresses)
+
+    def _no_leader(self, seen: dict[str, str]) -> Optional[NoLeader]:
+        """NoLeader when every member was last seen unreachable or without a leader; else None."""
+        if not seen or any(seen.get(a) in (None, REDIRECTED) for a in self.addresses):
+            return None
+        reachable = sum(1 for a in self.addresses if seen[a] == NO_LEADER)
+        return NoLeader(f"no leader: {reachable} of {len(self.addresses)} members reachable ({self._outcomes(seen)})")
 
     async def _await_reply(self, conn: _Connection, fut: asyncio.Future, deadline: float) -> tuple:
         """The reply to `fut`; the member is given up on if it has sent nothing at all for attempt_timeout.
@@ -339,9 +385,10 @@ class AsyncClient:
             conn.is_leader = False
             if address and address != conn.address:
                 self._drop(conn, address, now=False)
-                raise _Retry(f"redirected to node {leader_id} at {address}", pause=False)
+                raise _Retry(f"redirected to node {leader_id} at {address}", pause=False, member=conn.address,
+                             outcome=REDIRECTED)
             self._drop(conn, None, now=False)      # no leader known yet: try the next member
-            raise _Retry(f"{conn.address}: {message or 'no leader'}")
+            raise _Retry(f"{conn.address}: {message or 'no leader'}", member=conn.address, outcome=NO_LEADER)
         if code == ERR_SHUTTING_DOWN:
             self._drop(conn, None, now=False)
             raise _Retry(f"{conn.address} is shutting down")

@@ -84,3 +84,18 @@ class Compacted(RaftlogError, IndexError):
 
 class SessionExpired(RaftlogError):
     """A client's session expired (idle past the timeout in log time): the request's outcome is unknown."""
+
+
+class Unreachable(RaftlogError, ConnectionError):
+    """No member could be reached: every address refused the connection or did not resolve.
+
+    Raised at once (without waiting for the deadline) by a client made with `fail_fast=True`
+    (the CLI's); the message names each address and what happened to it.
+    """
+
+
+class NoLeader(Timeout):
+    """No leader was found before the deadline; the message says how many members were reachable.
+
+    A Timeout (the outcome of a request sent meanwhile is unknown), so `except Timeout` catches it.
+    """
