@@ -322,15 +322,18 @@ def append(peers: str, cluster_id: str, timeout: float, as_json: bool, data: tup
 @click.option("--peers", required=True, help=_PEERS_HELP)
 @click.option("--cluster-id", default="raftlog", show_default=True)
 @click.option("--from", "start", default=1, show_default=True, type=click.IntRange(1), help="First index.")
+@click.option("--to", "stop", default=None, type=click.IntRange(1), help="Last index (inclusive).")
 @click.option("--limit", default=None, type=click.IntRange(1), help="At most this many entries.")
 @click.option("--follow", is_flag=True, help="Keep printing new entries as they commit (Ctrl-C stops).")
 @click.option("--timeout", default=10.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True,
+              help='Print each entry as {"index", "term", "data", "data_b64"}, one a line.')
 @_secured
 @click.option("--consistency", type=click.Choice(["linearizable", "lease", "stale"]), default="linearizable",
               show_default=True, help="linearizable: sees every append acknowledged before it (ReadIndex); "
                                       "lease: the leader may skip the quorum round; stale: the node's state at once.")
-def read(peers: str, cluster_id: str, start: int, limit: int | None, follow: bool, timeout: float,
-         consistency: str) -> None:
+def read(peers: str, cluster_id: str, start: int, stop: int | None, limit: int | None, follow: bool, timeout: float,
+         as_json: bool, consistency: str) -> None:
     """Print committed data entries as INDEX<TAB>DATA, one a line.
 
     Example, everything from index 1, then keep watching:
@@ -338,13 +341,17 @@ def read(peers: str, cluster_id: str, start: int, limit: int | None, follow: boo
     \b
         raftlog read --peers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 --follow
     """
+    import base64
+    import json
     import time
 
     from raftlog.errors import RaftlogError
 
     def show(entries: list) -> None:
         for e in entries:
-            click.echo(f"{e.index}\t{e.data.decode('utf-8', 'backslashreplace')}")
+            text = e.data.decode('utf-8', 'backslashreplace')
+            click.echo(json.dumps({"index": e.index, "term": e.term, "data": text,
+                                   "data_b64": base64.b64encode(e.data).decode()}) if as_json else f"{e.index}\t{text}")
 
     with _client(peers, cluster_id, timeout) as client:
         try:
@@ -352,11 +359,13 @@ def read(peers: str, cluster_id: str, start: int, limit: int | None, follow: boo
             while True:
                 want = None if limit is None else limit - printed
                 entries = client.read(start, want, consistency)
+                past = stop is not None and bool(entries) and entries[-1].index >= stop
+                entries = [e for e in entries if stop is None or e.index <= stop]
                 show(entries)
                 printed += len(entries)
                 if entries:
                     start = entries[-1].index + 1
-                if not follow or (limit is not None and printed >= limit):
+                if not follow or past or (limit is not None and printed >= limit):
                     return
                 if not entries:
                     time.sleep(0.2)
@@ -457,7 +466,8 @@ def repair(data_dir: str, peers: str | None, cluster_id: str, timeout: float) ->
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (entries with data_b64).")
 @click.option("--from", "start", default=None, type=click.IntRange(1), help="First index to list.")
 @click.option("--to", "stop", default=None, type=click.IntRange(1), help="Last index to list (inclusive).")
-def inspect(data_dir: str, as_json: bool, start: int | None, stop: int | None) -> None:
+@click.option("--limit", default=None, type=click.IntRange(1), help="List at most this many entries.")
+def inspect(data_dir: str, as_json: bool, start: int | None, stop: int | None, limit: int | None) -> None:
     """Dump a data dir: identity, hard state, bounds, snapshot, entries. Read-only: safe on a running node.
 
     Example:
@@ -469,6 +479,8 @@ def inspect(data_dir: str, as_json: bool, start: int | None, stop: int | None) -
 
     from raftlog.errors import RaftlogError
     from raftlog.runtime.inspect import format_text, inspect_dir
+    if limit is not None:
+        stop = min(stop or (1 << 62), (start or 1) + limit - 1)
     try:
         dump = inspect_dir(data_dir, start, stop)
     except FileNotFoundError as exc:
@@ -669,6 +681,7 @@ def members(ctx: click.Context, peers: str, cluster_id: str, as_json: bool, time
         raftlog members --peers 127.0.0.1:7001 remove 1
     """
     ctx.obj = (peers, cluster_id, timeout)
+    ctx.meta["raftlog.json"] = as_json
     if ctx.invoked_subcommand is not None:
         return
     import json
@@ -693,8 +706,8 @@ def members_add(obj: tuple, member: str, learner: bool) -> None:
     """Add MEMBER (ID=HOST:PORT) as a voter, or as a learner; prints the configuration entry's index."""
     ident, address = _member_spec(member)
     peers, cluster_id, timeout = obj
-    click.echo(_admin(peers, cluster_id, timeout, f"add {ident}",
-                      lambda c: c.add_member(ident, address, learner=learner)))
+    _echo_index(_admin(peers, cluster_id, timeout, f"add {ident}",
+                       lambda c: c.add_member(ident, address, learner=learner)))
 
 
 @members.command("remove")
@@ -703,7 +716,7 @@ def members_add(obj: tuple, member: str, learner: bool) -> None:
 def members_remove(obj: tuple, node_id: int) -> None:
     """Remove member NODE_ID (the leader too: it steps down once the change is committed)."""
     peers, cluster_id, timeout = obj
-    click.echo(_admin(peers, cluster_id, timeout, f"remove {node_id}", lambda c: c.remove_member(node_id)))
+    _echo_index(_admin(peers, cluster_id, timeout, f"remove {node_id}", lambda c: c.remove_member(node_id)))
 
 
 @members.command("promote")
@@ -712,7 +725,14 @@ def members_remove(obj: tuple, node_id: int) -> None:
 def members_promote(obj: tuple, node_id: int) -> None:
     """Make learner NODE_ID a voter."""
     peers, cluster_id, timeout = obj
-    click.echo(_admin(peers, cluster_id, timeout, f"promote {node_id}", lambda c: c.promote(node_id)))
+    _echo_index(_admin(peers, cluster_id, timeout, f"promote {node_id}", lambda c: c.promote(node_id)))
+
+
+def _echo_index(index: object) -> None:
+    """A configuration entry's index: as it is, or {"index": N} with the members group's --json."""
+    import json
+    as_json = click.get_current_context().meta.get("raftlog.json", False)
+    click.echo(json.dumps({"index": index}) if as_json else index)
 
 
 @main.command()
@@ -720,15 +740,16 @@ def members_promote(obj: tuple, node_id: int) -> None:
 @click.option("--to", "to_id", required=True, type=click.IntRange(1), help="The voter that should lead.")
 @click.option("--cluster-id", default="raftlog", show_default=True)
 @click.option("--timeout", default=10.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help='Print {"leader": ID} once it leads.')
 @_secured
-def transfer(peers: str, to_id: int, cluster_id: str, timeout: float) -> None:
+def transfer(peers: str, to_id: int, cluster_id: str, timeout: float, as_json: bool) -> None:
     """Hand leadership to voter --to (TimeoutNow); returns once it leads.
 
     \b
         raftlog transfer --peers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 --to 2
     """
     _admin(peers, cluster_id, timeout, f"transfer to {to_id}", lambda c: c.transfer_leadership(to_id))
-    click.echo(f"node {to_id} leads")
+    click.echo(f'{{"leader": {to_id}}}' if as_json else f"node {to_id} leads")
 
 
 if __name__ == "__main__":   # keep last: `python -m raftlog.cli` needs every command defined

@@ -3,6 +3,7 @@ with one of three members up the error names the cause and the exit status is 3.
 """
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -81,6 +82,12 @@ def test_append_sends_each_line_as_it_arrives_on_a_pipe_that_stays_open(cluster)
         assert second > first
         with cluster.client() as client:
             assert [e.data for e in client.read(first, second - first + 1)] == [b"first", b"second"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        got = subprocess.run([sys.executable, "-m", "raftlog", "--json", "--peers", cluster.peers, "read",
+                              "--from", str(first), "--to", str(first), "--cluster-id", cluster.cluster_id],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert got.returncode == 0, got.stderr
+        assert [json.loads(line)["data"] for line in got.stdout.splitlines()] == ["first"]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130
         errors = err.rest()

@@ -130,3 +130,13 @@ def test_status_json_is_a_list_even_before_the_subcommand():
     out = run("--json", "status", "--peers", nobody(), "--timeout", "200ms")
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)[0]["role"] == "unreachable"
+
+
+def test_inspect_takes_limit_like_read():
+    from test_cli_runtime import make_dir
+    import tempfile
+    with tempfile.TemporaryDirectory() as root:
+        path = root + "/d"
+        make_dir(path)
+        dump = json.loads(run("inspect", path, "--json", "--from", "2", "--limit", "1").output)
+        assert [e["index"] for e in dump["entries"]] == [2]
