@@ -2,18 +2,23 @@
 from __future__ import annotations
 
 from raftlog.errors import (
+    AddressInUse,
     Closed,
     Compacted,
     CorruptLogError,
     DataDirError,
+    DataDirLocked,
     FrameError,
     IdentityMismatch,
     LogSafetyError,
+    NoLeader,
+    NotADirectory,
     NotLeader,
     ProposalDropped,
     RaftlogError,
     SessionExpired,
     Timeout,
+    Unreachable,
 )
 from raftlog.entry import Entry
 from raftlog.hot import IMPLEMENTATION
@@ -24,7 +29,7 @@ __all__ = [
     "IMPLEMENTATION", "__version__",
     "RaftlogError", "FrameError", "LogSafetyError", "CorruptLogError", "DataDirError", "IdentityMismatch",
     "NotLeader", "ProposalDropped", "Timeout", "Closed", "Compacted", "SessionExpired", "Entry", "Client",
-    "AsyncClient",
+    "AsyncClient", "DataDirLocked", "NotADirectory", "AddressInUse", "Unreachable", "NoLeader",
     "open", "open_sync", "RaftLog", "SyncRaftLog", "Appended",
 ]
 
@@ -41,3 +46,8 @@ def __getattr__(name: str):
         from raftlog import embed
         return getattr(embed, name)
     raise AttributeError(f"module 'raftlog' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazy names too, so that dir(raftlog) and help(raftlog) list the whole API.
+    return sorted(set(globals()) | set(__all__))

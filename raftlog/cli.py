@@ -358,7 +358,7 @@ def read(peers: str, cluster_id: str, start: int, stop: int | None, limit: int |
             printed = 0
             while True:
                 want = None if limit is None else limit - printed
-                entries = client.read(start, want, consistency)
+                entries = client.read(start, limit=want, consistency=consistency)
                 past = stop is not None and bool(entries) and entries[-1].index >= stop
                 entries = [e for e in entries if stop is None or e.index <= stop]
                 show(entries)

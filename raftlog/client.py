@@ -20,7 +20,8 @@ import random
 import socket
 import threading
 import time
-from typing import Any, Callable, Coroutine, Iterable, Optional, Sequence, TypeVar, Union
+import warnings
+from typing import Any, AsyncGenerator, Callable, Coroutine, Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
 from raftlog.entry import Entry
 from raftlog.errors import Closed, NoLeader, RaftlogError, SessionExpired, Timeout, Unreachable
@@ -247,7 +248,7 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the connection; the client is unusable afterwards."""
+        """Close the connection; the client is unusable afterwards (idempotent)."""
         self._closed = True
         if self._conn is not None:
             self._conn.close()
@@ -465,30 +466,74 @@ class AsyncClient:
         conn.is_leader = True
         return reply[2]
 
-    async def read(self, start: int = 1, limit: Optional[int] = None,
+    async def read(self, start: int = 1, *legacy: Any, stop: Optional[int] = None, limit: Optional[int] = None,
                    consistency: str = "linearizable") -> list[Entry]:
-        """Committed data entries from index `start` (at most `limit`; None = all committed so far).
+        """Committed data entries with indexes in `[start, stop)`, at most `limit` of them (None: no bound).
+
+        The same call as RaftLog.read: `read(start, stop=None, *, limit=None)`. Until 0.3 the
+        second and third positional arguments keep their old meaning, `limit` and
+        `consistency` (a DeprecationWarning says so): pass `stop=`, `limit=` and
+        `consistency=` by keyword, which means the same now and later.
 
         `consistency`: "linearizable" (default) sees every append acknowledged before the read
         began (ReadIndex: the serving node confirms with a quorum first, dissertation 6.4);
         "lease" lets a leader skip that round while its lease holds (clock-drift bound);
         "stale" answers from the connected node's applied log at once.
         """
+        if legacy:
+            limit, consistency = _legacy_read_arguments(legacy, limit, consistency)
         if start < 1:
             raise ValueError("indexes start at 1")
         first_consistency = consistency_code(consistency)
         if self.read_from == "leader":
             await self._find_leader()
         out: list[Entry] = []
-        while limit is None or len(out) < limit:
+        while (limit is None or len(out) < limit) and (stop is None or start < stop):
             want = READ_ENTRIES if limit is None else min(READ_ENTRIES, limit - len(out))
+            if stop is not None:
+                want = min(want, stop - start)
             next_index, entries = await self._read_once(start, want, first_consistency)
             first_consistency = READ_STALE   # later chunks continue from the state the first one confirmed
-            out.extend(entries)
+            out.extend(e for e in entries if stop is None or e.index < stop)
             if next_index <= start:
                 break
             start = next_index
         return out if limit is None else out[:limit]
+
+    async def entries(self, start: int = 1, follow: bool = True, *, poll: float = 0.2) -> AsyncGenerator[Entry, None]:
+        """Yield committed data entries from `start` in order; with follow, wait for new ones forever.
+
+        The same call as RaftLog.entries. New entries are asked for every `poll` seconds once
+        the end is reached; resume after a stop with `entries(last.index + 1)`.
+        """
+        pos = max(1, start)
+        while True:
+            got = await self.read(pos, limit=READ_ENTRIES)
+            for entry in got:
+                yield entry
+            if got:
+                pos = got[-1].index + 1
+            elif not follow:
+                return
+            else:
+                await asyncio.sleep(poll)
+
+    async def wait_for_leader(self, timeout: float = 10.0) -> int:
+        """The leader's id once the cluster has one; NoLeader (a Timeout) after `timeout` seconds.
+
+        The same call as RaftLog.wait_for_leader.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status = await self._call(encode_status, self._status_reply, max(0.01, deadline - time.monotonic()))
+            except Timeout:
+                status = {}
+            if status.get("leader"):
+                return int(status["leader"])
+            if time.monotonic() >= deadline:
+                raise NoLeader(f"no leader within {timeout:g} s")
+            await asyncio.sleep(0.05)
 
     async def _read_once(self, start: int, max_entries: int, consistency: int = READ_STALE) -> tuple[int, list[Entry]]:
         def handle(conn: _Connection, reply: tuple) -> tuple[int, list[Entry]]:
@@ -564,11 +609,26 @@ class AsyncClient:
 
     async def status(self) -> dict:
         """The status of the member the client is connected to (see `raftlog status`)."""
-        def handle(conn: _Connection, reply: tuple) -> dict:
-            if reply[0] != FRAME_STATUS_REPLY:
-                raise RaftlogError(f"unexpected reply type {reply[0]} to a status request")
-            return json.loads(reply[2])
-        return await self._call(encode_status, handle)
+        return await self._call(encode_status, self._status_reply)
+
+    @staticmethod
+    def _status_reply(conn: _Connection, reply: tuple) -> dict:
+        if reply[0] != FRAME_STATUS_REPLY:
+            raise RaftlogError(f"unexpected reply type {reply[0]} to a status request")
+        return json.loads(reply[2])
+
+
+def _legacy_read_arguments(legacy: tuple, limit: Optional[int], consistency: str) -> tuple[Optional[int], str]:
+    """(limit, consistency) from the old positional form `read(start, limit, consistency)`; warns it is deprecated."""
+    if len(legacy) > 2:
+        raise TypeError(f"read() takes at most 3 positional arguments ({len(legacy) + 1} given)")
+    warnings.warn("Client.read(start, limit, consistency) with positional limit/consistency is deprecated: "
+                  "from 0.3 the second positional argument is `stop` as in RaftLog.read; "
+                  "pass limit= and consistency= by keyword", DeprecationWarning, stacklevel=3)
+    limit = legacy[0]
+    if len(legacy) == 2:
+        consistency = legacy[1]
+    return limit, consistency
 
 
 async def query_status(address: str, *, cluster_id: str = "raftlog", timeout: float = 2.0, tls: Any = None,
@@ -622,9 +682,32 @@ class Client:
         """Append payloads (pipelined); their indexes, in order."""
         return self._run(self._client.append_many(list(items)))
 
-    def read(self, start: int = 1, limit: Optional[int] = None, consistency: str = "linearizable") -> list[Entry]:
-        """Committed data entries from index `start` (at most `limit`); see AsyncClient.read for `consistency`."""
-        return self._run(self._client.read(start, limit, consistency))
+    def read(self, start: int = 1, *legacy: Any, stop: Optional[int] = None, limit: Optional[int] = None,
+             consistency: str = "linearizable") -> list[Entry]:
+        """Committed data entries in `[start, stop)`, at most `limit`; see AsyncClient.read (and the old form)."""
+        if legacy:
+            limit, consistency = _legacy_read_arguments(legacy, limit, consistency)
+        return self._run(self._client.read(start, stop=stop, limit=limit, consistency=consistency))
+
+    def entries(self, start: int = 1, follow: bool = True, *, poll: float = 0.2) -> Iterator[Entry]:
+        """Like AsyncClient.entries, as a blocking generator."""
+        it = self._client.entries(start, follow, poll=poll)
+
+        async def step() -> Entry:
+            return await it.__anext__()
+        try:
+            while True:
+                try:
+                    yield self._run(step())
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._loop.is_closed():
+                self._run(it.aclose())
+
+    def wait_for_leader(self, timeout: float = 10.0) -> int:
+        """The leader's id once the cluster has one; NoLeader after `timeout` seconds (see AsyncClient)."""
+        return self._run(self._client.wait_for_leader(timeout))
 
     def status(self) -> dict:
         """The status of the member the client is connected to."""

@@ -99,3 +99,21 @@ class NoLeader(Timeout):
 
     A Timeout (the outcome of a request sent meanwhile is unknown), so `except Timeout` catches it.
     """
+
+
+class DataDirLocked(DataDirError):
+    """The data dir is already open for writing, by this or another process (one writer per data dir)."""
+
+
+class NotADirectory(DataDirError, FileExistsError):
+    """The data dir path exists and is not a directory (a FileExistsError too, as raised before)."""
+
+
+class AddressInUse(RaftlogError, OSError):
+    """The address to listen on is taken by another node or program; `address` is HOST:PORT, errno EADDRINUSE."""
+
+    def __init__(self, address: str) -> None:
+        import errno
+        super().__init__(f"cannot listen on {address}: the address is already in use (another node or program)")
+        self.errno = errno.EADDRINUSE
+        self.address = address
