@@ -161,7 +161,7 @@ def append_stdin(client: Any, as_json: bool, source: Optional[BinaryIO] = None) 
 
 def _drain(lines: "queue.Queue[Optional[list[bytes]]]") -> list[list[bytes]]:
     """The batches waiting in `lines` now (not the EOF mark)."""
-    out = []
+    out: list[list[bytes]] = []
     while True:
         try:
             more = lines.get_nowait()

@@ -153,6 +153,12 @@ def _as_list(envvar: Any) -> list[str]:
     return [envvar] if isinstance(envvar, str) else list(envvar)
 
 
+class ClusterUnreachable(click.ClickException):
+    """A command's failure because no member was reachable or no leader was found: exit status 3."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
 class SharedOptionsGroup(click.Group):
     """A click group whose commands (and subgroups) take the shared options anywhere; see the module doc."""
 
@@ -176,5 +182,5 @@ class SharedOptionsGroup(click.Group):
             return super().invoke(ctx)
         except click.ClickException as exc:
             if exc.exit_code == EXIT_FAILED and isinstance(exc.__context__, (Unreachable, NoLeader)):
-                exc.exit_code = EXIT_UNREACHABLE
+                raise ClusterUnreachable(exc.message) from exc.__context__
             raise
