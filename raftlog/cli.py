@@ -6,7 +6,7 @@ import logging
 import click
 
 import raftlog
-from raftlog.cli_shared import Duration, SharedOptionsGroup
+from raftlog.cli_shared import Duration, Milliseconds, SharedOptionsGroup
 
 
 @click.group(cls=SharedOptionsGroup,
@@ -81,10 +81,12 @@ def _check_data_dir(path: str) -> None:
 
 def _ms_range(text: str) -> tuple[int, int]:
     lo, sep, hi = text.partition("-")
+    to_ms = Milliseconds().convert
     try:
-        lo_ms, hi_ms = int(lo), int(hi if sep else lo) + (0 if sep else 1)
-    except ValueError:
-        raise BadArgument(f"--election-timeout {text!r}: expected LO-HI in milliseconds, e.g. 150-300") from None
+        lo_ms, hi_ms = to_ms(lo, None, None), to_ms(hi if sep else lo, None, None) + (0 if sep else 1)
+    except click.BadParameter:
+        raise BadArgument(f"--election-timeout {text!r}: expected LO-HI in milliseconds, e.g. 150-300 "
+                          f"or 150ms-300ms") from None
     if not 0 < lo_ms < hi_ms:
         raise BadArgument(f"--election-timeout {text!r}: need 0 < LO < HI")
     return lo_ms, hi_ms
@@ -157,8 +159,10 @@ def _security() -> dict:
 @click.option("--cluster-id", default="raftlog", show_default=True, help="Name every member and client must present.")
 @click.option("--no-sync", is_flag=True,
               help="Do not fsync each write (faster; a power loss may lose the last writes).")
-@click.option("--election-timeout", default="150-300", show_default=True, help="Randomized election timeout LO-HI, ms.")
-@click.option("--heartbeat", default=50, show_default=True, type=int, help="Leader heartbeat interval, ms.")
+@click.option("--election-timeout", default="150-300", show_default=True,
+              help="Randomized election timeout LO-HI: 150ms-300ms, or milliseconds.")
+@click.option("--heartbeat", default=50, show_default=True, type=Milliseconds(),
+              help="Leader heartbeat interval: 50ms, 0.05s, or milliseconds.")
 @_secured
 def node(node_id: int, data_dir: str, peers: str | None, listen: str | None, join: str | None, no_promote: bool,
          promote_lag: int, cluster_id: str, no_sync: bool, election_timeout: str, heartbeat: int) -> None:
@@ -426,8 +430,10 @@ def status(peers: str, cluster_id: str, as_json: bool, timeout: float) -> None:
 @click.option("--peers", default=None, help="The other members (ID=HOST:PORT,...); without it, only scan.")
 @click.option("--cluster-id", default="raftlog", show_default=True)
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each read from the cluster.")
+@click.option("--json", "as_json", is_flag=True,
+              help='One JSON object: {"ok", "corrupt": [index], "repaired": [index], "unrepairable": {index: why}}.')
 @_secured
-def repair(data_dir: str, peers: str | None, cluster_id: str, timeout: float) -> None:
+def repair(data_dir: str, peers: str | None, cluster_id: str, timeout: float, as_json: bool) -> None:
     """Rewrite entries of a STOPPED node's data dir that fail their CRC, from the cluster's committed copy.
 
     The node reports a corrupt entry (its log and `status` name the index, reads of it
@@ -452,6 +458,13 @@ def repair(data_dir: str, peers: str | None, cluster_id: str, timeout: float) ->
         raise click.ClickException(str(exc)) from None
     except (RaftlogError, OSError) as exc:
         raise click.ClickException(f"{data_dir}: {exc}") from None
+    if as_json:
+        import json
+        click.echo(json.dumps({"ok": report.ok, "corrupt": report.corrupt, "repaired": report.repaired,
+                               "unrepairable": {str(i): why for i, why in sorted(report.unrepairable.items())}}))
+        if not report.ok:
+            raise SystemExit(1)
+        return
     click.echo(f"corrupt entries: {report.corrupt or 'none'}")
     if report.repaired:
         click.echo(f"repaired from the cluster: {report.repaired}")

@@ -73,6 +73,18 @@ class Duration(click.ParamType):
         return amount
 
 
+class Milliseconds(Duration):
+    """A duration as a whole number of milliseconds: `50ms`, `0.05s`, or a plain number of milliseconds."""
+
+    name = "duration"
+
+    def __init__(self) -> None:
+        super().__init__(unit="ms")
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> int:
+        return round(super().convert(value, param, ctx))
+
+
 def _option(command: click.Command, token: str) -> Optional[click.Option]:
     """The option of `command` that `token` (an option string, maybe `--opt=value`) names, if any."""
     name = token.partition("=")[0]

@@ -140,3 +140,28 @@ def test_inspect_takes_limit_like_read():
         make_dir(path)
         dump = json.loads(run("inspect", path, "--json", "--from", "2", "--limit", "1").output)
         assert [e["index"] for e in dump["entries"]] == [2]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--heartbeat", "1s"], "--heartbeat 1000: must be above 0 and below the election timeout (150 ms)"),
+    (["--heartbeat", "0.4s", "--election-timeout", "0.3s-600ms"], "below the election timeout (300 ms)"),
+    (["--heartbeat", "soon"], "expected a duration"),
+])
+def test_node_timings_take_units_and_plain_milliseconds(tmp_path, args, needle):
+    out = run("node", "--id", "1", "--data", str(tmp_path / "d"), "--peers", "1=127.0.0.1:7001", *args)
+    assert out.exit_code == 2 and needle in out.output, out.output
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("path", [("append",), ("read",), ("status",), ("members",), ("transfer",), ("inspect",),
+                                  ("check",), ("repair",), ("bench",)])
+def test_every_command_that_prints_data_takes_json(path):
+    assert "--json" in run(*path, "--help").output
+
+
+def test_repair_scan_as_json(tmp_path):
+    from test_cli_runtime import make_dir
+    make_dir(str(tmp_path / "d"))
+    out = run("repair", str(tmp_path / "d"), "--json")
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output) == {"ok": True, "corrupt": [], "repaired": [], "unrepairable": {}}
