@@ -539,7 +539,7 @@ def check(data_dir: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 15), help="Cluster size.")
+@click.option("-n", "--nodes", default=3, show_default=True, type=click.IntRange(1, 15), help="Cluster size.")
 @click.option("--payload", default=100, show_default=True, type=click.IntRange(0, 1 << 22), help="Bytes per entry.")
 @click.option("--duration", default=10.0, show_default=True, type=Duration(minimum=0.1),
               help="How long to measure, e.g. 3s, 2m, or seconds (after a 1 s warm-up).")
@@ -621,7 +621,7 @@ class _NoBar:
 
 
 @main.command()
-@click.option("--nodes", default=5, show_default=True, type=click.IntRange(1, 15), help="Cluster size.")
+@click.option("-n", "--nodes", default=5, show_default=True, type=click.IntRange(1, 15), help="Cluster size.")
 @click.option("--seed", default=1, show_default=True, type=int, help="Seed: the same seed prints the same run.")
 @click.option("--duration", default="10s", show_default=True,
               help="Simulated time with faults (30s, 500ms), then heal.")

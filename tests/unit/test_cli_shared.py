@@ -86,10 +86,19 @@ def test_bench_duration_takes_units():
     assert out.exit_code == 2 and "duration such as" in out.output, out.output
 
 
-def test_cluster_takes_nodes_and_n():
+@pytest.mark.parametrize("command", ["cluster", "bench", "sim"])
+def test_cluster_sizes_take_nodes_and_n(command):
     for flag in ("-n", "--nodes"):
-        out = run("cluster", flag, "0")
+        out = run(command, flag, "0")
         assert out.exit_code == 2 and "0 is not in the range" in out.output, out.output
+
+
+def test_shell_completion_completes_commands_and_choices():
+    def complete(words: str, cword: int) -> str:
+        env = {"_RAFTLOG_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+        return CliRunner().invoke(main, [], env=env, prog_name="raftlog").output
+    assert "plain,members" in complete("raftlog mem", 1)
+    assert "plain,lease" in complete("raftlog read --consistency ", 3)
 
 
 def test_append_json_and_stdin_summary_on_failure():
