@@ -40,7 +40,7 @@ SHARED_OPTIONS: dict[str, str] = {
 }
 SHARED_FLAGS = frozenset({"--json"})         # the shared options that take no value
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_FAILED, EXIT_UNREACHABLE = 1, 3       # exit statuses: a failed command; no member reachable or no leader
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

@@ -80,8 +80,9 @@ class RequestRejected(RaftlogError, ValueError):
 class _Retry(Exception):
     """Internal: try again (on `address` if given) after a short pause.
 
-    `member` is the member the attempt failed on and `outcome` what happened there (one of
-    OUTCOMES), when the failure says something about that member's reachability.
+    `member` is the member the attempt failed on and `outcome` what happened there (REFUSED,
+    UNRESOLVED, NO_CONNECTION, NO_LEADER or REDIRECTED), when the failure says something
+    about that member's reachability.
     """
 
     def __init__(self, reason: str, address: Optional[str] = None, pause: bool = True,
@@ -322,7 +323,7 @@ class AsyncClient:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         pause = 0.02
         last = "no attempt"
-        seen: dict[str, str] = {}       # member -> what this call last saw from it (OUTCOMES)
+        seen: dict[str, str] = {}       # member -> what this call last saw from it (REFUSED, ...)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

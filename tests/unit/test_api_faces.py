@@ -101,3 +101,14 @@ def test_an_address_in_use_is_a_typed_error_that_old_handlers_still_catch(tmp_pa
     finally:
         holder.close()
     assert isinstance(caught.value, OSError) and address in str(caught.value)
+
+
+def test_a_client_with_nothing_listening_raises_unreachable_at_once_with_fail_fast_else_no_leader():
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    with Client([address], fail_fast=True, timeout=60) as client:      # without fail_fast: NoLeader after 60 s
+        with pytest.raises(raftlog.Unreachable, match=f"{address} refused the connection") as caught:
+            client.append(b"x")
+    assert isinstance(caught.value, ConnectionError)
+    with Client([address], timeout=0.5) as client:
+        with pytest.raises(raftlog.NoLeader, match=f"no leader: 0 of 1 members reachable .{address} refused"):
+            client.append(b"x")
