@@ -112,3 +112,23 @@ def test_a_client_with_nothing_listening_raises_unreachable_at_once_with_fail_fa
     with Client([address], timeout=0.5) as client:
         with pytest.raises(raftlog.NoLeader, match=f"no leader: 0 of 1 members reachable .{address} refused"):
             client.append(b"x")
+
+
+def test_the_blocking_faces_read_and_follow_alike(tmp_path):
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    with raftlog.open_sync(str(tmp_path / "d"), peers={1: address}, sync=False) as log:
+        log.wait_for_leader()
+        first = log.append_many([b"a", b"b", b"c"])
+        with Client([address]) as client:
+            assert client.wait_for_leader() == 1
+            for face in (log, client):
+                assert [e.data for e in face.read(first[0], stop=first[2])] == [b"a", b"b"]
+                assert [e.data for e in face.read(first[0], limit=1)] == [b"a"]
+                assert [e.data for e in face.entries(first[1], follow=False)] == [b"b", b"c"]
+            last = first[2]
+            for face in (log, client):
+                follow = face.entries(last)
+                assert next(follow).index == last
+                last = log.append(b"later")
+                assert next(follow).index == last      # waited for: it committed after the follow began
+                follow.close()
