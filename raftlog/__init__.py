@@ -29,7 +29,7 @@ __all__ = [
     "IMPLEMENTATION", "__version__",
     "RaftlogError", "FrameError", "LogSafetyError", "CorruptLogError", "DataDirError", "IdentityMismatch",
     "NotLeader", "ProposalDropped", "Timeout", "Closed", "Compacted", "SessionExpired", "Entry", "Client",
-    "AsyncClient", "DataDirLocked", "NotADirectory", "AddressInUse", "Unreachable", "NoLeader",
+    "AsyncClient", "DataDirLocked", "NotADirectory", "AddressInUse", "Unreachable", "NoLeader", "RequestRejected",
     "open", "open_sync", "RaftLog", "SyncRaftLog", "Appended",
 ]
 
@@ -39,7 +39,7 @@ _EMBED = ("open", "open_sync", "RaftLog", "SyncRaftLog", "Appended")
 def __getattr__(name: str):
     # Client and AsyncClient pull in asyncio; importing them lazily keeps `import raftlog.core`
     # free of asyncio and sockets (docs/architecture.md section 1).
-    if name in ("Client", "AsyncClient"):
+    if name in ("Client", "AsyncClient", "RequestRejected"):
         from raftlog import client
         return getattr(client, name)
     if name in _EMBED:

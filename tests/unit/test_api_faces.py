@@ -27,7 +27,7 @@ def test_appended_prints_as_its_index():
 
 def test_dir_and_help_list_the_api():
     for name in ("open", "open_sync", "Client", "AsyncClient", "RaftLog", "SyncRaftLog", "Appended",
-                 "DataDirLocked", "NotADirectory", "AddressInUse", "Unreachable", "NoLeader"):
+                 "DataDirLocked", "NotADirectory", "AddressInUse", "Unreachable", "NoLeader", "RequestRejected"):
         assert name in dir(raftlog) and name in raftlog.__all__, name
     text = pydoc.plain(pydoc.render_doc(raftlog))
     for name in ("class Client", "class AsyncClient", "class RaftLog", "class SyncRaftLog", "open("):
