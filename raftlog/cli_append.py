@@ -88,11 +88,12 @@ class _Tally:
 
 
 class _Interrupts:
-    """SIGINT while waiting for input stops at once; while a batch is in flight, after it (a second one: at once)."""
+    """SIGINT while waiting for input stops at once; while a batch is sent and its indexes printed, after that
+    (a second one: at once)."""
 
     def __init__(self) -> None:
         self.requested = False
-        self.in_flight = False
+        self.busy = False
         self._previous: Any = None
 
     def __enter__(self) -> "_Interrupts":
@@ -105,7 +106,7 @@ class _Interrupts:
             signal.signal(signal.SIGINT, self._previous)
 
     def _on_sigint(self, signum: int, frame: object) -> None:
-        if self.in_flight and not self.requested:
+        if self.busy and not self.requested:
             self.requested = True
             return
         raise KeyboardInterrupt
@@ -125,6 +126,7 @@ def append_stdin(client: Any, as_json: bool, source: Optional[BinaryIO] = None) 
         try:
             while not eof and not interrupts.requested:
                 batch = reader.lines.get()
+                interrupts.busy = True                       # from here a Ctrl-C waits for the batch's end
                 if batch is None:
                     eof = True
                     break
@@ -137,15 +139,14 @@ def append_stdin(client: Any, as_json: bool, source: Optional[BinaryIO] = None) 
                         eof = True
                         break
                     batch.extend(more)
-                interrupts.in_flight = True
                 try:
                     indexes = client.append_many(batch)
                 except KeyboardInterrupt:
                     tally.unknown = len(batch)
                     raise
-                interrupts.in_flight = False
                 tally.add(indexes)
                 click.echo("\n".join(json.dumps({"index": i}) if as_json else str(i) for i in indexes))
+                interrupts.busy = False                      # every index of the batch is printed
         except KeyboardInterrupt:
             pass
         except RaftlogError as exc:
