@@ -27,11 +27,14 @@ from raftlog.errors import RaftlogError
 
 READ_BYTES = 1 << 16          # one read of stdin
 EXIT_INTERRUPTED = 130       # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+READ_AHEAD = 64              # reads of stdin held before the reader waits for the sender (4 MiB)
 BATCH_LINES = 10_000          # lines per append_many at most (the client splits it into requests anyway)
 
 
 class _LineReader(threading.Thread):
     """Reads `source` and puts each read's complete lines (a list) on `lines`; None at EOF.
+
+    At most READ_AHEAD reads wait in `lines`: a file larger than that is read as it is sent.
 
     A stdin with a file descriptor is read with os.read on that descriptor: a daemon thread
     blocked in a buffered reader at interpreter exit can abort the interpreter.
@@ -39,7 +42,7 @@ class _LineReader(threading.Thread):
 
     def __init__(self, source: BinaryIO) -> None:
         super().__init__(name="raftlog-append-stdin", daemon=True)
-        self.lines: queue.Queue[Optional[list[bytes]]] = queue.Queue()
+        self.lines: queue.Queue[Optional[list[bytes]]] = queue.Queue(READ_AHEAD)
         try:
             fd = source.fileno()
             self._read: Callable[[], bytes] = lambda: os.read(fd, READ_BYTES)
