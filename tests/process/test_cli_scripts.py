@@ -37,7 +37,8 @@ class Lines:
     def __init__(self, pipe) -> None:
         self.seen: queue.Queue[str] = queue.Queue()
         self.all: list[str] = []
-        threading.Thread(target=self._pump, args=(pipe,), daemon=True).start()
+        self.pump = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
+        self.pump.start()
 
     def _pump(self, pipe) -> None:
         for line in pipe:
@@ -55,11 +56,12 @@ class Lines:
         return wait_for(what, got)
 
     def rest(self) -> list[str]:
-        while True:
-            try:
-                self.all.append(self.seen.get(timeout=5))
-            except queue.Empty:
-                return self.all
+        """Every line, once the pipe is closed (the process has exited)."""
+        self.pump.join(timeout=60)
+        assert not self.pump.is_alive(), "the pipe is still open"
+        while not self.seen.empty():
+            self.all.append(self.seen.get_nowait())
+        return self.all
 
 
 def append_process(cluster: ProcCluster) -> subprocess.Popen:
@@ -117,7 +119,8 @@ def test_ctrl_c_during_a_piped_append_reports_every_committed_line(cluster):
             entries = client.read(1)
         committed = [e.index for e in entries if e.data.startswith(b"line-")]
         assert printed == committed, (len(printed), len(committed))
-        assert summary[0].startswith(f"interrupted: {len(committed)} lines committed, "
+        lines_word = "line" if len(committed) == 1 else "lines"
+        assert summary[0].startswith(f"interrupted: {len(committed)} {lines_word} committed, "
                                      f"indexes {committed[0]} to {committed[-1]}"), summary
     finally:
         if proc.poll() is None:
