@@ -35,7 +35,8 @@ def main(verbose: int) -> None:
 
     \b
     Exit status: 0 ok; 1 the command failed; 2 bad usage or arguments;
-                 3 no member reachable, or no leader found.
+                 3 no member reachable, or no leader found;
+                 130 append from stdin stopped by Ctrl-C.
     Shell completion (bash; zsh and fish likewise):
         eval "$(_RAFTLOG_COMPLETE=bash_source raftlog)"
     """
