@@ -4,6 +4,7 @@ commands on stdin (set KEY VALUE | del KEY | get KEY | dump | role | wait INDEX 
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -75,36 +76,44 @@ def demo():
     peers = ",".join(f"{i}=127.0.0.1:{s.getsockname()[1]}" for i, s in zip((1, 2, 3), socks))
     list(map(socket.socket.close, socks))
     root = tempfile.mkdtemp(prefix="kv-demo-")
-    procs = {i: start(i, root, peers) for i in (1, 2, 3)}
-    leader = ask(procs[1], "role")["leader"]
+    procs = {}
+    try:
+        procs.update({i: start(i, root, peers) for i in (1, 2, 3)})
+        leader = ask(procs[1], "role")["leader"]
 
-    def write(line):  # at the leader; a busy machine may elect another one meanwhile: follow it
-        nonlocal leader
-        while "error" in (out := ask(procs[leader], line)):
-            leader = out["leader"] or ask(procs[leader], "role")["leader"]
-        return out
+        def write(line):  # at the leader; a busy machine may elect another one meanwhile: follow it
+            nonlocal leader
+            while "error" in (out := ask(procs[leader], line)):
+                leader = out["leader"] or ask(procs[leader], "role")["leader"]
+            return out
 
-    victim = next(i for i in procs if i != leader)
-    print(f"leader is node {leader}; writing 1000 keys")
-    for k in range(1000):
-        write(f"set key{k % 300} value{k}")
-    os.kill(procs[victim].pid, signal.SIGKILL)
-    procs[victim].wait()
-    print(f"SIGKILLed node {victim}; 1500 more writes (the log is compacted past it)")
-    for k in range(1000, 2500):
-        last = write(f"set key{k % 300} value{k}")
-    print("deleted key0, its value was", write("del key0")["previous"])
-    started = time.monotonic()
-    procs[victim] = start(victim, root, peers)
-    ask(procs[victim], f"wait {last['index'] + 1}")
-    print(f"node {victim} restarted and caught up in {time.monotonic() - started:.2f} s")
-    dumps = {i: ask(p, "dump") for i, p in procs.items()}
-    for i, d in dumps.items():
-        print(f"node {i}: {len(d['data'])} keys, applied {d['applied']}, snapshot {d['snapshot']}")
-    assert all(d["data"] == dumps[leader]["data"] for d in dumps.values()), "members disagree"
-    print("all three members hold the same state")
-    for p in procs.values():
-        p.communicate("quit\n", timeout=10)
+        victim = next(i for i in procs if i != leader)
+        print(f"leader is node {leader}; writing 1000 keys")
+        for k in range(1000):
+            write(f"set key{k % 300} value{k}")
+        os.kill(procs[victim].pid, signal.SIGKILL)
+        procs[victim].wait()
+        print(f"SIGKILLed node {victim}; 1500 more writes (the log is compacted past it)")
+        for k in range(1000, 2500):
+            last = write(f"set key{k % 300} value{k}")
+        print("deleted key0, its value was", write("del key0")["previous"])
+        started = time.monotonic()
+        procs[victim] = start(victim, root, peers)
+        ask(procs[victim], f"wait {last['index'] + 1}")
+        print(f"node {victim} restarted and caught up in {time.monotonic() - started:.2f} s")
+        dumps = {i: ask(p, "dump") for i, p in procs.items()}
+        for i, d in dumps.items():
+            print(f"node {i}: {len(d['data'])} keys, applied {d['applied']}, snapshot {d['snapshot']}")
+        assert all(d["data"] == dumps[leader]["data"] for d in dumps.values()), "members disagree"
+        print("all three members hold the same state")
+        for p in procs.values():
+            p.communicate("quit\n", timeout=10)
+    finally:  # leave nothing behind, also when the demo fails: no member process, no data dir
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     python examples/work_queue.py [DATA_DIR]
 
-Run it twice: the second run finds the jobs the first one left unfinished (the state
+Without DATA_DIR the log lives in a temporary dir that is removed at the end. Run it twice
+with the same DATA_DIR: the second run finds the jobs the first one left unfinished (the state
 machine, restored from its snapshot plus the log tail, knows which jobs are still open)
 and a consumer finishes them.
 """
@@ -60,8 +61,12 @@ async def main(path):
         for k in range(12):
             await log.append(json.dumps({"type": "job", "work": f"resize image {k}"}).encode())
         await consumer("worker", log, jobs, 7)
-        print(f"stopping with {len(jobs.open)} jobs open; run again with the same DATA_DIR: {path}")
+        print(f"stopping with {len(jobs.open)} jobs open; run again with the same DATA_DIR to finish them")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="queue-") + "/q"))
+    if len(sys.argv) > 1:
+        asyncio.run(main(sys.argv[1]))
+    else:
+        with tempfile.TemporaryDirectory(prefix="queue-") as scratch:
+            asyncio.run(main(scratch + "/q"))

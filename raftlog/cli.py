@@ -6,9 +6,11 @@ import logging
 import click
 
 import raftlog
+from raftlog.cli_shared import Duration, Milliseconds, SharedOptionsGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "RAFTLOG"})
+@click.group(cls=SharedOptionsGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "RAFTLOG"})
 @click.version_option(raftlog.__version__, prog_name="raftlog",
                       message=f"%(prog)s %(version)s ({raftlog.IMPLEMENTATION} hot path)")
 @click.option("-v", "--verbose", count=True, help="More log output (-v INFO, -vv DEBUG).")
@@ -17,9 +19,26 @@ def main(verbose: int) -> None:
 
     Start a local 3-node cluster and append to it:
 
+    \b
         raftlog cluster -n 3 --base-port 7001
-
         raftlog append --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 hello
+
+    The shared options --peers, --cluster-id, --timeout, --json, --tls-cert, --tls-key,
+    --tls-ca and --secret-file may come before or after the subcommand, and each is read
+    from its environment variable when not given:
+
+    \b
+        RAFTLOG_PEERS  RAFTLOG_CLUSTER_ID  RAFTLOG_TIMEOUT  RAFTLOG_JSON
+        RAFTLOG_TLS_CERT  RAFTLOG_TLS_KEY  RAFTLOG_TLS_CA  RAFTLOG_SECRET_FILE
+
+    Durations take a unit (500ms, 10s, 2m); a plain number keeps the option's old unit.
+
+    \b
+    Exit status: 0 ok; 1 the command failed; 2 bad usage or arguments;
+                 3 no member reachable, or no leader found;
+                 130 append from stdin stopped by Ctrl-C.
+    Shell completion (bash; zsh and fish likewise):
+        eval "$(_RAFTLOG_COMPLETE=bash_source raftlog)"
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -63,10 +82,12 @@ def _check_data_dir(path: str) -> None:
 
 def _ms_range(text: str) -> tuple[int, int]:
     lo, sep, hi = text.partition("-")
+    to_ms = Milliseconds().convert
     try:
-        lo_ms, hi_ms = int(lo), int(hi if sep else lo) + (0 if sep else 1)
-    except ValueError:
-        raise BadArgument(f"--election-timeout {text!r}: expected LO-HI in milliseconds, e.g. 150-300") from None
+        lo_ms, hi_ms = to_ms(lo, None, None), to_ms(hi if sep else lo, None, None) + (0 if sep else 1)
+    except click.BadParameter:
+        raise BadArgument(f"--election-timeout {text!r}: expected LO-HI in milliseconds, e.g. 150-300 "
+                          f"or 150ms-300ms") from None
     if not 0 < lo_ms < hi_ms:
         raise BadArgument(f"--election-timeout {text!r}: need 0 < LO < HI")
     return lo_ms, hi_ms
@@ -177,8 +198,10 @@ def _security() -> dict:
 @click.option("--cluster-id", default="raftlog", show_default=True, help="Name every member and client must present.")
 @click.option("--no-sync", is_flag=True,
               help="Do not fsync each write (faster; a power loss may lose the last writes).")
-@click.option("--election-timeout", default="150-300", show_default=True, help="Randomized election timeout LO-HI, ms.")
-@click.option("--heartbeat", default=50, show_default=True, type=int, help="Leader heartbeat interval, ms.")
+@click.option("--election-timeout", default="150-300", show_default=True,
+              help="Randomized election timeout LO-HI: 150ms-300ms, or milliseconds.")
+@click.option("--heartbeat", default=50, show_default=True, type=Milliseconds(),
+              help="Leader heartbeat interval: 50ms, 0.05s, or milliseconds.")
 @click.option("--metrics", default=None, metavar="HOST:PORT",
               help="Serve Prometheus text at http://HOST:PORT/metrics and a health check at /health (200, or 503 "
                    "and one line: no leader heard within an election timeout, or a leader without a quorum). "
@@ -280,7 +303,8 @@ def _check_metrics(address: str) -> None:
 
 
 @main.command()
-@click.option("-n", "nodes", default=3, show_default=True, type=click.IntRange(1, 99), help="Number of nodes.")
+@click.option("-n", "--nodes", "nodes", default=3, show_default=True, type=click.IntRange(1, 99),
+              help="Number of nodes.")
 @click.option("--data", "data_dir", default="raftlog-cluster", show_default=True,
               help="Parent dir of the nodes' data dirs (DIR/node1, DIR/node2, ...); reused if present.")
 @click.option("--base-port", default=7001, show_default=True, type=click.IntRange(1, 65535),
@@ -333,57 +357,58 @@ def cluster(nodes: int, data_dir: str, base_port: int, host: str, cluster_id: st
 def _client(peers: str, cluster_id: str, timeout: float, **kw: object) -> "raftlog.Client":
     from raftlog.client import Client
     return Client(list(_members(peers, require_ids=False).values()), cluster_id=cluster_id, timeout=timeout,
-                  **{**_security(), **kw})
+                  fail_fast=True, **{**_security(), **kw})
 
 
 @main.command()
 @click.option("--peers", required=True, help=_PEERS_HELP)
 @click.option("--cluster-id", default="raftlog", show_default=True)
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each commit.")
+@click.option("--json", "as_json", is_flag=True, help='Print each index as {"index": N}, one a line.')
 @click.argument("data", nargs=-1)
 @_secured
-def append(peers: str, cluster_id: str, timeout: float, data: tuple[str, ...]) -> None:
+def append(peers: str, cluster_id: str, timeout: float, as_json: bool, data: tuple[str, ...]) -> None:
     """Append each DATA argument (or each line of stdin) and print its committed index.
 
-    Example:
+    Lines from stdin are sent as they arrive (`tail -f app.log | raftlog append` appends
+    each line as it is written); at EOF or Ctrl-C a last line on stderr says how many
+    lines committed and their first and last index. Example:
 
     \b
         raftlog append --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 hello world
     """
-    import sys
+    import json
 
+    from raftlog.cli_append import append_stdin
     from raftlog.errors import RaftlogError
     with _client(peers, cluster_id, timeout) as client:
+        if not data:
+            append_stdin(client, as_json)
+            return
         try:
-            if data:
-                for index in client.append_many([d.encode() for d in data]):
-                    click.echo(index)
-                return
-            chunk: list[bytes] = []
-            for line in sys.stdin.buffer:
-                chunk.append(line.rstrip(b"\r\n"))
-                if len(chunk) >= 10_000:
-                    click.echo("\n".join(map(str, client.append_many(chunk))))
-                    chunk = []
-            if chunk:
-                click.echo("\n".join(map(str, client.append_many(chunk))))
+            indexes = client.append_many([d.encode() for d in data])
         except RaftlogError as exc:
             raise click.ClickException(str(exc)) from None
+        for index in indexes:
+            click.echo(json.dumps({"index": index}) if as_json else index)
 
 
 @main.command()
 @click.option("--peers", required=True, help=_PEERS_HELP)
 @click.option("--cluster-id", default="raftlog", show_default=True)
 @click.option("--from", "start", default=1, show_default=True, type=click.IntRange(1), help="First index.")
+@click.option("--to", "stop", default=None, type=click.IntRange(1), help="Last index (inclusive).")
 @click.option("--limit", default=None, type=click.IntRange(1), help="At most this many entries.")
 @click.option("--follow", is_flag=True, help="Keep printing new entries as they commit (Ctrl-C stops).")
 @click.option("--timeout", default=10.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True,
+              help='Print each entry as {"index", "term", "data", "data_b64"}, one a line.')
 @_secured
 @click.option("--consistency", type=click.Choice(["linearizable", "lease", "stale"]), default="linearizable",
               show_default=True, help="linearizable: sees every append acknowledged before it (ReadIndex); "
                                       "lease: the leader may skip the quorum round; stale: the node's state at once.")
-def read(peers: str, cluster_id: str, start: int, limit: int | None, follow: bool, timeout: float,
-         consistency: str) -> None:
+def read(peers: str, cluster_id: str, start: int, stop: int | None, limit: int | None, follow: bool, timeout: float,
+         as_json: bool, consistency: str) -> None:
     """Print committed data entries as INDEX<TAB>DATA, one a line.
 
     Example, everything from index 1, then keep watching:
@@ -391,25 +416,31 @@ def read(peers: str, cluster_id: str, start: int, limit: int | None, follow: boo
     \b
         raftlog read --peers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 --follow
     """
+    import base64
+    import json
     import time
 
     from raftlog.errors import Compacted, RaftlogError
 
     def show(entries: list) -> None:
         for e in entries:
-            click.echo(f"{e.index}\t{e.data.decode('utf-8', 'backslashreplace')}")
+            text = e.data.decode('utf-8', 'backslashreplace')
+            click.echo(json.dumps({"index": e.index, "term": e.term, "data": text,
+                                   "data_b64": base64.b64encode(e.data).decode()}) if as_json else f"{e.index}\t{text}")
 
     with _client(peers, cluster_id, timeout) as client:
         try:
             printed = 0
             while True:
                 want = None if limit is None else limit - printed
-                entries = client.read(start, want, consistency)
+                entries = client.read(start, limit=want, consistency=consistency)
+                past = stop is not None and bool(entries) and entries[-1].index >= stop
+                entries = [e for e in entries if stop is None or e.index <= stop]
                 show(entries)
                 printed += len(entries)
                 if entries:
                     start = entries[-1].index + 1
-                if not follow or (limit is not None and printed >= limit):
+                if not follow or past or (limit is not None and printed >= limit):
                     return
                 if not entries:
                     time.sleep(0.2)
@@ -496,8 +527,10 @@ def status(peers: str, cluster_id: str, as_json: bool, timeout: float, check: bo
 @click.option("--peers", default=None, help="The other members (ID=HOST:PORT,...); without it, only scan.")
 @click.option("--cluster-id", default="raftlog", show_default=True)
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each read from the cluster.")
+@click.option("--json", "as_json", is_flag=True,
+              help='One JSON object: {"ok", "corrupt": [index], "repaired": [index], "unrepairable": {index: why}}.')
 @_secured
-def repair(data_dir: str, peers: str | None, cluster_id: str, timeout: float) -> None:
+def repair(data_dir: str, peers: str | None, cluster_id: str, timeout: float, as_json: bool) -> None:
     """Rewrite entries of a STOPPED node's data dir that fail their CRC, from the cluster's committed copy.
 
     The node reports a corrupt entry (its log and `status` name the index, reads of it
@@ -522,6 +555,13 @@ def repair(data_dir: str, peers: str | None, cluster_id: str, timeout: float) ->
         raise click.ClickException(str(exc)) from None
     except (RaftlogError, OSError) as exc:
         raise click.ClickException(f"{data_dir}: {exc}") from None
+    if as_json:
+        import json
+        click.echo(json.dumps({"ok": report.ok, "corrupt": report.corrupt, "repaired": report.repaired,
+                               "unrepairable": {str(i): why for i, why in sorted(report.unrepairable.items())}}))
+        if not report.ok:
+            raise SystemExit(1)
+        return
     click.echo(f"corrupt entries: {report.corrupt or 'none'}")
     if report.repaired:
         click.echo(f"repaired from the cluster: {report.repaired}")
@@ -536,7 +576,8 @@ def repair(data_dir: str, peers: str | None, cluster_id: str, timeout: float) ->
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (entries with data_b64).")
 @click.option("--from", "start", default=None, type=click.IntRange(1), help="First index to list.")
 @click.option("--to", "stop", default=None, type=click.IntRange(1), help="Last index to list (inclusive).")
-def inspect(data_dir: str, as_json: bool, start: int | None, stop: int | None) -> None:
+@click.option("--limit", default=None, type=click.IntRange(1), help="List at most this many entries.")
+def inspect(data_dir: str, as_json: bool, start: int | None, stop: int | None, limit: int | None) -> None:
     """Dump a data dir: identity, hard state, bounds, snapshot, entries. Read-only: safe on a running node.
 
     Example:
@@ -548,6 +589,8 @@ def inspect(data_dir: str, as_json: bool, start: int | None, stop: int | None) -
 
     from raftlog.errors import RaftlogError
     from raftlog.runtime.inspect import format_text, inspect_dir
+    if limit is not None:
+        stop = min(stop or (1 << 62), (start or 1) + limit - 1)
     try:
         dump = inspect_dir(data_dir, start, stop)
     except FileNotFoundError as exc:
@@ -593,10 +636,10 @@ def check(data_dir: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 15), help="Cluster size.")
+@click.option("-n", "--nodes", default=3, show_default=True, type=click.IntRange(1, 15), help="Cluster size.")
 @click.option("--payload", default=100, show_default=True, type=click.IntRange(0, 1 << 22), help="Bytes per entry.")
-@click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(0.1),
-              help="Seconds to measure (after a 1 s warm-up).")
+@click.option("--duration", default=10.0, show_default=True, type=Duration(minimum=0.1),
+              help="How long to measure, e.g. 3s, 2m, or seconds (after a 1 s warm-up).")
 @click.option("--count", default=None, type=click.IntRange(1),
               help="Measure until this many entries committed instead.")
 @click.option("--clients", default=4, show_default=True, type=click.IntRange(1, 256), help="Client connections.")
@@ -675,7 +718,7 @@ class _NoBar:
 
 
 @main.command()
-@click.option("--nodes", default=5, show_default=True, type=click.IntRange(1, 15), help="Cluster size.")
+@click.option("-n", "--nodes", default=5, show_default=True, type=click.IntRange(1, 15), help="Cluster size.")
 @click.option("--seed", default=1, show_default=True, type=int, help="Seed: the same seed prints the same run.")
 @click.option("--duration", default="10s", show_default=True,
               help="Simulated time with faults (30s, 500ms), then heal.")
@@ -748,6 +791,7 @@ def members(ctx: click.Context, peers: str, cluster_id: str, as_json: bool, time
         raftlog members --peers 127.0.0.1:7001 remove 1
     """
     ctx.obj = (peers, cluster_id, timeout)
+    ctx.meta["raftlog.json"] = as_json
     if ctx.invoked_subcommand is not None:
         return
     import json
@@ -772,8 +816,8 @@ def members_add(obj: tuple, member: str, learner: bool) -> None:
     """Add MEMBER (ID=HOST:PORT) as a voter, or as a learner; prints the configuration entry's index."""
     ident, address = _member_spec(member)
     peers, cluster_id, timeout = obj
-    click.echo(_admin(peers, cluster_id, timeout, f"add {ident}",
-                      lambda c: c.add_member(ident, address, learner=learner)))
+    _echo_index(_admin(peers, cluster_id, timeout, f"add {ident}",
+                       lambda c: c.add_member(ident, address, learner=learner)))
 
 
 @members.command("remove")
@@ -782,7 +826,7 @@ def members_add(obj: tuple, member: str, learner: bool) -> None:
 def members_remove(obj: tuple, node_id: int) -> None:
     """Remove member NODE_ID (the leader too: it steps down once the change is committed)."""
     peers, cluster_id, timeout = obj
-    click.echo(_admin(peers, cluster_id, timeout, f"remove {node_id}", lambda c: c.remove_member(node_id)))
+    _echo_index(_admin(peers, cluster_id, timeout, f"remove {node_id}", lambda c: c.remove_member(node_id)))
 
 
 @members.command("promote")
@@ -791,7 +835,14 @@ def members_remove(obj: tuple, node_id: int) -> None:
 def members_promote(obj: tuple, node_id: int) -> None:
     """Make learner NODE_ID a voter."""
     peers, cluster_id, timeout = obj
-    click.echo(_admin(peers, cluster_id, timeout, f"promote {node_id}", lambda c: c.promote(node_id)))
+    _echo_index(_admin(peers, cluster_id, timeout, f"promote {node_id}", lambda c: c.promote(node_id)))
+
+
+def _echo_index(index: object) -> None:
+    """A configuration entry's index: as it is, or {"index": N} with the members group's --json."""
+    import json
+    as_json = click.get_current_context().meta.get("raftlog.json", False)
+    click.echo(json.dumps({"index": index}) if as_json else index)
 
 
 @main.command()
@@ -799,15 +850,16 @@ def members_promote(obj: tuple, node_id: int) -> None:
 @click.option("--to", "to_id", required=True, type=click.IntRange(1), help="The voter that should lead.")
 @click.option("--cluster-id", default="raftlog", show_default=True)
 @click.option("--timeout", default=10.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help='Print {"leader": ID} once it leads.')
 @_secured
-def transfer(peers: str, to_id: int, cluster_id: str, timeout: float) -> None:
+def transfer(peers: str, to_id: int, cluster_id: str, timeout: float, as_json: bool) -> None:
     """Hand leadership to voter --to (TimeoutNow); returns once it leads.
 
     \b
         raftlog transfer --peers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 --to 2
     """
     _admin(peers, cluster_id, timeout, f"transfer to {to_id}", lambda c: c.transfer_leadership(to_id))
-    click.echo(f"node {to_id} leads")
+    click.echo(f'{{"leader": {to_id}}}' if as_json else f"node {to_id} leads")
 
 
 if __name__ == "__main__":   # keep last: `python -m raftlog.cli` needs every command defined

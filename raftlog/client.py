@@ -14,14 +14,17 @@ did commit is appended twice: delivery is at-least-once. When the deadline passe
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import random
+import socket
 import threading
 import time
-from typing import Any, Callable, Coroutine, Iterable, Optional, Sequence, TypeVar, Union
+import warnings
+from typing import Any, AsyncGenerator, Callable, Coroutine, Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
 from raftlog.entry import Entry
-from raftlog.errors import Closed, Compacted, RaftlogError, Removed, SessionExpired, Timeout
+from raftlog.errors import Closed, Compacted, NoLeader, RaftlogError, Removed, SessionExpired, Timeout, Unreachable
 from raftlog.hot import (
     DEFAULT_MAX_FRAME,
     ERR_BAD_REQUEST,
@@ -77,12 +80,35 @@ class RequestRejected(RaftlogError, ValueError):
 
 
 class _Retry(Exception):
-    """Internal: try again (on `address` if given) after a short pause."""
+    """Internal: try again (on `address` if given) after a short pause.
 
-    def __init__(self, reason: str, address: Optional[str] = None, pause: bool = True) -> None:
+    `member` is the member the attempt failed on and `outcome` what happened there (REFUSED,
+    UNRESOLVED, NO_CONNECTION, NO_LEADER or REDIRECTED), when the failure says something
+    about that member's reachability.
+    """
+
+    def __init__(self, reason: str, address: Optional[str] = None, pause: bool = True,
+                 member: Optional[str] = None, outcome: Optional[str] = None) -> None:
         super().__init__(reason)
         self.address = address
         self.pause = pause
+        self.member = member
+        self.outcome = outcome
+
+
+# What a call last saw from a member: nothing listening, a name that does not resolve, no
+# connection (timeout, reset), or an answer without a leader to point to / with a redirect.
+REFUSED, UNRESOLVED, NO_CONNECTION, NO_LEADER, REDIRECTED = (
+    "refused the connection", "did not resolve", "could not be connected to", "knows no leader", "redirected")
+
+
+def _connect_outcome(exc: BaseException) -> str:
+    """REFUSED, UNRESOLVED or NO_CONNECTION for an exception raised while connecting."""
+    if isinstance(exc, socket.gaierror):
+        return UNRESOLVED
+    if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
+        return REFUSED
+    return NO_CONNECTION
 
 
 def normalize_addresses(addresses: Addresses) -> list[str]:
@@ -185,12 +211,17 @@ class AsyncClient:
     `read_from="leader"` (default) reads from the leader when one is known; `"any"` reads
     from whichever member the client is connected to (useful to look at one node).
     `attempt_timeout`: seconds of silence after which a member is given up on for another.
+    `fail_fast=True`: raise Unreachable as soon as every member has refused the connection or
+    failed to resolve (nothing is running there), instead of retrying until the deadline.
+    Either way a call that finds no leader by its deadline raises NoLeader (a Timeout) saying
+    how many members were reachable.
     """
 
     def __init__(self, addresses: Addresses, *, cluster_id: str = "raftlog", timeout: float = 10.0,
                  read_from: str = "leader", attempt_timeout: float = ATTEMPT_TIMEOUT, tls: Any = None,
-                 secret: Optional[bytes] = None, sessions: bool = True) -> None:
+                 secret: Optional[bytes] = None, sessions: bool = True, fail_fast: bool = False) -> None:
         self.addresses = normalize_addresses(addresses)
+        self.fail_fast = fail_fast
         # Exactly-once appends (issue 7, runtime/sessions.py): a random session id, requests
         # numbered from 1; a retried request is answered with its original index.
         self.sessions = sessions
@@ -220,7 +251,7 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the connection; the client is unusable afterwards."""
+        """Close the connection; the client is unusable afterwards (idempotent)."""
         self._closed = True
         if self._conn is not None:
             self._conn.close()
@@ -248,7 +279,8 @@ class AsyncClient:
                 hello = await asyncio.wait_for(asyncio.shield(conn.handshake), budget)
             except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
                 self._next += 1
-                raise _Retry(f"cannot connect to {address}: {exc or type(exc).__name__}") from None
+                raise _Retry(f"cannot connect to {address}: {exc or type(exc).__name__}",
+                             member=address, outcome=_connect_outcome(exc)) from None
             if hello[0] == FRAME_ERROR:
                 code, message = hello[2], hello[5]
                 if code in (ERR_CLUSTER_MISMATCH, ERR_VERSION):
@@ -293,10 +325,11 @@ class AsyncClient:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         pause = 0.02
         last = "no attempt"
+        seen: dict[str, str] = {}       # member -> what this call last saw from it (REFUSED, ...)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise Timeout(f"no answer within the deadline (last: {last})")
+                raise self._no_leader(seen) or Timeout(f"no answer within the deadline (last: {last})")
             try:
                 conn = await self._connection(deadline)
                 try:
@@ -309,9 +342,24 @@ class AsyncClient:
                 return handle(conn, reply)
             except _Retry as retry:
                 last = str(retry)
+                if retry.member is not None and retry.outcome is not None:
+                    seen[retry.member] = retry.outcome
+                    if self.fail_fast and all(seen.get(a) in (REFUSED, UNRESOLVED) for a in self.addresses):
+                        raise Unreachable("no member reachable: " + self._outcomes(seen)) from None
                 if retry.pause:
                     await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                     pause = min(pause * 2, 0.5)
+
+    def _outcomes(self, seen: dict[str, str]) -> str:
+        """`seen` as one line, member by member in the order given: `h:p refused the connection, ...`."""
+        return ", ".join(f"{a} {seen.get(a, 'was not tried')}" for a in self.addresses)
+
+    def _no_leader(self, seen: dict[str, str]) -> Optional[NoLeader]:
+        """NoLeader when every member was last seen unreachable or without a leader; else None."""
+        if not seen or any(seen.get(a) in (None, REDIRECTED) for a in self.addresses):
+            return None
+        reachable = sum(1 for a in self.addresses if seen[a] == NO_LEADER)
+        return NoLeader(f"no leader: {reachable} of {len(self.addresses)} members reachable ({self._outcomes(seen)})")
 
     async def _await_reply(self, conn: _Connection, fut: asyncio.Future, deadline: float) -> tuple:
         """The reply to `fut`; the member is given up on if it has sent nothing at all for attempt_timeout.
@@ -341,9 +389,10 @@ class AsyncClient:
             conn.is_leader = False
             if address and address != conn.address:
                 self._drop(conn, address, now=False)
-                raise _Retry(f"redirected to node {leader_id} at {address}", pause=False)
+                raise _Retry(f"redirected to node {leader_id} at {address}", pause=False, member=conn.address,
+                             outcome=REDIRECTED)
             self._drop(conn, None, now=False)      # no leader known yet: try the next member
-            raise _Retry(f"{conn.address}: {message or 'no leader'}")
+            raise _Retry(f"{conn.address}: {message or 'no leader'}", member=conn.address, outcome=NO_LEADER)
         if code == ERR_SHUTTING_DOWN:
             self._drop(conn, None, now=False)
             raise _Retry(f"{conn.address} is shutting down")
@@ -440,9 +489,14 @@ class AsyncClient:
         conn.is_leader = True
         return reply[2]
 
-    async def read(self, start: int = 1, limit: Optional[int] = None,
+    async def read(self, start: int = 1, *legacy: Any, stop: Optional[int] = None, limit: Optional[int] = None,
                    consistency: str = "linearizable") -> list[Entry]:
-        """Committed data entries from index `start` (at most `limit`; None = all committed so far).
+        """Committed data entries with indexes in `[start, stop)`, at most `limit` of them (None: no bound).
+
+        The same call as RaftLog.read: `read(start, stop=None, *, limit=None)`. Until 0.3 the
+        second and third positional arguments keep their old meaning, `limit` and
+        `consistency` (a DeprecationWarning says so): pass `stop=`, `limit=` and
+        `consistency=` by keyword, which means the same now and later.
 
         Compacted (with `first_index`) when `start` is below the first index the serving node keeps.
 
@@ -451,21 +505,60 @@ class AsyncClient:
         "lease" lets a leader skip that round while its lease holds (clock-drift bound);
         "stale" answers from the connected node's applied log at once.
         """
+        if legacy:
+            limit, consistency = _legacy_read_arguments(legacy, limit, consistency)
         if start < 1:
             raise ValueError("indexes start at 1")
         first_consistency = consistency_code(consistency)
         if self.read_from == "leader":
             await self._find_leader()
         out: list[Entry] = []
-        while limit is None or len(out) < limit:
+        while (limit is None or len(out) < limit) and (stop is None or start < stop):
             want = READ_ENTRIES if limit is None else min(READ_ENTRIES, limit - len(out))
+            if stop is not None:
+                want = min(want, stop - start)
             next_index, entries = await self._read_once(start, want, first_consistency)
             first_consistency = READ_STALE   # later chunks continue from the state the first one confirmed
-            out.extend(entries)
+            out.extend(e for e in entries if stop is None or e.index < stop)
             if next_index <= start:
                 break
             start = next_index
         return out if limit is None else out[:limit]
+
+    async def entries(self, start: int = 1, follow: bool = True, *, poll: float = 0.2) -> AsyncGenerator[Entry, None]:
+        """Yield committed data entries from `start` in order; with follow, wait for new ones forever.
+
+        The same call as RaftLog.entries. New entries are asked for every `poll` seconds once
+        the end is reached; resume after a stop with `entries(last.index + 1)`.
+        """
+        pos = max(1, start)
+        while True:
+            got = await self.read(pos, limit=READ_ENTRIES)
+            for entry in got:
+                yield entry
+            if got:
+                pos = got[-1].index + 1
+            elif not follow:
+                return
+            else:
+                await asyncio.sleep(poll)
+
+    async def wait_for_leader(self, timeout: float = 10.0) -> int:
+        """The leader's id once the cluster has one; NoLeader (a Timeout) after `timeout` seconds.
+
+        The same call as RaftLog.wait_for_leader.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status = await self._call(encode_status, self._status_reply, max(0.01, deadline - time.monotonic()))
+            except Timeout:
+                status = {}
+            if status.get("leader"):
+                return int(status["leader"])
+            if time.monotonic() >= deadline:
+                raise NoLeader(f"no leader within {timeout:g} s")
+            await asyncio.sleep(0.05)
 
     async def _read_once(self, start: int, max_entries: int, consistency: int = READ_STALE) -> tuple[int, list[Entry]]:
         def handle(conn: _Connection, reply: tuple) -> tuple[int, list[Entry]]:
@@ -544,11 +637,26 @@ class AsyncClient:
 
     async def status(self) -> dict:
         """The status of the member the client is connected to (see `raftlog status`)."""
-        def handle(conn: _Connection, reply: tuple) -> dict:
-            if reply[0] != FRAME_STATUS_REPLY:
-                raise RaftlogError(f"unexpected reply type {reply[0]} to a status request")
-            return json.loads(reply[2])
-        return await self._call(encode_status, handle)
+        return await self._call(encode_status, self._status_reply)
+
+    @staticmethod
+    def _status_reply(conn: _Connection, reply: tuple) -> dict:
+        if reply[0] != FRAME_STATUS_REPLY:
+            raise RaftlogError(f"unexpected reply type {reply[0]} to a status request")
+        return json.loads(reply[2])
+
+
+def _legacy_read_arguments(legacy: tuple, limit: Optional[int], consistency: str) -> tuple[Optional[int], str]:
+    """(limit, consistency) from the old positional form `read(start, limit, consistency)`; warns it is deprecated."""
+    if len(legacy) > 2:
+        raise TypeError(f"read() takes at most 3 positional arguments ({len(legacy) + 1} given)")
+    warnings.warn("Client.read(start, limit, consistency) with positional limit/consistency is deprecated: "
+                  "from 0.3 the second positional argument is `stop` as in RaftLog.read; "
+                  "pass limit= and consistency= by keyword", DeprecationWarning, stacklevel=3)
+    limit = legacy[0]
+    if len(legacy) == 2:
+        consistency = legacy[1]
+    return limit, consistency
 
 
 async def query_status(address: str, *, cluster_id: str = "raftlog", timeout: float = 2.0, tls: Any = None,
@@ -609,9 +717,32 @@ class Client:
         """Append payloads (pipelined); their indexes, in order."""
         return self._run(self._client.append_many(list(items)))
 
-    def read(self, start: int = 1, limit: Optional[int] = None, consistency: str = "linearizable") -> list[Entry]:
-        """Committed data entries from index `start` (at most `limit`); see AsyncClient.read for `consistency`."""
-        return self._run(self._client.read(start, limit, consistency))
+    def read(self, start: int = 1, *legacy: Any, stop: Optional[int] = None, limit: Optional[int] = None,
+             consistency: str = "linearizable") -> list[Entry]:
+        """Committed data entries in `[start, stop)`, at most `limit`; see AsyncClient.read (and the old form)."""
+        if legacy:
+            limit, consistency = _legacy_read_arguments(legacy, limit, consistency)
+        return self._run(self._client.read(start, stop=stop, limit=limit, consistency=consistency))
+
+    def entries(self, start: int = 1, follow: bool = True, *, poll: float = 0.2) -> Iterator[Entry]:
+        """Like AsyncClient.entries, as a blocking generator."""
+        it = self._client.entries(start, follow, poll=poll)
+
+        async def step() -> Entry:
+            return await it.__anext__()
+        try:
+            while True:
+                try:
+                    yield self._run(step())
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._loop.is_closed():
+                self._run(it.aclose())
+
+    def wait_for_leader(self, timeout: float = 10.0) -> int:
+        """The leader's id once the cluster has one; NoLeader after `timeout` seconds (see AsyncClient)."""
+        return self._run(self._client.wait_for_leader(timeout))
 
     def status(self) -> dict:
         """The status of the member the client is connected to."""

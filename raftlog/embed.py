@@ -70,10 +70,15 @@ class Appended(int):
 
     @property
     def index(self) -> int:
+        """The committed index (the int itself)."""
         return int(self)
 
     def __repr__(self) -> str:
         return f"Appended({int(self)}, result={self.result!r})"
+
+    # print(), f-strings and str() show the index, as for any int; repr() shows the result too.
+    __str__ = int.__repr__
+    __format__ = int.__format__
 
 
 _new_appended = int.__new__     # Appended without a result, built without a Python-level call
@@ -330,6 +335,7 @@ class RaftLog:
 
     @property
     def node_id(self) -> int:
+        """This node's id."""
         return self._cfg.node_id
 
     @property
@@ -339,6 +345,7 @@ class RaftLog:
 
     @property
     def term(self) -> int:
+        """The node's current term."""
         return self._live().raw.term
 
     @property
@@ -348,10 +355,12 @@ class RaftLog:
 
     @property
     def commit_index(self) -> int:
+        """The highest index this node knows committed."""
         return self._live().raw.commit_index
 
     @property
     def applied_index(self) -> int:
+        """The highest index applied to the state machine (what read() and entries() see)."""
         return self._live().applied_index
 
     @property
@@ -361,6 +370,7 @@ class RaftLog:
 
     @property
     def last_index(self) -> int:
+        """The last index in this node's log (committed or not)."""
         return self._live().raw.last_index
 
     def status(self) -> dict:
@@ -483,8 +493,9 @@ class RaftLog:
 
     # -- reading --------------------------------------------------------------------------
 
-    async def read(self, start: int = 1, stop: Optional[int] = None) -> list[Entry]:
-        """Committed (applied) data entries with indexes in `[start, stop)` (stop None: up to the applied index).
+    async def read(self, start: int = 1, stop: Optional[int] = None, *, limit: Optional[int] = None) -> list[Entry]:
+        """Committed (applied) data entries with indexes in `[start, stop)` (stop None: up to the applied index),
+        at most `limit` of them (None: no bound). The same call as Client.read.
 
         Compacted when `start` is before the log's first index (read the state machine instead).
         """
@@ -492,9 +503,9 @@ class RaftLog:
         pos = max(1, start)
         node = self._live()
         hi = node.applied_index if stop is None else min(stop - 1, node.applied_index)
-        while pos <= hi:
+        while pos <= hi and (limit is None or len(out) < limit):
             got, pos = self._read_some(pos, hi)
-            out.extend(got)
+            out.extend(got if limit is None else got[:limit - len(out)])
             if pos <= hi:
                 await asyncio.sleep(0)        # let the loop breathe between chunks of a long read
         return out
@@ -572,9 +583,9 @@ class RaftLog:
         """Remove a member (the leader too); see Client.remove_member."""
         return await self._admin(lambda c: c.remove_member(node_id))
 
-    async def promote(self, node_id: int) -> int:
-        """Make a learner a voter; see Client.promote."""
-        return await self._admin(lambda c: c.promote(node_id))
+    async def promote(self, node_id: int, max_lag: Optional[int] = None) -> int:
+        """Make a learner a voter (with max_lag: once within that many entries of the leader); see Client.promote."""
+        return await self._admin(lambda c: c.promote(node_id, max_lag))
 
     async def transfer_leadership(self, to_id: int) -> None:
         """Make voter `to_id` the leader (TimeoutNow); returns once it leads."""
@@ -667,16 +678,19 @@ class SyncRaftLog:
             raise Closed("the log is closed")
 
     def append(self, data: bytes) -> Appended:
+        """Append one entry; its index once committed and durable (see RaftLog.append)."""
         self._check()
         return self._run(self._log.append(data))
 
     def append_many(self, items: Iterable[bytes]) -> list[Appended]:
+        """Append entries as one batch; each one's index once all are committed (see RaftLog.append_many)."""
         self._check()
         return self._run(self._log.append_many(list(items)))
 
-    def read(self, start: int = 1, stop: Optional[int] = None) -> list[Entry]:
+    def read(self, start: int = 1, stop: Optional[int] = None, *, limit: Optional[int] = None) -> list[Entry]:
+        """Committed data entries in `[start, stop)`, at most `limit` (see RaftLog.read)."""
         self._check()
-        return self._run(self._log.read(start, stop))
+        return self._run(self._log.read(start, stop, limit=limit))
 
     def entries(self, start: int = 1, follow: bool = True) -> Iterator[Entry]:
         """Like RaftLog.entries, as a blocking generator."""
@@ -693,34 +707,42 @@ class SyncRaftLog:
                 self._run(it.aclose())
 
     def wait_for_leader(self, timeout: float = 10.0) -> int:
+        """The leader's id once one is known; Timeout after `timeout` seconds (see RaftLog.wait_for_leader)."""
         self._check()
         return self._run(self._log.wait_for_leader(timeout))
 
     def snapshot(self) -> Optional[dict]:
+        """Take a snapshot now; its {index, size, seconds, compacted_to}, None without one (see RaftLog.snapshot)."""
         self._check()
         return self._run(self._log.snapshot())
 
     def members(self) -> list[dict]:
+        """Every member `{"id", "address", "voter", "match"}` (see RaftLog.members)."""
         self._check()
         return self._run(self._log.members())
 
     def add_member(self, node_id: int, address: str, learner: bool = False) -> int:
+        """Add a member; the index of its configuration entry once complete (see Client.add_member)."""
         self._check()
         return self._run(self._log.add_member(node_id, address, learner))
 
     def remove_member(self, node_id: int) -> int:
+        """Remove a member (the leader too); see Client.remove_member."""
         self._check()
         return self._run(self._log.remove_member(node_id))
 
-    def promote(self, node_id: int) -> int:
+    def promote(self, node_id: int, max_lag: Optional[int] = None) -> int:
+        """Make a learner a voter (with max_lag: once within that many entries of the leader); see Client.promote."""
         self._check()
-        return self._run(self._log.promote(node_id))
+        return self._run(self._log.promote(node_id, max_lag))
 
     def transfer_leadership(self, to_id: int) -> None:
+        """Make voter `to_id` the leader (TimeoutNow); returns once it leads."""
         self._check()
         self._run(self._log.transfer_leadership(to_id))
 
     def status(self) -> dict:
+        """The node's status (the same fields as `raftlog status --json`, and snapshot details)."""
         return self._get(self._log.status)
 
     def on_leader_change(self, callback: Callable[[int, Optional[int]], None]) -> Callable[[], None]:
@@ -736,16 +758,19 @@ class SyncRaftLog:
 
     @property
     def state_machine(self) -> Any:
+        """The state machine given to open (its methods run on the log's thread)."""
         return self._log.state_machine
 
-    role = property(lambda self: self._get(lambda: self._log.role))
-    term = property(lambda self: self._get(lambda: self._log.term))
-    leader_id = property(lambda self: self._get(lambda: self._log.leader_id))
-    commit_index = property(lambda self: self._get(lambda: self._log.commit_index))
-    applied_index = property(lambda self: self._get(lambda: self._log.applied_index))
-    first_index = property(lambda self: self._get(lambda: self._log.first_index))
-    last_index = property(lambda self: self._get(lambda: self._log.last_index))
-    metrics_address = property(lambda self: self._get(lambda: self._log.metrics_address))
+    role = property(lambda self: self._get(lambda: self._log.role), doc=RaftLog.role.__doc__)
+    term = property(lambda self: self._get(lambda: self._log.term), doc=RaftLog.term.__doc__)
+    leader_id = property(lambda self: self._get(lambda: self._log.leader_id), doc=RaftLog.leader_id.__doc__)
+    commit_index = property(lambda self: self._get(lambda: self._log.commit_index), doc=RaftLog.commit_index.__doc__)
+    applied_index = property(lambda self: self._get(lambda: self._log.applied_index),
+                             doc=RaftLog.applied_index.__doc__)
+    first_index = property(lambda self: self._get(lambda: self._log.first_index), doc=RaftLog.first_index.__doc__)
+    last_index = property(lambda self: self._get(lambda: self._log.last_index), doc=RaftLog.last_index.__doc__)
+    metrics_address = property(lambda self: self._get(lambda: self._log.metrics_address),
+                               doc=RaftLog.metrics_address.__doc__)
 
 
 def open_sync(path: str, **options: Any) -> SyncRaftLog:

@@ -107,3 +107,36 @@ def removal_line(node_id: int, members: dict[int, str]) -> str:
     """`node 3 was removed from the cluster (members 1, 2, 4)`: the one wording of a removal."""
     who = f"node {node_id}" if node_id else "this node"
     return f"{who} was removed from the cluster (members {', '.join(str(m) for m in sorted(members))})"
+
+
+class Unreachable(RaftlogError, ConnectionError):
+    """No member could be reached: every address refused the connection or did not resolve.
+
+    Raised at once (without waiting for the deadline) by a client made with `fail_fast=True`
+    (the CLI's); the message names each address and what happened to it.
+    """
+
+
+class NoLeader(Timeout):
+    """No leader was found before the deadline; the message says how many members were reachable.
+
+    A Timeout (the outcome of a request sent meanwhile is unknown), so `except Timeout` catches it.
+    """
+
+
+class DataDirLocked(DataDirError):
+    """The data dir is already open for writing, by this or another process (one writer per data dir)."""
+
+
+class NotADirectory(DataDirError, FileExistsError):
+    """The data dir path exists and is not a directory (a FileExistsError too, as raised before)."""
+
+
+class AddressInUse(RaftlogError, OSError):
+    """The address to listen on is taken by another node or program; `address` is HOST:PORT, errno EADDRINUSE."""
+
+    def __init__(self, address: str) -> None:
+        import errno
+        super().__init__(f"cannot listen on {address}: the address is already in use (another node or program)")
+        self.errno = errno.EADDRINUSE
+        self.address = address

@@ -13,11 +13,13 @@ client connections that sit idle or trickle a frame too slowly (slow loris).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import ssl
 import time
 from typing import Callable, Optional, Protocol
 
+from raftlog.errors import AddressInUse
 from raftlog.hot import (
     DEFAULT_MAX_FRAME,
     ERR_BAD_REQUEST,
@@ -176,9 +178,14 @@ class Listener:
         self._sweeper: Optional[asyncio.TimerHandle] = None
 
     async def start(self, host: str, port: int) -> None:
-        """Listen on host:port (port 0 picks a free one; see `port`)."""
+        """Listen on host:port (port 0 picks a free one; see `port`); AddressInUse when it is taken."""
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(self._new_connection, host, port, reuse_address=True, backlog=512)
+        try:
+            self.server = await loop.create_server(self._new_connection, host, port, reuse_address=True, backlog=512)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise AddressInUse(f"{host}:{port}") from exc
+            raise
         self._sweeper = loop.call_later(SWEEP_SECONDS, self._sweep)
 
     @property

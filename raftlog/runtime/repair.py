@@ -50,7 +50,7 @@ def repair(data_dir: str, client: Optional[Any], *, dry_run: bool = False) -> Re
             rep.unrepairable = {i: "not repaired (scan only)" for i in rep.corrupt}
             return rep
         for index in rep.corrupt:
-            got = client.read(index, 1)
+            got = client.read(index, limit=1)
             if not got or got[0].index != index:
                 rep.unrepairable[index] = ("not a committed data entry in the cluster's log (a no-op, a configuration "
                                            "change, or not yet committed): replace this member instead")

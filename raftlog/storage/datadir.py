@@ -57,7 +57,7 @@ from typing import Callable, Iterator, Optional
 
 import lmdb
 
-from raftlog.errors import DataDirError, IdentityMismatch, RaftlogError
+from raftlog.errors import DataDirError, DataDirLocked, IdentityMismatch, NotADirectory, RaftlogError
 
 log = logging.getLogger("raftlog.storage")
 
@@ -369,7 +369,7 @@ def validate_data_dir(path: str, *, node_id: Optional[int] = None, walk: bool = 
     except FileNotFoundError:
         return None
     except NotADirectoryError:
-        raise DataDirError(path, "is not a directory", NOT_RAFTLOG_REMEDY) from None
+        raise NotADirectory(path, "is not a directory", NOT_RAFTLOG_REMEDY) from None
     except OSError as exc:
         raise DataDirError(path, f"cannot be listed: {exc.strerror}", NOT_RAFTLOG_REMEDY) from None
     if DATA_FILE not in names and _creation_interrupted(names):
@@ -397,16 +397,19 @@ def _creation_interrupted(names: list[str]) -> bool:
 def take_writer_lock(path: str) -> int:
     """Take the data dir's writer lock (flock, released by the OS when the process dies); returns its fd.
 
-    Creates the dir if needed. RaftlogError when another open (in this or another process)
-    holds it.
+    Creates the dir if needed. DataDirLocked when another open (in this or another process)
+    holds it; NotADirectory when the path is a file.
     """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectory(path, "is not a directory", NOT_RAFTLOG_REMEDY)
     os.makedirs(path, exist_ok=True)
     fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise RaftlogError(f"data dir {path} is already open for writing (by this or another process)") from None
+        raise DataDirLocked(path, "is already open for writing (by this or another process)",
+                            "close the other log or stop the node that uses it") from None
     return fd
 
 

@@ -187,8 +187,21 @@ def test_three_processes_converge_and_a_restarted_member_catches_up_by_snapshot(
             m.stop()
 
 
-def test_kv_example_demo_runs_as_written() -> None:
+def test_kv_example_demo_runs_as_written_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "kv.py"), "demo"], capture_output=True,
-                         text=True, timeout=120, env=env())
+                         text=True, timeout=120, env={**env(), "TMPDIR": str(scratch)})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "all three members hold the same state" in out.stdout
+    assert list(scratch.iterdir()) == [], "the demo left its data dirs behind"
+
+
+def test_work_queue_example_without_data_dir_removes_its_temp_dir(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "work_queue.py")], capture_output=True,
+                         text=True, timeout=120, env={**env(), "TMPDIR": str(scratch)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "jobs open" in out.stdout
+    assert list(scratch.iterdir()) == [], "the example left its temp dir behind"
