@@ -572,7 +572,8 @@ def bench(ctx: click.Context, nodes: int | None, payload: int, duration: float, 
     try:
         result = main_with_signals(lambda: run_bench(cfg, progress=progress))
     except KeyboardInterrupt:
-        raise click.ClickException("interrupted; every node process was stopped") from None
+        raise click.ClickException("interrupted; every " + ("member was closed" if embedded else
+                                                             "node process was stopped")) from None
     except (BenchError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

@@ -92,7 +92,9 @@ class EmbeddedLoad:
             now = clock()
             stats.total_entries += count
             stats.total_requests += 1
-            acks.append((first, client, slot))
+            # A plain int: a tuple holding an Appended (an int subclass with a __dict__) stays
+            # tracked by the garbage collector, and walking 10^5 of them cost 1.4 µs per append.
+            acks.append((int(first), client, slot))
             if stats.measuring:
                 stats.entries += count
                 stats.requests += 1
