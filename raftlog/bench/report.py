@@ -81,7 +81,8 @@ def format_summary(r: dict[str, Any]) -> str:
         call = "append()" if r["batch"] == 1 else f"append_many() of {r['batch']} entries"
         head = (f"raftlog bench --embedded: {r['nodes']} in-process member{'s' if r['nodes'] > 1 else ''} "
                 f"(raftlog.open{', peers over loopback' if r['nodes'] > 1 else ''}), ")
-        load = f"closed loop, {r['clients']} concurrent appenders, each awaiting one {call} at a time"
+        load = ("closed loop, 1 appender" if r["clients"] == 1 else
+                f"closed loop, {r['clients']} concurrent appenders, each") + f" awaiting one {call} at a time"
         per = "per call"
     else:
         head = f"raftlog bench: {r['nodes']} nodes, "

@@ -144,7 +144,8 @@ async def _drive_embedded(cfg: BenchConfig, members: EmbeddedCluster, appenders:
         leader, term0 = await members.wait_for_leader(STARTUP_TIMEOUT)
         what = "1 member (no network)" if cfg.nodes == 1 else f"{cfg.nodes} members on loopback, node {leader} leads"
         call = "append()" if cfg.batch == 1 else f"append_many() of {cfg.batch}"
-        progress.note(f"embedded: {what}; load: {cfg.clients} appenders x {call} of {cfg.payload} B in this process")
+        who = "1 appender" if cfg.clients == 1 else f"{cfg.clients} appenders"
+        progress.note(f"embedded: {what}; load: {who} x {call} of {cfg.payload} B in this process")
         usage = members.usage
         sampling = True
 
