@@ -35,8 +35,9 @@ def run_bench(cfg: BenchConfig, *, progress: Optional[Progress] = None) -> dict[
     """
     progress = progress or Progress()
     if cfg.embedded and cfg.impl != IMPLEMENTATION:
+        how = "with RAFTLOG_PURE=1" if cfg.impl == "python" else "without RAFTLOG_PURE"
         raise ValueError(f"--embedded runs the members in this process, whose hot path is {IMPLEMENTATION}; "
-                         f"for {cfg.impl} start it with RAFTLOG_PURE={int(cfg.impl == 'python')}")
+                         f"for {cfg.impl} start it {how}")
     if not cfg.embedded and cfg.batch * (cfg.payload + 17) > MAX_REQUEST_BYTES:
         raise ValueError(f"--batch {cfg.batch} of {cfg.payload} B payloads exceeds one request's "
                          f"{MAX_REQUEST_BYTES} B limit")
