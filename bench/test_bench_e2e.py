@@ -113,7 +113,7 @@ def test_e2e_pipelined_appends(benchmark, cluster: InProcessCluster) -> None:
     cfg = mods.config.BenchConfig(count=ENTRIES_PER_ROUND, clients=4, inflight=4, batch=256, warmup=0)
 
     def one_round() -> int:
-        driver = mods.load.LoadDriver(cfg, cluster.peers, lambda d, t: None)
+        driver = mods.load.LoadDriver(cfg, cluster.peers)
         cluster.run(driver.run(cluster.leader_address, 0.0))
         return driver.stats.entries
 

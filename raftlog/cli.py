@@ -636,66 +636,85 @@ def check(data_dir: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("-n", "--nodes", default=3, show_default=True, type=click.IntRange(1, 15), help="Cluster size.")
+@click.option("-n", "--nodes", default=None, type=click.IntRange(1, 15),
+              help="Cluster size.  [default: 3; 1 with --embedded]")
 @click.option("--payload", default=100, show_default=True, type=click.IntRange(0, 1 << 22), help="Bytes per entry.")
 @click.option("--duration", default=10.0, show_default=True, type=Duration(minimum=0.1),
               help="How long to measure, e.g. 3s, 2m, or seconds (after a 1 s warm-up).")
 @click.option("--count", default=None, type=click.IntRange(1),
               help="Measure until this many entries committed instead.")
-@click.option("--clients", default=4, show_default=True, type=click.IntRange(1, 256), help="Client connections.")
+@click.option("--clients", default=4, show_default=True, type=click.IntRange(1, 256),
+              help="Client connections; with --embedded, concurrent appenders.")
 @click.option("--inflight", default=4, show_default=True, type=click.IntRange(1, 4096),
-              help="Requests in flight per client (closed loop).")
-@click.option("--batch", default=512, show_default=True, type=click.IntRange(1, 1 << 16), help="Payloads per request.")
+              help="Requests in flight per client (closed loop; --embedded: 1, each appender awaits its call).")
+@click.option("--batch", default=512, show_default=True, type=click.IntRange(1, 1 << 16),
+              help="Payloads per request (--embedded: 1 calls append, more append_many).")
 @click.option("--rate", default=None, type=click.FloatRange(1),
               help="Open loop: offered entries/s (ignores --inflight).")
 @click.option("--sync/--no-sync", default=True, show_default=True, help="fsync every write on the nodes.")
-@click.option("--impl", type=click.Choice(["cython", "python"]), default="cython", show_default=True,
-              help="The node processes' hot path (python: RAFTLOG_PURE=1).")
+@click.option("--impl", type=click.Choice(["cython", "python"]), default=None,
+              help="The node processes' hot path (python: RAFTLOG_PURE=1).  [default: cython; with --embedded, "
+                   "this process's]")
 @click.option("--data", "data_dir", default=None,
               help="Put the nodes' data dirs here (empty or new) instead of a temp dir.")
 @click.option("--keep", is_flag=True, help="Keep the data dirs and node logs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
 @click.option("--tls", is_flag=True,
               help="Mutual TLS on every connection (certificates made for the run; needs openssl).")
-def bench(nodes: int, payload: int, duration: float, count: int | None, clients: int, inflight: int, batch: int,
-          rate: float | None, sync: bool, impl: str, data_dir: str | None, keep: bool, as_json: bool,
-          tls: bool) -> None:
-    """Benchmark a local cluster of real node processes: throughput, latency, verification.
+@click.option("--embedded", is_flag=True,
+              help="Run the members in this process with raftlog.open (peers over loopback with --nodes > 1) "
+                   "and append through the embedding API instead of node processes and connections.")
+@click.option("--interval", default=None, type=click.FloatRange(0.01),
+              help="Print a progress line every S seconds of the measured window to stderr (like pgbench -P).")
+@click.pass_context
+def bench(ctx: click.Context, nodes: int | None, payload: int, duration: float, count: int | None, clients: int,
+          inflight: int, batch: int, rate: float | None, sync: bool, impl: str | None, data_dir: str | None,
+          keep: bool, as_json: bool, tls: bool, embedded: bool, interval: float | None) -> None:
+    """Benchmark a local cluster: throughput, latency, CPU, verification of every acknowledged append.
 
-    With no options: 3 nodes on loopback in a temp dir, fsync on, 100-byte payloads, a
-    closed-loop load deep enough to find the throughput ceiling, 10 s. Exits 1 when the
-    logs do not verify. Example, latency at a given load:
+    With no options: 3 `raftlog node` processes on loopback in a temp dir, fsync on,
+    100-byte payloads, a closed-loop load deep enough to find the throughput ceiling, 10 s.
+    With --embedded: the embedding API (raftlog.open) in this process, one member unless
+    --nodes, --clients coroutines each awaiting one append (--batch 1) or append_many at a
+    time. Exits 1 when the logs do not verify. Examples:
 
     \b
-        raftlog bench --rate 50000 --batch 16 --clients 2
+        raftlog bench --rate 50000 --batch 16 --clients 2      # latency at a given load
+        raftlog bench --embedded --batch 1 --clients 256       # group commit of one-entry appends
+        raftlog bench --embedded --nodes 3 --batch 1 --clients 1 --interval 1
     """
     import json
     import sys
 
-    from raftlog.bench import (BenchConfig, BenchError, LiveRate, format_summary, main_with_signals, public_json,
-                               run_bench)
+    from raftlog.bench import (BenchConfig, BenchError, IntervalLines, LiveBar, Notes, Progress, format_summary,
+                               main_with_signals, public_json, run_bench)
+    from raftlog.hot import IMPLEMENTATION
+    if embedded:
+        for name in ("inflight", "rate", "tls"):
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+                raise click.UsageError(f"--{name} applies to node processes, not to --embedded")
     if data_dir is not None:
         _check_data_dir(data_dir)
-    cfg = BenchConfig(nodes=nodes, payload=payload, duration=duration, count=count, clients=clients,
-                      inflight=inflight, batch=batch, rate=rate, sync=sync, impl=impl, data=data_dir, keep=keep,
-                      tls=tls)
-
-    def note(text: str) -> None:
-        if not as_json:
-            click.echo(text, err=True)
-
-    length = count if count is not None else max(1, round(duration * 10))
-    import contextlib
-    live = sys.stderr.isatty() and not as_json
-    bar_cm = (click.progressbar(length=length, label="starting", file=sys.stderr, show_eta=False, width=30)
-              if live else contextlib.nullcontext(_NoBar(length)))
-    with bar_cm as bar:
-        try:
-            result = main_with_signals(lambda: run_bench(cfg, progress=LiveRate(bar, count), note=note))
-        except KeyboardInterrupt:
-            raise click.ClickException("interrupted; every node process was stopped") from None
-        except (BenchError, ValueError, OSError) as exc:
-            raise click.ClickException(str(exc)) from None
+    cfg = BenchConfig(nodes=nodes or (1 if embedded else 3), payload=payload, duration=duration, count=count,
+                      clients=clients, inflight=1 if embedded else inflight, batch=batch, rate=rate, sync=sync,
+                      impl=impl or (IMPLEMENTATION if embedded else "cython"), data=data_dir, keep=keep, tls=tls,
+                      embedded=embedded)
+    progress: Progress
+    if as_json and interval is None:
+        progress = Progress()
+    elif interval is not None:
+        progress = IntervalLines(sys.stderr, interval)
+    elif sys.stderr.isatty():
+        progress = LiveBar(sys.stderr, duration, count)
+    else:
+        progress = Notes(sys.stderr)
+    try:
+        result = main_with_signals(lambda: run_bench(cfg, progress=progress))
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; every " + ("member was closed" if embedded else
+                                                             "node process was stopped")) from None
+    except (BenchError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(public_json(result)))
     else:
@@ -703,18 +722,6 @@ def bench(nodes: int, payload: int, duration: float, count: int | None, clients:
     if not result["verified"]:
         click.echo(f"verification failed: {result.get('detail')}", err=True)
         raise SystemExit(1)
-
-
-class _NoBar:
-    """Stands in for the progress bar when stderr is not a terminal (or with --json)."""
-
-    def __init__(self, length: int) -> None:
-        self.length = length
-        self.pos = 0
-        self.label = ""
-
-    def update(self, n: int) -> None:
-        self.pos += n
 
 
 @main.command()

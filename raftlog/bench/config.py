@@ -25,6 +25,7 @@ class BenchConfig:
     keep: bool = False
     warmup: float = 1.0             # seconds of load before measuring (duration mode)
     tls: bool = False               # mutual TLS on every connection (a throw-away CA made for the run)
+    embedded: bool = False          # the members run in this process (raftlog.open), the load calls append
 
 
 class BenchError(Exception):

@@ -18,13 +18,16 @@ import ssl
 import struct
 import threading
 import time
-from array import array
 from typing import Any, Callable, Optional
 
 from raftlog.bench.config import CLUSTER_ID, BenchConfig, BenchError
+from raftlog.bench.progress import Progress
+from raftlog.bench.stats import Stats
+from raftlog.bench.window import measure_window
 from raftlog.hot import (
     DEFAULT_MAX_FRAME,
     ERR_NOT_LEADER,
+    ERR_TIMEOUT,
     FRAME_APPENDED,
     FRAME_ERROR,
     FRAME_HANDSHAKE,
@@ -38,7 +41,6 @@ from raftlog.hot import (
 )
 
 POOL = 64                     # distinct pre-encoded request batches per connection
-SAMPLE_SECONDS = 0.25         # progress and RSS sampling period
 
 
 def make_pool(client: int, payload: int, batch: int, pool: int) -> list[RecordBatch]:
@@ -56,19 +58,6 @@ def make_pool(client: int, payload: int, batch: int, pool: int) -> list[RecordBa
             items.append((tag + filler[:max(0, payload - len(tag))])[:payload])
         out.append(RecordBatch.encode(0, KIND_DATA, items))
     return out
-
-
-class Stats:
-    """What the load saw: acknowledged requests, latencies, errors."""
-
-    def __init__(self) -> None:
-        self.measuring = False
-        self.entries = 0            # acknowledged entries while measuring
-        self.total_entries = 0      # acknowledged entries, warm-up included
-        self.latencies = array("d")  # seconds, one per request acknowledged while measuring
-        self.acks: list[tuple[int, int, int]] = []   # (first_index, client, slot) of every ack
-        self.errors = 0
-        self.redirects = 0
 
 
 class LoadConnection(asyncio.Protocol):
@@ -128,9 +117,11 @@ class LoadConnection(asyncio.Protocol):
                 t_sched, slot = self.sent.pop(frame[1])
                 count = frame[3]
                 stats.total_entries += count
+                stats.total_requests += 1
                 stats.acks.append((frame[2], self.client, slot))
                 if stats.measuring:
                     stats.entries += count
+                    stats.requests += 1
                     stats.latencies.append(now - t_sched)
                 answered += 1
             elif ftype == FRAME_HANDSHAKE:
@@ -143,6 +134,8 @@ class LoadConnection(asyncio.Protocol):
                     return
                 self.sent.pop(rid, None)
                 stats.errors += 1
+                if code == ERR_TIMEOUT:
+                    stats.timeouts += 1
                 answered += 1
                 if code == ERR_NOT_LEADER:
                     bench.redirect(address)
@@ -159,11 +152,11 @@ class LoadConnection(asyncio.Protocol):
 class LoadDriver:
     """Runs the load against the cluster from this process's event loop."""
 
-    def __init__(self, cfg: BenchConfig, addresses: dict[int, str], on_progress: Callable[[int, int], None], *,
+    def __init__(self, cfg: BenchConfig, addresses: dict[int, str], progress: Optional[Progress] = None, *,
                  ssl_context: Optional[ssl.SSLContext] = None, security: Optional[dict[str, Any]] = None) -> None:
         self.cfg = cfg
         self.addresses = addresses
-        self.on_progress = on_progress
+        self.progress = progress or Progress()
         self.ssl_context = ssl_context          # TLS for the load connections (None: plain TCP)
         self.security = security or {}          # keyword arguments of status queries (tls=...)
         self.stats = Stats()
@@ -238,8 +231,10 @@ class LoadDriver:
             for _ in range(answered):
                 conn.request(now)
 
-    async def run(self, leader_address: str, warmup: float) -> float:
-        """Drive load: warm-up, then the measured window; returns the window's length in seconds."""
+    async def run(self, leader_address: str, warmup: float, on_start: Callable[[], None] = lambda: None,
+                  on_end: Callable[[], None] = lambda: None) -> float:
+        """Drive load: warm-up, then the measured window (`on_start()`, `on_end()` as it opens and closes); its
+        length in seconds."""
         self._loop = asyncio.get_running_loop()
         self.leader_address = leader_address
         cfg = self.cfg
@@ -256,14 +251,8 @@ class LoadDriver:
         else:
             sender = self._loop.create_task(self._open_loop())
         try:
-            if warmup > 0:
-                await self._wait(warmup, None)
-            self.stats.measuring = True
-            self.on_progress(-1, 0)   # the measured window starts
-            t0 = time.perf_counter()
-            await self._wait(cfg.duration if cfg.count is None else None, cfg.count)
-            seconds = time.perf_counter() - t0
-            self.stats.measuring = False
+            seconds = await measure_window(cfg, self.stats, self.progress, warmup=warmup, check=self._check,
+                                           on_start=on_start, on_end=on_end)
         finally:
             self.done = True
             if sender is not None:
@@ -271,21 +260,10 @@ class LoadDriver:
         await self._drain()
         return seconds
 
-    async def _wait(self, seconds: Optional[float], count: Optional[int]) -> None:
-        start = time.perf_counter()
-        last = 0
-        while True:
-            await asyncio.sleep(SAMPLE_SECONDS if seconds is None else min(SAMPLE_SECONDS, seconds / 4))
-            if self.failure is not None:
-                raise BenchError(self.failure)
-            stats = self.stats
-            shown = stats.entries if stats.measuring else stats.total_entries
-            self.on_progress(shown - last, shown)
-            last = shown
-            if seconds is not None and time.perf_counter() - start >= seconds:
-                return
-            if count is not None and stats.entries >= count:
-                return
+    def _check(self) -> None:
+        """BenchError when the load failed (a refused connection, no leader to reconnect to)."""
+        if self.failure is not None:
+            raise BenchError(self.failure)
 
     async def _open_loop(self) -> None:
         """Send `rate` entries/s as requests of `batch`, on schedule, round-robin over the connections.
@@ -345,4 +323,7 @@ class LoadDriver:
             await asyncio.sleep(0.02)
         for conn in self.conns:
             if conn is not None:
+                unanswered = len(conn.sent)        # given up on: counted as timed out
+                self.stats.errors += unanswered
+                self.stats.timeouts += unanswered
                 conn.close()

@@ -1,7 +1,7 @@
 """After a run: every node's log identical over the committed range, every acknowledged request in place."""
 from __future__ import annotations
 
-from raftlog.bench.load import Stats
+from raftlog.bench.stats import Stats
 from raftlog.hot import RecordBatch
 
 
@@ -57,7 +57,8 @@ def verify(data_dirs: dict[int, str], stats: Stats, pools: list[list[RecordBatch
             lo = hi
         if k != len(acks):
             return False, f"{len(acks) - k} acknowledged requests lie beyond the commit index {commit}"
-        return True, (f"logs of {len(stores)} nodes identical over [1, {commit}]; "
+        logs = "log of 1 node checked" if len(stores) == 1 else f"logs of {len(stores)} nodes identical"
+        return True, (f"{logs} over [1, {commit}]; "
                       f"{len(acks)} acknowledged requests in place")
     finally:
         for s in stores.values():

@@ -28,6 +28,10 @@ def test_bench_smoke_json_verified(tmp_path):
     assert out["entries"] > 0 and out["entries_per_s"] > 0
     assert [n["id"] for n in out["per_node"]] == [1, 2, 3]
     assert all(set(n) == {"id", "cpu_s", "rss_mb"} and n["rss_mb"] > 0 for n in out["per_node"])
+    assert out["requests"] > 0 and out["entries"] == out["requests"] * 512 and out["samples"] == out["requests"]
+    assert out["requests_per_s"] > 0 and out["errors"] == 0 and out["timeouts"] == 0
+    assert out["embedded"] is False and out["version"] and out["started_at"].endswith("+00:00")
+    assert out["bench_process"]["cpu_s"] > 0 and out["bench_process"]["cpu_us_per_request"] > 0
     assert os.listdir(data) == []      # node dirs removed without --keep
 
 
