@@ -109,6 +109,7 @@ def example_marker(filename: str) -> str:
 TIME_OF_DAY = re.compile(r"\b\d\d:\d\d:\d\d[,.]\d{3}\b")
 PID = re.compile(r"\b(pid|process|kill -9) (\d+)\b")
 HEX_ID = re.compile(r"\b[0-9a-f]{16}\b")
+SIZE = re.compile(r"\b\d+(?:\.\d+)?(?:B|KiB|MiB|GiB)$", re.M)    # a data dir's size ends status rows
 
 
 def normalise(text: str) -> str:
@@ -119,6 +120,7 @@ def normalise(text: str) -> str:
     def pid(m: re.Match[str]) -> str:
         return f"{m.group(1)} PID{pids.setdefault(m.group(2), str(len(pids) + 1))}"
     text = PID.sub(pid, text)
+    text = SIZE.sub("SIZE", text)
     return HEX_ID.sub("HEXID", text)
 
 

@@ -378,6 +378,9 @@ class AsyncClient:
                 return await asyncio.wait_for(asyncio.shield(fut), min(deadline - now, self.attempt_timeout / 4))
             except asyncio.TimeoutError:
                 pass
+            except asyncio.CancelledError:
+                fut.cancel()          # the caller gave up: no one will read the reply, nor a "client closed"
+                raise
             if time.monotonic() - max(conn.last_heard, since) > self.attempt_timeout:
                 self._drop(conn, None)
                 raise _Retry(f"{conn.address} has been silent for {self.attempt_timeout:g}s")
@@ -589,7 +592,12 @@ class AsyncClient:
             self._drop(conn, status["leader_address"], now=False)
 
     async def _status_on(self, conn: _Connection) -> dict:
-        reply = await asyncio.wait_for(asyncio.shield(conn.request(encode_status)), self.timeout)
+        request = conn.request(encode_status)
+        try:
+            reply = await asyncio.wait_for(asyncio.shield(request), self.timeout)
+        except BaseException:
+            request.cancel()          # abandoned (timeout or cancelled): no one will read its reply
+            raise
         if reply[0] != FRAME_STATUS_REPLY:
             raise RaftlogError(f"unexpected reply type {reply[0]} to a status request")
         return json.loads(reply[2])

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 import threading
+import time
 
 import pytest
 
@@ -39,3 +40,23 @@ def test_an_interrupted_call_is_cancelled_and_close_is_quiet(caplog):
     client.close()
     assert outcome == ["cancelled"], "the interrupted request's task was left running"
     assert not [r for r in caplog.records if r.name == "asyncio"], [r.getMessage() for r in caplog.records]
+
+
+def test_a_cancelled_wait_for_a_reply_cancels_the_reply_future():
+    """The reply future is shielded from the per-attempt timeout, not from the caller giving up."""
+    from types import SimpleNamespace
+
+    from raftlog.client import AsyncClient
+
+    async def main() -> None:
+        client = AsyncClient(["127.0.0.1:1"])
+        reply = asyncio.get_running_loop().create_future()
+        conn = SimpleNamespace(address="127.0.0.1:1", last_heard=time.monotonic())
+        waiting = asyncio.create_task(client._await_reply(conn, reply, time.monotonic() + 60))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert reply.cancelled(), "closing the client would fail the reply with no one to read it"
+
+    asyncio.run(main())

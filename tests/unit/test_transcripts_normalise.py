@@ -81,3 +81,10 @@ def test_blocks_are_found_and_replaced_after_their_marker():
     assert transcripts.readme_block(text, "<!-- example: b.py -->") == "print(1)\n"
     new = transcripts.replace_block(text, "<!-- transcript: a -->", "new\nlines\n")
     assert new == text.replace("old\n", "new\nlines\n")
+
+
+def test_normalise_ignores_a_data_dir_size_ending_a_status_row_and_nothing_else():
+    row = "2   127.0.0.1:7002  leader       2     10    10      10       2       1      %s\n"
+    assert transcripts.normalise(row % "52.0KiB") == transcripts.normalise(row % "60.0KiB")
+    assert transcripts.normalise(row % "512B") == transcripts.normalise(row % "1.0MiB")
+    assert transcripts.normalise("append 52.0KiB of data\n") == "append 52.0KiB of data\n"
