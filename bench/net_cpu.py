@@ -62,6 +62,8 @@ def measure(cfg: BenchConfig) -> dict[str, Any]:
     # Transactions per entry over the whole run (the last status is read right after the window).
     entries_per_write = {str(i): round(st["last_index"] / max(1, st["writes"]), 1)
                          for i, st in last_status.items() if st}
+    if not result["verified"]:
+        print(f"NOT VERIFIED: {result['detail']}", flush=True)
     return {"entries_per_s": result["entries_per_s"], "requests": requests, "p50_ms": result["latency_ms"]["p50"],
             "p99_ms": result["latency_ms"]["p99"], "elections": result["elections"], "verified": result["verified"],
             "leader": leader, "us_per_request": per,
