@@ -35,7 +35,7 @@ __all__ = [
     "ERR_CLUSTER_MISMATCH", "ERR_VERSION", "ERR_INTERNAL", "ERR_SESSION_EXPIRED", "ERR_REMOVED", "ERR_COMPACTED",
     "READ_STALE", "READ_LINEARIZABLE", "READ_LEASE",
     "RecordBatch", "encode_record", "encode_records", "FrameDecoder",
-    "encode_handshake", "encode_raft", "encode_append", "encode_appended", "encode_error",
+    "encode_handshake", "encode_raft", "encode_append", "encode_appended", "encode_appended_run", "encode_error",
     "encode_read", "encode_entries", "encode_status", "encode_status_reply",
 ]
 
@@ -321,6 +321,23 @@ def encode_append(request_id: int, records: "RecordBatch | bytes") -> bytes:
 def encode_appended(request_id: int, first_index: int, count: int) -> bytes:
     """The reply to an append: its records took indexes `[first_index, first_index + count)`."""
     return _frame(FRAME_APPENDED, _pack(_APPENDED, request_id, first_index, count))
+
+
+def encode_appended_run(request_ids: Sequence[int], counts: Sequence[int], first_index: int) -> bytes:
+    """The Appended replies of requests whose records lie back to back from `first_index`, as one bytes.
+
+    Request `request_ids[k]` took `counts[k]` indexes right after request k-1's: the same
+    bytes as encode_appended for each in turn, joined; ValueError when the lengths differ.
+    """
+    _pack(_U64, first_index)     # a u64 even when there is no request (as the extension's argument)
+    if len(counts) != len(request_ids):
+        raise ValueError(f"{len(request_ids)} request ids but {len(counts)} counts")
+    out = []
+    index = first_index
+    for request_id, count in zip(request_ids, counts):
+        out.append(_frame(FRAME_APPENDED, _pack(_APPENDED, request_id, index, count)))
+        index += count
+    return b"".join(out)
 
 
 def encode_error(request_id: int, code: int, leader_id: int = 0, leader_address: str = "", message: str = "") -> bytes:

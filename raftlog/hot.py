@@ -37,6 +37,7 @@ encode_handshake = _codec.encode_handshake
 encode_raft = _codec.encode_raft
 encode_append = _codec.encode_append
 encode_appended = _codec.encode_appended
+encode_appended_run = _codec.encode_appended_run
 encode_error = _codec.encode_error
 encode_read = _codec.encode_read
 encode_entries = _codec.encode_entries

@@ -37,7 +37,7 @@ __all__ = [
     "ERR_CLUSTER_MISMATCH", "ERR_VERSION", "ERR_INTERNAL", "ERR_SESSION_EXPIRED", "ERR_REMOVED", "ERR_COMPACTED",
     "READ_STALE", "READ_LINEARIZABLE", "READ_LEASE",
     "RecordBatch", "encode_record", "encode_records", "FrameDecoder",
-    "encode_handshake", "encode_raft", "encode_append", "encode_appended", "encode_error",
+    "encode_handshake", "encode_raft", "encode_append", "encode_appended", "encode_appended_run", "encode_error",
     "encode_read", "encode_entries", "encode_status", "encode_status_reply",
 ]
 
@@ -613,6 +613,32 @@ def encode_appended(uint64_t request_id, uint64_t first_index, uint32_t count):
     _st64(p, request_id)
     _st64(p + 8, first_index)
     _st32(p + 16, count)
+    return out
+
+
+def encode_appended_run(request_ids, counts, uint64_t first_index):
+    """The Appended replies of requests whose records lie back to back from `first_index`, as one bytes."""
+    cdef Py_ssize_t n = len(request_ids)
+    if len(counts) != n:
+        raise ValueError(f"{n} request ids but {len(counts)} counts")
+    cdef bytes out = _new_bytes(n * (5 + _APPENDED))
+    cdef unsigned char* p = _wptr(out)
+    cdef uint64_t rid
+    cdef uint32_t count
+    cdef Py_ssize_t k
+    for k in range(n):
+        rid = request_ids[k]
+        count = counts[k]
+        _st32(p, <uint32_t>(_APPENDED + 1))
+        p[4] = _T_APPENDED
+        _st64(p + 5, rid)
+        _st64(p + 13, first_index)
+        _st32(p + 21, count)
+        p += 5 + _APPENDED
+        if k + 1 < n:
+            if count > 0xFFFFFFFFFFFFFFFF - first_index:
+                raise OverflowError("index past 2**64 - 1")
+            first_index += count
     return out
 
 

@@ -1,7 +1,8 @@
 """The client service on the node's port: it reads client requests and hands each to the service that owns it.
 
 - Append: plain appends go to the one propose path (runtime/proposals.py), which stages the
-  requests of one event-loop turn into one proposal and answers each once committed;
+  requests of one event-loop turn into one proposal and answers each once committed; a
+  connection's plain appends of one turn join one request there (runtime/append_groups.py);
   session appends (exactly-once) to runtime/sessions.py; admin requests (a single KIND_CONF
   record: membership, leadership transfer) to runtime/membership.py.
 - Read: runtime/reads.py (stale reads at once, linearizable and lease reads after their
@@ -32,6 +33,7 @@ from raftlog.hot import (
     encode_error,
     encode_status_reply,
 )
+from raftlog.runtime.append_groups import AppendGroups
 from raftlog.runtime.membership import Membership
 from raftlog.runtime.port import NodePort
 from raftlog.runtime.proposals import Proposals
@@ -62,6 +64,7 @@ class ClientService:
         self.max_append_bytes = max_append_bytes
         self.removal = removal
         self.conns: set["Connection"] = set()
+        self.groups = AppendGroups(port, proposals)    # plain Appends of one connection and turn: one request
         self.stopping = False
 
     # -- connection handler -----------------------------------------------------------------
@@ -73,6 +76,7 @@ class ClientService:
 
     def on_close(self, conn: "Connection") -> None:
         self.conns.discard(conn)
+        self.groups.close(conn)
 
     def on_frame(self, conn: "Connection", frame: tuple) -> None:
         ftype = frame[0]
@@ -119,15 +123,21 @@ class ClientService:
             return
         kind = records.kind(0)
         if kind == KIND_CONF:
+            self.groups.close(conn)        # what this connection sends after it is proposed after it
             if len(records) != 1:
                 port.error(conn, request_id, ERR_BAD_REQUEST, "an admin request is one record")
                 return
             self.membership.handle(conn, request_id, records, self.request_timeout)
         elif kind == KIND_SESSION:
+            self.groups.close(conn)
             self.sessions.handle(conn, request_id, records, self.request_timeout)
-        else:
+        elif records.find_kind(KIND_CONF) >= 0:
+            # The engine refuses configuration records among data: proposed alone, so that
+            # only this request fails, not the group it would have joined.
             self.proposals.submit(records, time.monotonic() + self.request_timeout,
                                   ClientWaiter(port, conn, request_id))
+        else:
+            self.groups.add(conn, request_id, records, time.monotonic() + self.request_timeout)
 
     # -- shutdown ---------------------------------------------------------------------------
     def shutdown(self) -> None:

@@ -38,7 +38,11 @@ log = logging.getLogger("raftlog.node")
 # DISK_LOW_BYTES free (LMDB reports ENOSPC on a full tmpfs as EIO).
 DISK_RETRY_SECONDS = 0.5
 DISK_LOW_BYTES = 16 << 20
-INLINE_WRITE_ENTRIES = 64     # a follower writes up to this many entries on the loop thread (see Writer.write)
+# A follower writes up to this many entries on the loop thread (see Writer.write and Node._inline).
+# 3 nodes, one-entry requests, 1,024 in flight (follower writes of ~350 entries), alternating
+# runs: each follower's CPU per request 7.6/7.5/6.3 us at 64 (the thread hand-off) against
+# 5.1-5.6/4.7/5.0-5.2 us at 1024. Larger writes (the ceiling: ~3,500 entries) keep the thread.
+INLINE_WRITE_ENTRIES = 1024
 COMMIT_FLUSH_SECONDS = 0.05   # a commit-only hard state is written alone after this long without writes
 
 

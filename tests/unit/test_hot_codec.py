@@ -214,6 +214,30 @@ def test_frame_layout_is_big_endian(codec_mod: ModuleType) -> None:
     assert hs[5:9] == codec_mod.MAGIC
 
 
+def test_appended_run_equals_one_appended_per_request(codec_mod: ModuleType) -> None:
+    m = codec_mod
+    run = m.encode_appended_run([7, 3, 2**64 - 1, 9], [1, 4, 0, 2], 100)
+    assert run == (m.encode_appended(7, 100, 1) + m.encode_appended(3, 101, 4)
+                   + m.encode_appended(2**64 - 1, 105, 0) + m.encode_appended(9, 105, 2))
+    assert [f[1:] for f in m.FrameDecoder().feed(run)] == [(7, 100, 1), (3, 101, 4), (2**64 - 1, 105, 0),
+                                                            (9, 105, 2)]
+    assert m.encode_appended_run([], [], 5) == b""
+    assert m.encode_appended_run((1,), array("I", [3]), 2**64 - 1) == m.encode_appended(1, 2**64 - 1, 3)
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda m: m.encode_appended_run([1, 2], [1], 0), ValueError),
+    (lambda m: m.encode_appended_run([1, 2], [5, 1], 2**64 - 3), OverflowError),   # the second request's index
+    (lambda m: m.encode_appended_run([1], [2**32], 0), OverflowError),
+    (lambda m: m.encode_appended_run([-1], [1], 0), OverflowError),
+    (lambda m: m.encode_appended_run([1], [1], 2**64), OverflowError),
+    (lambda m: m.encode_appended_run(["1"], [1], 0), TypeError),
+])
+def test_appended_run_errors(codec_mod: ModuleType, call, error: type) -> None:
+    with pytest.raises(error):
+        call(codec_mod)
+
+
 @pytest.mark.parametrize("encode", [
     lambda m: m.encode_appended(2**64, 0, 0),
     lambda m: m.encode_appended(-1, 0, 0),

@@ -182,6 +182,16 @@ def test_encoders_raise_the_same_errors(both_codec: tuple[ModuleType, ModuleType
     assert results[0] == results[1]
 
 
+@SETTINGS
+@given(ids=st.lists(st.one_of(U64, st.integers(-2, -1)), max_size=8),
+       counts=st.lists(st.one_of(st.integers(0, 2**32 - 1), st.integers(2**32, 2**33)), max_size=8),
+       first=st.one_of(U64, st.integers(2**64 - 8, 2**64)))
+def test_appended_runs_agree(both_codec: tuple[ModuleType, ModuleType], ids: list[int], counts: list[int],
+                             first: int) -> None:
+    results = [error_type(outcome(lambda m=mod: m.encode_appended_run(ids, counts, first))) for mod in both_codec]
+    assert results[0] == results[1]
+
+
 def test_record_crcs_agree_at_every_length(both_codec: tuple[ModuleType, ModuleType]) -> None:
     """The extension's table-driven CRC-32 equals zlib's (the twin).
 
