@@ -3,7 +3,8 @@
 - Append: plain appends go to the one propose path (runtime/proposals.py), which stages the
   requests of one event-loop turn into one proposal and answers each once committed;
   session appends (exactly-once) to runtime/sessions.py; admin requests (a single KIND_CONF
-  record: membership, leadership transfer) to runtime/membership.py.
+  record: membership, leadership transfer) to runtime/membership.py, backups to
+  runtime/backup.py.
 - Read: runtime/reads.py (stale reads at once, linearizable and lease reads after their
   read index).
 - Status: the node's JSON status.
@@ -30,12 +31,14 @@ from raftlog.hot import (
     RecordBatch,
     encode_status_reply,
 )
+from raftlog.runtime.backup import BackupService
 from raftlog.runtime.membership import Membership
 from raftlog.runtime.port import NodePort
 from raftlog.runtime.proposals import Proposals
 from raftlog.runtime.reads import Reads
 from raftlog.runtime.replies import ClientWaiter
 from raftlog.runtime.sessions import SessionService
+from raftlog.wire.requests import is_backup_request
 
 if TYPE_CHECKING:
     from raftlog.runtime.connection import Connection
@@ -57,6 +60,7 @@ class ClientService:
         self.max_append_bytes = max_append_bytes
         self.conns: set["Connection"] = set()
         self.stopping = False
+        self.backups = BackupService(port)
 
     # -- connection handler -----------------------------------------------------------------
     def handler_for(self, conn: "Connection") -> "ClientService":
@@ -111,6 +115,9 @@ class ClientService:
             if len(records) != 1:
                 port.error(conn, request_id, ERR_BAD_REQUEST, "an admin request is one record")
                 return
+            if is_backup_request(records):
+                self.backups.handle(conn, request_id)
+                return
             self.membership.handle(conn, request_id, records, self.request_timeout)
         elif kind == KIND_SESSION:
             self.sessions.handle(conn, request_id, records, self.request_timeout)
@@ -122,5 +129,6 @@ class ClientService:
     def shutdown(self) -> None:
         """Refuse new requests and close client connections (the node answers what is pending first)."""
         self.stopping = True
+        self.backups.shutdown()
         for conn in list(self.conns):
             conn.close()
