@@ -91,7 +91,7 @@ def restore(backup_path: str, data_dir: str, node_id: int, peers: Mapping[int, s
         raise ValueError(f"node id {node_id} is not one of the peers {sorted(peers)}")
     header = read_backup(backup_path)
     data_dir = os.fspath(data_dir)
-    if validate_data_dir(data_dir) is not None or _has_files(data_dir):
+    if not _is_new(data_dir):
         raise DataDirError(data_dir, "is not empty: a restore makes a new data dir",
                            "give a missing or empty dir (nothing in this one was changed)")
     cluster = cluster_id or derived_cluster_id(header, peers)
@@ -110,12 +110,17 @@ def restore(backup_path: str, data_dir: str, node_id: int, peers: Mapping[int, s
     return Restored(data_dir, cluster, node_id, header.index, header.index + 1, term, header)
 
 
-def _has_files(path: str) -> bool:
-    """True when `path` is a directory with anything in it (an interrupted creation counts, unlike for validate)."""
+def _is_new(path: str) -> bool:
+    """True when `path` is what the data-dir rules take as new: missing, empty, or an interrupted creation.
+
+    DataDirError when it is no directory.
+    """
     try:
-        return bool(os.listdir(path))
-    except (FileNotFoundError, NotADirectoryError):
-        return False
+        return validate_data_dir(path) is None
+    except DataDirError:
+        if os.path.isdir(path):
+            return False            # damaged or foreign files: not empty either way
+        raise
 
 
 def _rewrite(creating: str, data_dir: str, header: BackupHeader, identity: Identity, conf: ConfState,
