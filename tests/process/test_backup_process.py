@@ -80,6 +80,10 @@ def test_backup_under_load_restores_into_a_new_cluster_with_every_acknowledged_e
             assert out.returncode == 0, out.stderr
             headers[who] = json.loads(out.stdout)
         assert headers["follower"]["node_id"] == follower
+        third = next(i for i in old.addresses if i not in (lid, follower))
+        with old.client([third], read_from="any") as client:      # the Python API, from the third member
+            from_api = client.backup(str(tmp_path / "api.backup"))
+        assert from_api.node_id == third and read_backup(str(tmp_path / "api.backup")) == from_api
         backup = read_backup(files["leader"])
         assert backup.index == headers["leader"]["index"]
         wait_for("appends acknowledged after the backup", lambda: load.at_least(backup.index + 500))
