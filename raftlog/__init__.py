@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from raftlog.errors import (
+    BackupFileError,
     Closed,
     Compacted,
     CorruptLogError,
@@ -24,7 +25,7 @@ __all__ = [
     "IMPLEMENTATION", "__version__",
     "RaftlogError", "FrameError", "LogSafetyError", "CorruptLogError", "DataDirError", "IdentityMismatch",
     "NotLeader", "ProposalDropped", "Timeout", "Closed", "Compacted", "SessionExpired", "Entry", "Client",
-    "AsyncClient",
+    "AsyncClient", "BackupFileError",
     "open", "open_sync", "RaftLog", "SyncRaftLog", "Appended",
 ]
 

@@ -771,8 +771,7 @@ def restore(file: str, data_dir: str, node_id: int, peers: str, cluster_id: str 
     empty, is refused with one line and nothing is created.
 
     \b
-        raftlog restore log.backup --data /var/lib/raftlog/1 --id 1 \
-            --peers 1=10.0.0.1:7001,2=10.0.0.2:7001,3=10.0.0.3:7001
+        raftlog restore log.backup --data /srv/rl/1 --id 1 --peers 1=10.0.0.1:7001,2=10.0.0.2:7001,3=10.0.0.3:7001
     """
     from raftlog.errors import RaftlogError
     from raftlog.storage.restore import restore as restore_backup

@@ -84,3 +84,12 @@ class Compacted(RaftlogError, IndexError):
 
 class SessionExpired(RaftlogError):
     """A client's session expired (idle past the timeout in log time): the request's outcome is unknown."""
+
+
+class BackupFileError(RaftlogError):
+    """A backup file is refused: not a backup, damaged (crc32), truncated, or of an unknown version (one line)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"backup file {path}: {problem}")
+        self.path = path
+        self.problem = problem

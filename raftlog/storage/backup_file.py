@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from typing import BinaryIO, Iterator, Optional
 
-from raftlog.errors import RaftlogError
+from raftlog.errors import BackupFileError
 from raftlog.storage.datadir import fsync_dir
 
 __all__ = ["BackupFileError", "BackupHeader", "BackupWriter", "read_backup", "copy_body", "HEADER_SIZE", "MAGIC"]
@@ -46,15 +46,6 @@ _PREFIX = struct.Struct(">8sII")
 _CRC = struct.Struct(">I")
 _CRC_AT = HEADER_SIZE - _CRC.size
 _PIECE = 1 << 20
-
-
-class BackupFileError(RaftlogError):
-    """A backup file is refused: not a backup, damaged (crc32), truncated, or of an unknown version."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"backup file {path}: {problem}")
-        self.path = path
-        self.problem = problem
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ def restore(backup_path: str, data_dir: str, node_id: int, peers: Mapping[int, s
                            "give a missing or empty dir (nothing in this one was changed)")
     cluster = cluster_id or derived_cluster_id(header, peers)
     conf = ConfState(voters=tuple(sorted(peers)), addresses=tuple(sorted(peers.items())))
-    term = header.hard_term
+    term = max(header.hard_term, 1)      # a backup of a member that never voted: no entry of term 0
 
     def build(creating: str) -> None:
         with open(os.path.join(creating, DATA_FILE), "wb") as f:
