@@ -6,8 +6,8 @@ with the same peers):
 - the backup's entries `[first_index, index]`, byte for byte; entries the member held past
   its durable commit index (`index`) are dropped: they may never have committed, and a
   different entry may have committed at their index in the old cluster;
-- one configuration entry at `index + 1`, at the backup's term (`hard_term`, never below
-  the term of an entry before it), whose configuration is the given peers and whose
+- one configuration entry at `index + 1`, at the backup's term (`hard_term`, at least 1:
+  never below the term of an entry before it), whose configuration is the given peers and whose
   previous configuration is the old one. It is the log's latest configuration entry, so
   the engine and every service that reads configurations from the log (diss. 4.1: the
   latest configuration in the log rules) see the new members, never the old ones;
