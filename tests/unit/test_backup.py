@@ -211,3 +211,22 @@ def test_restore_needs_the_node_among_the_peers(tmp_path, backup):
     path, _ = backup
     with pytest.raises(ValueError, match="not one of the peers"):
         restore(path, str(tmp_path / "r9"), 9, NEW_PEERS)
+
+
+def test_an_interrupted_restore_leaves_no_data_dir_and_can_be_run_again(tmp_path, backup, monkeypatch):
+    path, header = backup
+    target = str(tmp_path / "r1")
+    import raftlog.storage.restore as restore_module
+
+    def copy_then_die(src: str, dest) -> None:
+        dest.write(b"half a copy")
+        raise KeyboardInterrupt("killed while copying")
+    monkeypatch.setattr(restore_module, "copy_body", copy_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        restore(path, target, 1, NEW_PEERS)
+    assert "data.mdb" not in os.listdir(target)
+    with pytest.raises(FileNotFoundError):
+        check_data_dir(target)
+    monkeypatch.undo()
+    done = restore(path, target, 1, NEW_PEERS)
+    assert done.index == header.index and check_data_dir(target).ok
