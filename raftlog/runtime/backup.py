@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
 import sys
 import time
 import zlib
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, BinaryIO, Optional
 
 from raftlog.hot import ERR_BAD_REQUEST, ERR_INTERNAL, KIND_DATA, RecordBatch, encode_entries, encode_status_reply
 from raftlog.runtime.port import NodePort
@@ -35,7 +36,7 @@ log = logging.getLogger("raftlog.backup")
 
 
 class BackupService:
-    """Backups of one node's data dir, each streamed to the client that asked (one child process each)."""
+    """Backups of one node's data dir, streamed to the client that asked; one at a time (a child process each)."""
 
     def __init__(self, port: NodePort) -> None:
         self.port = port
@@ -47,6 +48,11 @@ class BackupService:
         if not isinstance(storage, LmdbStorage):
             self.port.error(conn, request_id, ERR_BAD_REQUEST, f"node {self.port.node_id} keeps no data dir to back up")
             return
+        if self._tasks:
+            # Each backup is a child process and a read transaction pinning pages: one at a time.
+            self.port.error(conn, request_id, ERR_BAD_REQUEST,
+                            f"node {self.port.node_id} is already sending a backup; try again once it is done")
+            return
         task = asyncio.get_running_loop().create_task(self._serve(conn, request_id, storage.path))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -57,20 +63,23 @@ class BackupService:
             task.cancel()
 
     async def _serve(self, conn: "Connection", request_id: int, path: str) -> None:
-        """Copy `path` in a child process and stream it to `conn`."""
+        """Copy `path` in a child process and stream it to `conn`.
+
+        The child's pipes are read with blocking reads on the loop's executor, not with
+        asyncio's subprocess transports: a task cancelled while such a transport is being set
+        up can wait forever for it, and a node shutting down must not.
+        """
         started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "raftlog.storage.backup_copy", path,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                                                    limit=2 * BACKUP_PIECE_BYTES)
-        assert proc.stdout is not None and proc.stderr is not None
+        loop = asyncio.get_running_loop()
+        proc = subprocess.Popen([sys.executable, "-m", "raftlog.storage.backup_copy", path],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stdout, stderr = proc.stdout, proc.stderr
+        assert stdout is not None and stderr is not None
         try:
-            state = await _read_state(proc.stdout)
+            state = await loop.run_in_executor(None, _read_state, stdout)
             size, crc = 0, 0
             while state is not None and not conn.closed:
-                try:
-                    piece = await proc.stdout.readexactly(BACKUP_PIECE_BYTES)
-                except asyncio.IncompleteReadError as end:
-                    piece = end.partial
+                piece = await loop.run_in_executor(None, stdout.read, BACKUP_PIECE_BYTES)
                 if not piece:
                     break
                 crc = zlib.crc32(piece, crc)
@@ -81,8 +90,8 @@ class BackupService:
             if conn.closed:
                 log.info("node %d: a backup's client went away after %d bytes", self.port.node_id, size)
                 return
-            refusal = (await proc.stderr.read()).decode(errors="replace").strip()
-            if await proc.wait() != 0 or state is None:
+            refusal = (await loop.run_in_executor(None, stderr.read)).decode(errors="replace").strip()
+            if await loop.run_in_executor(None, proc.wait) != 0 or state is None:
                 message = refusal.splitlines()[-1] if refusal else f"the copy failed (status {proc.returncode})"
                 log.warning("node %d: backup refused: %s", self.port.node_id, message)
                 self.port.error(conn, request_id, ERR_INTERNAL, message)
@@ -92,18 +101,21 @@ class BackupService:
             log.info("node %d sent a backup at index %d term %d (%d bytes) in %.1f s", self.port.node_id,
                      state.index, state.term, size, time.monotonic() - started)
         finally:
-            if proc.returncode is None:
+            if proc.poll() is None:
                 proc.kill()
-                await proc.wait()
+            proc.wait()            # at once: it exited or was just killed (a read still pending gets EOF)
+            stdout.close()
+            stderr.close()
 
 
-async def _read_state(stdout: asyncio.StreamReader) -> Optional[CopyState]:
+def _read_state(stdout: BinaryIO) -> Optional[CopyState]:
     """The child's CopyState (its first output), or None when it stopped before writing one."""
-    try:
-        (length,) = LENGTH.unpack(await stdout.readexactly(LENGTH.size))
-        return CopyState(**json.loads(await stdout.readexactly(length)))
-    except asyncio.IncompleteReadError:
+    head = stdout.read(LENGTH.size)
+    if len(head) < LENGTH.size:
         return None
+    (length,) = LENGTH.unpack(head)
+    raw = stdout.read(length)
+    return CopyState(**json.loads(raw)) if len(raw) == length else None
 
 
 async def _writable(conn: "Connection") -> None:
