@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from raftlog.errors import (
     AddressInUse,
+    BackupFileError,
     Closed,
     Compacted,
     CorruptLogError,
@@ -33,6 +34,7 @@ __all__ = [
     "NotLeader", "ProposalDropped", "Timeout", "Closed", "Compacted", "SessionExpired", "Entry", "Client",
     "Removed", "TlsFiles",
     "AsyncClient", "DataDirLocked", "NotADirectory", "AddressInUse", "Unreachable", "NoLeader", "RequestRejected",
+    "BackupFileError",
     "open", "open_sync", "RaftLog", "SyncRaftLog", "Appended",
     "MetricsUnavailable",
 ]

@@ -869,5 +869,82 @@ def transfer(peers: str, to_id: int, cluster_id: str, timeout: float, as_json: b
     click.echo(f'{{"leader": {to_id}}}' if as_json else f"node {to_id} leads")
 
 
+@main.command()
+@click.option("--peers", required=True, help=_PEERS_HELP)
+@click.option("--from", "from_id", default=None, type=click.IntRange(1),
+              help="Copy this member's data (an id of --peers); default: the leader's.")
+@click.option("--cluster-id", default="raftlog", show_default=True)
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for each piece of the copy.")
+@click.option("--json", "as_json", is_flag=True, help="Print the backup's header as one JSON object.")
+@click.argument("file")
+@_secured
+def backup(peers: str, from_id: int | None, cluster_id: str, timeout: float, as_json: bool, file: str) -> None:
+    """Save a consistent copy of one member's log to FILE, taken live (etcd: `etcdctl snapshot save`).
+
+    The member copies its data dir from one LMDB read transaction (compacted) and streams it;
+    FILE.tmp is written, fsynced and renamed to FILE. The header holds the backup's index
+    (the member's durable commit index: every entry acknowledged up to it is in FILE), its
+    term and the data's crc32. Make a new cluster from it with `raftlog restore`.
+
+    \b
+        raftlog backup --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 log.backup
+    """
+    import json
+    from dataclasses import asdict
+
+    from raftlog.errors import RaftlogError
+    members = _members(peers, require_ids=from_id is not None)
+    if from_id is not None and from_id not in members:
+        raise BadArgument(f"--from {from_id}: not an id of --peers")
+    chosen = f"{from_id}={members[from_id]}" if from_id is not None else peers
+    try:
+        with _client(chosen, cluster_id, timeout, read_from="any" if from_id is not None else "leader") as client:
+            header = client.backup(file)
+    except (RaftlogError, OSError) as exc:
+        raise click.ClickException(f"backup: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(asdict(header)))
+    else:
+        click.echo(f"backup of node {header.node_id} at index {header.index} term {header.term}: {file} "
+                   f"({header.data_size} bytes, crc32 {header.data_crc32:08x})")
+
+
+@main.command()
+@click.argument("file")
+@click.option("--data", "data_dir", required=True, help="The new data dir (missing or empty).")
+@click.option("--id", "node_id", type=click.IntRange(1), required=True, help="This member's id (a key of --peers).")
+@click.option("--peers", required=True, help="Every member of the new cluster as ID=HOST:PORT,...")
+@click.option("--cluster-id", default=None,
+              help="The new cluster's id; default: derived from FILE and --peers (restored-<12 hex>).")
+def restore(file: str, data_dir: str, node_id: int, peers: str, cluster_id: str | None) -> None:
+    """Make a data dir for a NEW cluster from a backup FILE (etcd: `etcdutl snapshot restore`).
+
+    Run it once per member, with the same FILE and --peers, then start each member with
+    `raftlog node` and the printed --cluster-id. Every entry up to the backup's index is kept;
+    the configuration is --peers (one configuration entry after the backup's index), and
+    each dir gets a new identity. A damaged or truncated FILE, or a --data that is not
+    empty, is refused with one line and nothing is created.
+
+    \b
+        raftlog restore log.backup --data /srv/rl/1 --id 1 --peers 1=10.0.0.1:7001,2=10.0.0.2:7001,3=10.0.0.3:7001
+    """
+    from raftlog.errors import RaftlogError
+    from raftlog.storage.restore import restore as restore_backup
+    members = _members(peers, require_ids=True)
+    if node_id not in members:
+        raise BadArgument(f"--peers does not contain this node's id {node_id}")
+    if cluster_id is not None and not 0 < len(cluster_id.encode()) <= 255:
+        raise BadArgument("--cluster-id: 1 to 255 bytes")
+    _check_data_dir(data_dir)
+    try:
+        done = restore_backup(file, data_dir, node_id, members, cluster_id)
+    except (RaftlogError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"restored node {node_id} of cluster {done.cluster_id} in {data_dir}: entries up to "
+               f"{done.index} from the backup of node {done.backup.node_id}, the configuration at {done.conf_index}")
+    click.echo(f"start it with: raftlog node --id {node_id} --data {data_dir} --peers {peers} "
+               f"--cluster-id {done.cluster_id}")
+
+
 if __name__ == "__main__":   # keep last: `python -m raftlog.cli` needs every command defined
     main()

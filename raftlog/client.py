@@ -21,7 +21,8 @@ import socket
 import threading
 import time
 import warnings
-from typing import Any, AsyncGenerator, Callable, Coroutine, Iterable, Iterator, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Callable, Coroutine, Iterable, Iterator, Optional, Sequence, \
+    TypeVar, Union
 
 from raftlog.entry import Entry
 from raftlog.errors import Closed, Compacted, NoLeader, RaftlogError, Removed, SessionExpired, Timeout, Unreachable
@@ -56,7 +57,10 @@ from raftlog.hot import (
 )
 from raftlog.wire.auth import ConnectorAuth
 from raftlog.wire.addresses import PeerSpecError, parse_address, parse_peers
-from raftlog.wire.requests import admin_request, consistency_code
+from raftlog.wire.requests import admin_request, backup_request, consistency_code
+
+if TYPE_CHECKING:
+    from raftlog.storage.backup_file import BackupHeader
 
 __all__ = ["AsyncClient", "Client", "RequestRejected", "Addresses"]
 
@@ -132,6 +136,7 @@ class _Connection(asyncio.Protocol):
         self.decoder = FrameDecoder(DEFAULT_MAX_FRAME)
         self.transport: Optional[asyncio.Transport] = None
         self.waiters: dict[int, asyncio.Future] = {}
+        self.streams: dict[int, asyncio.Queue] = {}   # request id -> its reply frames (a streamed reply)
         self.handshake: asyncio.Future = asyncio.get_running_loop().create_future()
         self.closed = False
         self.is_leader = False
@@ -161,6 +166,10 @@ class _Connection(asyncio.Protocol):
                     self.handshake.set_result(frame)
                 self._lose(ConnectionError(f"{self.address} closed the connection: {frame[5]}"))
                 continue
+            stream = self.streams.get(frame[1])
+            if stream is not None:
+                stream.put_nowait(frame)
+                continue
             waiter = self.waiters.pop(frame[1], None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(frame)
@@ -179,6 +188,9 @@ class _Connection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_exception(exc)
         self.waiters.clear()
+        for stream in self.streams.values():
+            stream.put_nowait(exc)
+        self.streams.clear()
         if self.transport is not None:
             self.transport.close()
 
@@ -193,6 +205,18 @@ class _Connection(asyncio.Protocol):
         self.waiters[rid] = fut
         self.transport.write(build(rid))
         return fut
+
+    def stream(self, build: Callable[[int], bytes]) -> tuple[int, asyncio.Queue]:
+        """Send `build(request_id)`; every reply frame on that id goes to the queue (then a ConnectionError if lost)."""
+        queue: asyncio.Queue = asyncio.Queue()
+        if self.closed or self.transport is None:
+            queue.put_nowait(ConnectionError(f"connection to {self.address} is closed"))
+            return 0, queue
+        rid = self._next_id
+        self._next_id += 1
+        self.streams[rid] = queue
+        self.transport.write(build(rid))
+        return rid, queue
 
     def close(self) -> None:
         self._lose(ConnectionError("client closed"))
@@ -643,6 +667,42 @@ class AsyncClient:
         """Make voter `to_id` the leader (TimeoutNow); returns once it leads. Timeout if it did not take over."""
         await self._admin({"op": "transfer", "to": to_id})
 
+    async def backup(self, path: str) -> BackupHeader:
+        """Write a backup of one member's data to `path` (`raftlog backup`): the leader's, or with
+        `read_from="any"` the member connected to (give one address to choose it); its header.
+
+        The member copies its data dir live from one LMDB read transaction (compacted) and
+        streams it; the file is written to `path + ".tmp"`, fsynced, and renamed to `path`, so
+        `path` holds a whole backup or nothing new. The header's `index` is the member's durable
+        commit index in the copy: every entry acknowledged up to it is in the backup. A lost
+        connection or a refusal raises RaftlogError; no retry (run it again).
+        """
+        from raftlog.storage.backup_file import BackupHeader, BackupWriter   # the file format; loads LMDB
+        if self.read_from == "leader":
+            await self._find_leader()
+        conn = await self._call(encode_status, lambda conn, _reply: conn)
+        rid, frames = conn.stream(lambda rid: encode_append(rid, backup_request()))
+        try:
+            with BackupWriter(path) as writer:
+                while True:
+                    try:
+                        frame = await asyncio.wait_for(frames.get(), self.timeout)
+                    except asyncio.TimeoutError:
+                        raise Timeout(f"backup from {conn.address}: nothing received for {self.timeout:g}s") from None
+                    if isinstance(frame, Exception):
+                        raise RaftlogError(f"backup from {conn.address} interrupted: {frame}")
+                    if frame[0] == FRAME_ENTRIES:
+                        writer.write(frame[4].payload(0))
+                    elif frame[0] == FRAME_STATUS_REPLY:
+                        header = BackupHeader.received(json.loads(frame[2]))
+                        writer.finish(header)
+                        return header
+                    else:
+                        _, _, code, _, _, message = frame
+                        raise RaftlogError(f"backup from {conn.address} refused: {message or f'error {code}'}")
+        finally:
+            conn.streams.pop(rid, None)
+
     async def status(self) -> dict:
         """The status of the member the client is connected to (see `raftlog status`)."""
         return await self._call(encode_status, self._status_reply)
@@ -755,6 +815,10 @@ class Client:
     def status(self) -> dict:
         """The status of the member the client is connected to."""
         return self._run(self._client.status())
+
+    def backup(self, path: str) -> BackupHeader:
+        """Write a backup of one member's data to `path`; its header (see AsyncClient.backup)."""
+        return self._run(self._client.backup(path))
 
     def members(self) -> list[dict]:
         """Every member: `{"id", "address", "voter", "match"}` (see AsyncClient.members)."""

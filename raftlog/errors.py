@@ -140,3 +140,12 @@ class AddressInUse(RaftlogError, OSError):
         super().__init__(f"cannot listen on {address}: the address is already in use (another node or program)")
         self.errno = errno.EADDRINUSE
         self.address = address
+
+
+class BackupFileError(RaftlogError):
+    """A backup file is refused: not a backup, damaged (crc32), truncated, or of an unknown version (one line)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"backup file {path}: {problem}")
+        self.path = path
+        self.problem = problem

@@ -4,7 +4,8 @@
   requests of one event-loop turn into one proposal and answers each once committed; a
   connection's plain appends of one turn join one request there (runtime/append_groups.py);
   session appends (exactly-once) to runtime/sessions.py; admin requests (a single KIND_CONF
-  record: membership, leadership transfer) to runtime/membership.py.
+  record: membership, leadership transfer) to runtime/membership.py, backups to
+  runtime/backup.py.
 - Read: runtime/reads.py (stale reads at once, linearizable and lease reads after their
   read index).
 - Status: the node's JSON status.
@@ -34,6 +35,7 @@ from raftlog.hot import (
     encode_status_reply,
 )
 from raftlog.runtime.append_groups import AppendGroups
+from raftlog.runtime.backup import BackupService
 from raftlog.runtime.membership import Membership
 from raftlog.runtime.port import NodePort
 from raftlog.runtime.proposals import Proposals
@@ -41,6 +43,7 @@ from raftlog.runtime.reads import Reads
 from raftlog.runtime.removal import RemovalWatch
 from raftlog.runtime.replies import ClientWaiter
 from raftlog.runtime.sessions import SessionService
+from raftlog.wire.requests import is_backup_request
 
 if TYPE_CHECKING:
     from raftlog.runtime.connection import Connection
@@ -66,6 +69,7 @@ class ClientService:
         self.conns: set["Connection"] = set()
         self.groups = AppendGroups(port, proposals)    # plain Appends of one connection and turn: one request
         self.stopping = False
+        self.backups = BackupService(port)
 
     # -- connection handler -----------------------------------------------------------------
     def handler_for(self, conn: "Connection") -> "ClientService":
@@ -127,6 +131,9 @@ class ClientService:
             if len(records) != 1:
                 port.error(conn, request_id, ERR_BAD_REQUEST, "an admin request is one record")
                 return
+            if is_backup_request(records):
+                self.backups.handle(conn, request_id)
+                return
             self.membership.handle(conn, request_id, records, self.request_timeout)
         elif kind == KIND_SESSION:
             self.groups.close(conn)
@@ -143,5 +150,6 @@ class ClientService:
     def shutdown(self) -> None:
         """Refuse new requests and close client connections (the node answers what is pending first)."""
         self.stopping = True
+        self.backups.shutdown()
         for conn in list(self.conns):
             conn.close()

@@ -63,7 +63,8 @@ log = logging.getLogger("raftlog.storage")
 
 __all__ = ["Identity", "DataFile", "FORMAT_VERSION", "LOCK_FILE", "DATA_FILE", "LMDB_LOCK_FILE", "LOG_DB",
            "META_DB", "take_writer_lock", "release_writer_lock", "validate_data_dir", "read_data_file",
-           "open_environment", "last_txnid", "damaged_remedy", "fsync_dir"]
+           "open_environment", "last_txnid", "damaged_remedy", "fsync_dir", "create_with",
+           "FORMAT_KEY", "IDENTITY_KEY"]
 
 FORMAT_VERSION = 1
 LOCK_FILE = "raftlog.lock"        # flock()ed by the one writer process of a data dir
@@ -75,8 +76,8 @@ LOG_DB = b"log"                   # the named databases of the environment, crea
 META_DB = b"meta"
 MAX_DBS = 4
 
-_FORMAT = b"format"
-_IDENTITY = b"identity"
+_FORMAT = FORMAT_KEY = b"format"
+_IDENTITY = IDENTITY_KEY = b"identity"
 
 NOT_RAFTLOG_REMEDY = "give raftlog an empty or missing dir (nothing in this one was changed)"
 
@@ -600,6 +601,28 @@ def _create(path: str, node_id: int, cluster_id: str, map_size: int) -> int:
     When the writer lock shows another process finished creating it meanwhile, its dir is
     left as it is (the caller validates it). RaftlogError when another process holds the lock.
     """
+    def build(creating: str) -> None:
+        env = lmdb.open(creating, subdir=True, max_dbs=MAX_DBS, map_size=map_size, create=True,
+                        sync=True, metasync=True, lock=False)
+        try:
+            with env.begin(write=True) as txn:
+                env.open_db(LOG_DB, txn=txn)
+                meta_db = env.open_db(META_DB, txn=txn)
+                txn.put(_FORMAT, str(FORMAT_VERSION).encode(), db=meta_db)
+                txn.put(_IDENTITY, Identity.new(cluster_id, node_id).to_json(), db=meta_db)
+        finally:
+            env.close()
+    return create_with(path, build, f"node {node_id} of cluster {cluster_id}")
+
+
+def create_with(path: str, build: Callable[[str], None], what: str) -> int:
+    """Create the data dir at `path` atomically from `build(creating_dir)`; returns the writer lock's fd.
+
+    `build` makes `creating_dir/data.mdb` with raftlog's format and identity committed and
+    fsynced; only then is it renamed into the dir (see the module docstring). When another
+    process finished creating the dir meanwhile, `build` is not called and its dir is left
+    as it is. RaftlogError when another process holds the lock.
+    """
     creating = os.path.join(path, CREATING_DIR)
     os.makedirs(creating, exist_ok=True)
     fsync_dir(path)             # creating.tmp/ is durable before raftlog.lock, which alone would mean damaged
@@ -607,20 +630,10 @@ def _create(path: str, node_id: int, cluster_id: str, map_size: int) -> int:
     try:
         if not os.path.exists(os.path.join(path, DATA_FILE)):
             _empty(creating)
-            env = lmdb.open(creating, subdir=True, max_dbs=MAX_DBS, map_size=map_size, create=True,
-                            sync=True, metasync=True, lock=False)
-            try:
-                identity = Identity.new(cluster_id, node_id)
-                with env.begin(write=True) as txn:
-                    env.open_db(LOG_DB, txn=txn)
-                    meta_db = env.open_db(META_DB, txn=txn)
-                    txn.put(_FORMAT, str(FORMAT_VERSION).encode(), db=meta_db)
-                    txn.put(_IDENTITY, identity.to_json(), db=meta_db)
-            finally:
-                env.close()
+            build(creating)
             os.rename(os.path.join(creating, DATA_FILE), os.path.join(path, DATA_FILE))
             fsync_dir(path)
-            log.info("created data dir %s for node %d of cluster %s", path, node_id, cluster_id)
+            log.info("created data dir %s for %s", path, what)
         _remove_creating(path)
     except BaseException:
         release_writer_lock(lock_fd)

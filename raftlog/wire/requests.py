@@ -30,3 +30,27 @@ def admin_request(body: dict) -> RecordBatch:
         {"op": "transfer", "to": 3}
     """
     return RecordBatch.encode(0, KIND_CONF, [json.dumps(body, separators=(",", ":")).encode()])
+
+
+# -- backup (runtime/backup.py serves it, client.py's backup() reads it) ---------------------
+# The request is an admin request {"op": "backup"}. The reply is a stream on its request id:
+# Entries frames whose one KIND_DATA record each is the next piece of the copy (`next_index`
+# is the count of bytes sent with it, `indexes` holds the piece's offset), then one
+# StatusReply whose JSON is the backup header's fields without `created_at` and `raftlog`
+# (raftlog.storage.backup_file.BackupHeader), or an Error frame instead at any point.
+BACKUP_OP = "backup"
+BACKUP_PIECE_BYTES = 1 << 20      # bytes per Entries frame: far below the frame limit (DEFAULT_MAX_FRAME)
+
+
+def backup_request() -> RecordBatch:
+    """The records of a backup request."""
+    return admin_request({"op": BACKUP_OP})
+
+
+def is_backup_request(records: RecordBatch) -> bool:
+    """True when an admin request's records (one KIND_CONF record) ask for a backup."""
+    try:
+        body = json.loads(bytes(records.payload(0)))
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("op") == BACKUP_OP

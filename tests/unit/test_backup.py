@@ -1,0 +1,232 @@
+"""The backup file format and its refusals, the live copy's state, and restore's rules (raftlog/storage/backup_*.py,
+restore.py), in one process: the copy runs on a closed data dir here, live in tests/process/test_backup_process.py."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+
+import pytest
+
+from raftlog.core import confchange
+from raftlog.core.messages import ConfState, HardState, SnapshotMeta
+from raftlog.errors import DataDirError, RaftlogError
+from raftlog.hot import KIND_CONF, KIND_DATA, RecordBatch
+from raftlog.storage.backup_copy import LENGTH, CopyState, copy_to
+from raftlog.storage.backup_file import HEADER_SIZE, BackupFileError, BackupHeader, BackupWriter, read_backup
+from raftlog.storage.check import check_data_dir
+from raftlog.storage.lmdb import LmdbStorage
+from raftlog.storage.restore import derived_cluster_id, restore
+
+OLD = ConfState(voters=(1, 2, 3), addresses=((1, "127.0.0.1:1"), (2, "127.0.0.1:2"), (3, "127.0.0.1:3")))
+NEW_PEERS = {1: "127.0.0.1:11", 2: "127.0.0.1:12", 3: "127.0.0.1:13"}
+
+
+def make_source(path: str, *, entries: int = 20, commit: int = 15, term: int = 4, compact_to: int = 0) -> None:
+    """A closed data dir of node 2: `entries` data entries (terms 1 and `term`), commit `commit`, term `term`."""
+    with LmdbStorage.open(path, node_id=2, cluster_id="old") as s:
+        half = entries // 2
+        s.save(hard_state=HardState(term, 2, commit), first_index=1, conf_state=OLD,
+               records=RecordBatch.concat([RecordBatch.encode(1, KIND_DATA, [b"a%d" % i for i in range(1, half + 1)]),
+                                           RecordBatch.encode(term, KIND_DATA,
+                                                              [b"a%d" % i for i in range(half + 1, entries + 1)])]))
+        if compact_to:
+            s.compact(SnapshotMeta(compact_to, 1, OLD))
+        s.save_incarnations({1: 11, 3: 33})
+
+
+def make_backup(source: str, path: str) -> BackupHeader:
+    """A backup file of the closed data dir `source`, written as the client writes one."""
+    raw_path = path + ".raw"
+    with open(raw_path, "wb") as f:
+        state = copy_to(source, f.fileno())
+    with open(raw_path, "rb") as f:
+        raw = f.read()
+    os.remove(raw_path)
+    (length,) = LENGTH.unpack_from(raw)
+    assert CopyState(**json.loads(raw[LENGTH.size:LENGTH.size + length])) == state
+    body = raw[LENGTH.size + length:]
+    header = BackupHeader.received({**state.__dict__, "data_size": len(body), "data_crc32": zlib.crc32(body)})
+    with BackupWriter(path) as writer:
+        for k in range(0, len(body), 4096):
+            writer.write(body[k:k + 4096])
+        writer.finish(header)
+    return header
+
+
+@pytest.fixture
+def backup(tmp_path) -> tuple[str, BackupHeader]:
+    make_source(str(tmp_path / "src"))
+    path = str(tmp_path / "log.backup")
+    return path, make_backup(str(tmp_path / "src"), path)
+
+
+# ---------------------------------------------------------------- the copy and the file
+
+def test_copy_state_is_the_durable_commit_and_its_term(tmp_path, backup):
+    _, header = backup
+    assert (header.index, header.term, header.hard_term) == (15, 4, 4)
+    assert (header.node_id, header.cluster_id, header.first_index, header.last_index) == (2, "old", 1, 20)
+
+
+def test_copy_of_a_log_compacted_behind_a_snapshot_file_is_refused(tmp_path):
+    src = str(tmp_path / "src")
+    make_source(src)
+    with LmdbStorage.open(src, node_id=2, cluster_id="old") as s:
+        s.save_snapshot(SnapshotMeta(5, 1, OLD), b"state")
+    with pytest.raises(RaftlogError, match="snapshot file"), open(os.devnull, "wb") as sink:
+        copy_to(src, sink.fileno())
+
+
+def test_backup_file_round_trips_and_leaves_no_temporary_file(tmp_path, backup):
+    path, header = backup
+    assert read_backup(path) == header
+    assert os.path.getsize(path) == HEADER_SIZE + header.data_size
+    assert not os.path.exists(path + ".tmp")
+
+
+def test_writer_refuses_a_body_that_is_not_the_members_and_leaves_nothing(tmp_path, backup):
+    _, header = backup
+    path = str(tmp_path / "other.backup")
+    with pytest.raises(BackupFileError, match="received 3 bytes"):
+        with BackupWriter(path) as writer:
+            writer.write(b"abc")
+            writer.finish(header)
+    assert not os.path.exists(path) and not os.path.exists(path + ".tmp")
+
+
+def damaged(path: str, how: str) -> None:
+    """Damage the backup file at `path`: truncate it, extend it, flip a body byte or a header byte, or the magic."""
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        if how == "truncated":
+            f.truncate(size - 100)
+        elif how == "too long":
+            f.seek(0, 2)
+            f.write(b"\0")
+        elif how == "header only":
+            f.truncate(100)
+        else:
+            at = {"body": HEADER_SIZE + 200, "header": 20, "magic": 0}[how]
+            f.seek(at)
+            byte = f.read(1)
+            f.seek(at)
+            f.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("how, message", [
+    ("truncated", "is truncated"), ("too long", "is too long"), ("header only", "shorter than the 4096-byte header"),
+    ("body", "is damaged: its data has crc32"), ("header", "damaged header"), ("magic", "not a raftlog backup"),
+])
+def test_a_damaged_backup_is_refused_in_one_line(backup, how, message):
+    path, _ = backup
+    damaged(path, how)
+    with pytest.raises(BackupFileError, match=message) as refused:
+        read_backup(path)
+    assert "\n" not in str(refused.value) and str(refused.value).startswith(f"backup file {path}: ")
+
+
+def test_an_unknown_version_is_refused(backup):
+    path, _ = backup
+    with open(path, "r+b") as f:
+        head = bytearray(f.read(HEADER_SIZE))
+        struct.pack_into(">I", head, 8, 2)
+        struct.pack_into(">I", head, HEADER_SIZE - 4, zlib.crc32(bytes(head[:HEADER_SIZE - 4])))
+        f.seek(0)
+        f.write(head)
+    with pytest.raises(BackupFileError, match="format version 2"):
+        read_backup(path)
+
+
+# ---------------------------------------------------------------- restore
+
+def test_restore_keeps_the_entries_up_to_the_index_and_appends_the_new_configuration(tmp_path, backup):
+    path, header = backup
+    target = str(tmp_path / "r1")
+    done = restore(path, target, 1, NEW_PEERS)
+    assert done.cluster_id == derived_cluster_id(header, NEW_PEERS)
+    with LmdbStorage.open(target, node_id=1, cluster_id=done.cluster_id) as s:
+        assert (s.first_index(), s.last_index()) == (1, 16)
+        kept = s.records(1, 16)
+        assert [kept.payload(i) for i in range(15)] == [b"a%d" % i for i in range(1, 16)]
+        assert [kept.term(i) for i in range(15)] == [1] * 10 + [4] * 5
+        conf_entry = s.records(16, 17)
+        assert (conf_entry.kind(0), conf_entry.term(0)) == (KIND_CONF, 4)
+        conf, prev, _ = confchange.decode_entry(conf_entry.payload(0))
+        new = ConfState(voters=(1, 2, 3), addresses=tuple(sorted(NEW_PEERS.items())))
+        assert (conf, prev) == (new, OLD)
+        assert s.conf_state() == new
+        assert s.hard_state() == HardState(4, 0, 16)
+        assert s.incarnations() == {}
+        assert s.identity().node_id == 1 and s.identity().incarnation != 0
+    report = check_data_dir(target)
+    assert report.ok, report.problems
+
+
+def test_every_member_restored_alike_gets_the_same_cluster_id_and_its_own_incarnation(tmp_path, backup):
+    path, _ = backup
+    made = [restore(path, str(tmp_path / f"r{i}"), i, NEW_PEERS) for i in NEW_PEERS]
+    assert len({m.cluster_id for m in made}) == 1
+    incarnations = set()
+    for m in made:
+        with LmdbStorage.open(m.path, node_id=m.node_id, cluster_id=m.cluster_id) as s:
+            incarnations.add(s.identity().incarnation)
+    assert len(incarnations) == 3
+    other_peers = {**NEW_PEERS, 3: "127.0.0.1:99"}
+    assert restore(path, str(tmp_path / "x"), 1, other_peers).cluster_id != made[0].cluster_id
+    assert restore(path, str(tmp_path / "y"), 1, NEW_PEERS, "given").cluster_id == "given"
+
+
+def test_restore_rewrites_a_compaction_points_configuration(tmp_path):
+    make_source(str(tmp_path / "src"), compact_to=6)
+    path = str(tmp_path / "log.backup")
+    make_backup(str(tmp_path / "src"), path)
+    done = restore(path, str(tmp_path / "r1"), 1, NEW_PEERS)
+    with LmdbStorage.open(done.path, node_id=1, cluster_id=done.cluster_id) as s:
+        assert s.first_index() == 7 and s.snapshot_meta().conf_state.voters == (1, 2, 3)
+        assert s.snapshot_meta().conf_state.addresses == tuple(sorted(NEW_PEERS.items()))
+
+
+def test_restore_refuses_a_non_empty_target_and_changes_nothing(tmp_path, backup):
+    path, _ = backup
+    target = tmp_path / "busy"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(DataDirError, match="is not empty") as refused:
+        restore(path, str(target), 1, NEW_PEERS)
+    assert "\n" not in str(refused.value)
+    assert sorted(os.listdir(target)) == ["notes.txt"]
+
+
+def test_restore_refuses_a_damaged_backup_and_creates_nothing(tmp_path, backup):
+    path, _ = backup
+    damaged(path, "body")
+    with pytest.raises(BackupFileError):
+        restore(path, str(tmp_path / "r1"), 1, NEW_PEERS)
+    assert not os.path.exists(tmp_path / "r1")
+
+
+def test_restore_needs_the_node_among_the_peers(tmp_path, backup):
+    path, _ = backup
+    with pytest.raises(ValueError, match="not one of the peers"):
+        restore(path, str(tmp_path / "r9"), 9, NEW_PEERS)
+
+
+def test_an_interrupted_restore_leaves_no_data_dir_and_can_be_run_again(tmp_path, backup, monkeypatch):
+    path, header = backup
+    target = str(tmp_path / "r1")
+    import raftlog.storage.restore as restore_module
+
+    def copy_then_die(src: str, dest) -> None:
+        dest.write(b"half a copy")
+        raise KeyboardInterrupt("killed while copying")
+    monkeypatch.setattr(restore_module, "copy_body", copy_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        restore(path, target, 1, NEW_PEERS)
+    assert "data.mdb" not in os.listdir(target)
+    with pytest.raises(FileNotFoundError):
+        check_data_dir(target)
+    monkeypatch.undo()
+    done = restore(path, target, 1, NEW_PEERS)
+    assert done.index == header.index and check_data_dir(target).ok
