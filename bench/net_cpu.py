@@ -1,8 +1,9 @@
 """CPU per request of every process of a `raftlog bench` run: the leader, each follower, and the load generator.
 
-`raftlog bench` reports each node's CPU seconds over the measured window; this script runs
-the same bench in its own process and also reads its own CPU (the load generator's) over
-exactly that window, then prints one line per run with the figures divided by the requests
+`raftlog bench` reports each node's CPU seconds over the measured window and its own process's
+(the load generator's, `bench_process`); this script runs the bench in its own process, keeps
+the nodes' last statuses (entries per LMDB transaction), and prints one line per run with the
+CPU figures divided by the requests
 acknowledged in the window:
 
     python bench/net_cpu.py --batch 1 --clients 8 --inflight 16 --runs 3
@@ -16,28 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import time
 from typing import Any
 
 from raftlog.bench.cluster import BenchCluster
 from raftlog.bench.config import BenchConfig
+from raftlog.bench.progress import Progress
 from raftlog.bench.run import run_bench
 
 
 def measure(cfg: BenchConfig) -> dict[str, Any]:
     """One bench run; its summary plus `leader`, `us_per_request` (per node id and `load`), `requests`
     and `entries_per_write` (entries per LMDB transaction of each node over the whole run)."""
-    window: dict[str, float] = {}
-    mark, read = BenchCluster.mark_cpu, BenchCluster.read_cpu
-
-    def mark_cpu(self: BenchCluster) -> None:
-        window["start"] = time.process_time()
-        mark(self)
-
-    def read_cpu(self: BenchCluster) -> None:
-        window["cpu"] = time.process_time() - window["start"]
-        read(self)
-
     last_status: dict[int, Any] = {}
     statuses = BenchCluster.statuses
 
@@ -46,19 +36,24 @@ def measure(cfg: BenchConfig) -> dict[str, Any]:
         last_status.update(got)
         return got
 
-    notes: list[str] = []
-    saved = (mark, read, statuses)
-    BenchCluster.mark_cpu, BenchCluster.read_cpu, BenchCluster.statuses = (     # type: ignore[method-assign]
-        mark_cpu, read_cpu, keep_statuses)
+    class KeepNotes(Progress):
+        notes: list[str] = []
+
+        def note(self, text: str) -> None:
+            self.notes.append(text)
+
+    progress = KeepNotes()
+    BenchCluster.statuses = keep_statuses      # type: ignore[method-assign]
     try:
-        result = run_bench(cfg, note=notes.append)
+        result = run_bench(cfg, progress=progress)
     finally:
-        BenchCluster.mark_cpu, BenchCluster.read_cpu, BenchCluster.statuses = saved   # type: ignore[method-assign]
+        BenchCluster.statuses = statuses       # type: ignore[method-assign]
+    notes = progress.notes
     found = re.search(r"node (\d+) leads", " ".join(notes))
     leader = int(found.group(1)) if found else 0
-    requests = max(1, result["entries"] // cfg.batch)
+    requests = max(1, result["requests"])
     per = {str(n["id"]): round(n["cpu_s"] / requests * 1e6, 1) for n in result["per_node"]}
-    per["load"] = round(window.get("cpu", 0.0) / requests * 1e6, 1)
+    per["load"] = result["bench_process"]["cpu_us_per_request"]
     # Transactions per entry over the whole run (the last status is read right after the window).
     entries_per_write = {str(i): round(st["last_index"] / max(1, st["writes"]), 1)
                          for i, st in last_status.items() if st}
