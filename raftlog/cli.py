@@ -734,19 +734,25 @@ def bench(ctx: click.Context, nodes: int | None, payload: int, duration: float, 
 @click.option("--trace", is_flag=True, help="Print role changes and faults in simulated time.")
 @click.option("--spares", default=0, show_default=True, type=click.IntRange(0, 10),
               help="Also change membership: --nodes voters plus this many nodes that join, with transfers and reads.")
-def sim(nodes: int, seed: int, duration: str, faults: str, trace: bool, spares: int) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object instead of the report: {"ok", "violation", "replay", "stats", ...}.')
+def sim(nodes: int, seed: int, duration: str, faults: str, trace: bool, spares: int, as_json: bool) -> None:
     """Simulate a cluster in simulated time with faults and check Raft's invariants.
 
     Deterministic: the same seed prints the same output. Exits 1 when an invariant breaks.
     """
     from raftlog.sim.simulation import parse_duration_ms, simulate_report
+    if as_json and trace:
+        raise click.UsageError("--trace and --json do not go together (the trace is text)")
     chosen = tuple(f for f in (x.strip() for x in faults.split(",")) if f)
     try:
         if spares:
             from raftlog.sim.membership import simulate_conf_report
-            status = simulate_conf_report(nodes, spares, seed, parse_duration_ms(duration), chosen, trace, click.echo)
+            status = simulate_conf_report(nodes, spares, seed, parse_duration_ms(duration), chosen, trace, click.echo,
+                                          as_json=as_json)
         else:
-            status = simulate_report(nodes, seed, parse_duration_ms(duration), chosen, trace, click.echo)
+            status = simulate_report(nodes, seed, parse_duration_ms(duration), chosen, trace, click.echo,
+                                     as_json=as_json)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     raise SystemExit(status)

@@ -21,6 +21,8 @@ old and new configurations alike):
 """
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -384,16 +386,23 @@ def run_conf_seed(voters: int, spares: int, seed: int, duration_ms: int = 3000,
 
 
 def simulate_conf_report(voters: int, spares: int, seed: int, duration_ms: int, faults: tuple[str, ...],
-                         trace: bool, echo: Callable[[str], None]) -> int:
-    """`raftlog sim --spares N`: a run with membership changes, transfers and reads; print results; exit status."""
-    from raftlog.sim.simulation import INVARIANTS, check_faults, run_reported
+                         trace: bool, echo: Callable[[str], None], *, as_json: bool = False) -> int:
+    """`raftlog sim --spares N`: a run with membership changes, transfers and reads; print results; exit status.
+
+    `as_json`: print only the run's JSON summary (simulation.run_summary, plus `voters`), on one line.
+    """
+    from raftlog.sim.simulation import INVARIANTS, check_faults, run_reported, run_summary
     check_faults(faults)
     opts = ConfSimOptions(nodes=voters + spares, voters=voters, seed=seed, faults=tuple(faults))
     sim = ConfSimulation(opts, trace=echo if trace else None)
-    echo(f"simulating {voters} voters + {spares} spare nodes, seed {seed}, {duration_ms / 1000:g}s of faults "
-         f"[{','.join(faults) or 'none'}] with membership changes, transfers and reads, then heal")
     replay = (f"raftlog sim --nodes {voters} --spares {spares} --seed {seed} "
               f"--duration {duration_ms / 1000:g}s --faults {','.join(faults)} --trace")
+    if as_json:
+        broken = run_reported(sim, duration_ms, replay, lambda _line: None)
+        echo(json.dumps({**run_summary(sim, duration_ms, broken, replay), "voters": voters}))
+        return 1 if broken else 0
+    echo(f"simulating {voters} voters + {spares} spare nodes, seed {seed}, {duration_ms / 1000:g}s of faults "
+         f"[{','.join(faults) or 'none'}] with membership changes, transfers and reads, then heal")
     broken = run_reported(sim, duration_ms, replay, echo)
     s = sim.stats
     if not broken:

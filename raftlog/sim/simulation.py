@@ -31,11 +31,12 @@ The model:
 from __future__ import annotations
 
 import heapq
+import json
 import itertools
 import random
 import struct
 from array import array
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Optional
 
 from raftlog.core import confchange
@@ -1129,15 +1130,31 @@ def run_reported(sim: "Simulation", duration_ms: int, replay: str, echo: Callabl
     return None
 
 
+def run_summary(sim: "Simulation", duration_ms: int, broken: Optional[str], replay: str) -> dict:
+    """What `raftlog sim --json` prints: the run's settings, whether every invariant held, and its counts."""
+    opts = sim.opts
+    return {"nodes": opts.nodes, "seed": opts.seed, "duration_ms": duration_ms, "faults": list(opts.faults),
+            "ok": broken is None, "violation": broken, "replay": replay, "simulated_ms": sim.now,
+            "stats": asdict(sim.stats)}
+
+
 def simulate_report(nodes: int, seed: int, duration_ms: int, faults: tuple[str, ...], trace: bool,
-                    echo: Callable[[str], None]) -> int:
-    """Run one simulation and print its trace and results (the `raftlog sim` command); return the exit status."""
+                    echo: Callable[[str], None], *, as_json: bool = False) -> int:
+    """Run one simulation and print its trace and results (the `raftlog sim` command); return the exit status.
+
+    `as_json`: print only run_summary's JSON object, on one line.
+    """
     check_faults(faults)
     opts = SimOptions(nodes=nodes, seed=seed, faults=tuple(faults), **seed_options(seed))
     sim = Simulation(opts, trace=echo if trace else None)
+    replay = replay_command(nodes, seed, duration_ms, faults)
+    if as_json:
+        broken = run_reported(sim, duration_ms, replay, lambda _line: None)
+        echo(json.dumps(run_summary(sim, duration_ms, broken, replay)))
+        return 1 if broken else 0
     echo(f"simulating {nodes} nodes, seed {seed}, {duration_ms / 1000:g}s of faults "
          f"[{','.join(faults) or 'none'}], then heal (liveness bound {opts.liveness_bound_ms / 1000:g}s)")
-    broken = run_reported(sim, duration_ms, replay_command(nodes, seed, duration_ms, faults), echo)
+    broken = run_reported(sim, duration_ms, replay, echo)
     s = sim.stats
     if not broken:
         for name in INVARIANTS:
