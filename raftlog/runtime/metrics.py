@@ -115,6 +115,10 @@ class NodeCollector:
         yield counter("raftlog_snapshots_taken", "Snapshots this node took of its state machine", snapshots.taken)
         yield gauge("raftlog_snapshot_last_seconds", "Duration of the last snapshot taken (0: none yet)",
                     (snapshots.last or {}).get("seconds", 0.0))
+        yield _histogram("raftlog_snapshot_take_seconds", "Each snapshot taken: capture, durable write, compaction",
+                         labels, snapshots.seconds)
+        yield _histogram("raftlog_snapshot_send_seconds", "A snapshot transfer to a follower: first chunk sent to "
+                         "the acknowledgement of its last byte or of its install", labels, stats.snapshot_send_seconds)
         if node.storage is not None:
             yield gauge("raftlog_snapshot_index", "Index of the latest snapshot (0: none)",
                         node.storage.snapshot_meta().index)

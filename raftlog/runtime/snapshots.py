@@ -30,6 +30,7 @@ from typing import Any, BinaryIO, Callable, Optional, Protocol
 from raftlog.core.messages import SnapshotMeta
 from raftlog.hot import RecordBatch
 from raftlog.runtime.port import NodePort
+from raftlog.runtime.stats import SECONDS_BUCKETS, Histogram
 
 log = logging.getLogger("raftlog.snapshots")
 
@@ -69,6 +70,7 @@ class Snapshotter:
         self.bytes_since = 0           # applied bytes since the last snapshot
         self.taken = 0                 # snapshots completed (status, tests)
         self.last: Optional[dict] = None   # {index, size, seconds, compacted_to} of the last one
+        self.seconds = Histogram(SECONDS_BUCKETS)    # each snapshot's duration: capture, write, compaction
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raftlog-snap-{port.node_id}")
 
     @property
@@ -127,6 +129,7 @@ class Snapshotter:
                     compacted = upto
                 self.taken += 1
                 seconds = time.monotonic() - started
+                self.seconds.observe(seconds)
                 self.last = {"index": saved.index, "size": saved.size, "seconds": round(seconds, 3),
                              "capture_seconds": round(capture, 3), "compacted_to": compacted}
                 log.info("node %d snapshot at %d (term %d, %d bytes, %.3f s, %.3f s of it on the loop), "

@@ -18,6 +18,8 @@ from raftlog.core.messages import MessageType
 
 APPEND = MessageType.APPEND
 SNAPSHOT = MessageType.SNAPSHOT
+SNAPSHOT_RESP = MessageType.SNAPSHOT_RESP
+APPEND_RESP = MessageType.APPEND_RESP
 
 # Upper bounds, seconds: from a fast local fsync (~50 us) to a stalled disk (several seconds).
 SECONDS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -73,6 +75,8 @@ class NodeStats:
         self.snapshots_installed = 0                  # snapshots received from a leader and installed
         self.snapshot_receive_seconds = Histogram(SECONDS_BUCKETS)   # first chunk received to installed
         self._receiving_since = 0.0                   # when the first chunk of the incoming snapshot came
+        self.snapshot_send_seconds = Histogram(SECONDS_BUCKETS)      # first chunk sent to the follower's install
+        self._sending: dict[int, tuple[float, int, int]] = {}        # follower: (since, snapshot size, its index)
         # runtime/writer.py (on the writer thread, or inline on the loop: one write at a time)
         self.transaction_seconds = Histogram(SECONDS_BUCKETS)     # one Ready's whole write
         self.commit_seconds = Histogram(SECONDS_BUCKETS)          # every transaction's LMDB commit: pages, fsync
@@ -100,9 +104,11 @@ class NodeStats:
                 self.snapshot_chunks_sent += 1
                 if msg.hint_index == 0:               # (hint_index: the chunk's byte offset, core/snapshot.py)
                     self.snapshots_sent += 1
+                    self._sending[msg.to] = (time.monotonic(), msg.hint_term, msg.index)   # (hint_term: the size)
 
     def message_in(self, msg: Any, now: float) -> None:
-        """Count `msg`, received at `now`: an AppendEntries with entries, or a snapshot's first chunk."""
+        """Count `msg`, received at `now`: an AppendEntries with entries, a snapshot's first chunk, or the
+        acknowledgement that ends a snapshot transfer to a follower (all of it held, or installed)."""
         entries = msg.entries
         if entries is not None and len(entries):
             self.appends_received += 1
@@ -110,6 +116,12 @@ class NodeStats:
             self.appends_received_bytes.observe(entries.nbytes)
         elif msg.type == SNAPSHOT and msg.hint_index == 0:
             self._receiving_since = now
+        elif self._sending and msg.frm in self._sending and not msg.reject:
+            since, size, index = self._sending[msg.frm]
+            kind = msg.type
+            if (kind == SNAPSHOT_RESP and msg.hint_index >= size) or (kind == APPEND_RESP and msg.index >= index):
+                self.snapshot_send_seconds.observe(now - since)
+                del self._sending[msg.frm]
 
     def snapshot_installed(self, now: float) -> None:
         """A snapshot received from the leader was installed at `now`."""

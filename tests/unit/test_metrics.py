@@ -323,6 +323,9 @@ def test_snapshot_sent_and_received_are_counted(tmp_path: Path) -> None:
         _, text = await http_get(log.metrics_address, "/metrics")
         return {s.name: s.value for f in parser.text_string_to_metric_families(text) for s in f.samples}
 
+    async def samples_of(log: raftlog.RaftLog, name: str) -> float:
+        return (await samples(log)).get(name, 0.0)
+
     async def main() -> None:
         logs = [await opened(i).start() for i in (1, 2)]      # a quorum of three; node 3 comes later
         try:
@@ -338,6 +341,8 @@ def test_snapshot_sent_and_received_are_counted(tmp_path: Path) -> None:
             sent = await samples(leader)
             assert sent["raftlog_snapshots_sent_total"] >= 1
             assert sent["raftlog_snapshot_chunks_sent_total"] >= sent["raftlog_snapshots_sent_total"]
+            await until(lambda: samples_of(leader, "raftlog_snapshot_send_seconds_count"), "the transfer's end")
+            assert sent["raftlog_snapshot_take_seconds_count"] == 1           # the one snapshot it took
             got = await samples(late)
             assert got["raftlog_snapshots_installed_total"] == 1
             assert got["raftlog_snapshot_receive_seconds_count"] == 1
