@@ -42,6 +42,7 @@ from raftlog.entry import Entry
 from raftlog.errors import Closed, Compacted, NotLeader, RaftlogError, Timeout
 from raftlog.hot import ERR_BAD_REQUEST, ERR_NOT_LEADER, ERR_SHUTTING_DOWN, ERR_TIMEOUT, KIND_DATA, RecordBatch
 from raftlog.joiner import joiner_for
+from raftlog.runtime.append_groups import GROUP_BYTES, GROUP_ENTRIES
 from raftlog.runtime.node import Node, NodeConfig
 from raftlog.wire.addresses import parse_peers
 from raftlog.runtime.retention import retention_policy
@@ -93,12 +94,6 @@ class _Failed:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
 
-
-# A group stops taking appends at this size (the next append opens another): what one
-# request may hold while it waits for the write budget. Groups staged in the same turn are
-# proposed together anyway (Proposals.flush), so the cap costs nothing.
-GROUP_ENTRIES = 1024
-GROUP_BYTES = 1 << 20
 
 
 class _Group:

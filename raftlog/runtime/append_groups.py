@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from raftlog.runtime.port import NodePort
     from raftlog.runtime.proposals import Proposals
 
-# A group stops taking Appends at this size (the next one opens another group): what one
+# A group (of a connection's Appends here, of an embedded log's appends in embed.py) stops
+# taking appends at this size (the next one opens another group): what one
 # request may hold while it waits for the write budget. Groups staged in one turn are
 # proposed together anyway (Proposals.flush), so the cap costs nothing.
 GROUP_ENTRIES = 1024
