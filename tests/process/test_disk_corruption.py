@@ -51,13 +51,13 @@ def test_corrupt_entry_is_detected_not_served_and_repaired_from_the_cluster(tmp_
         with cluster.client([victim], read_from="any") as c:
             def refused() -> bool:
                 try:
-                    c.read(bad, 1, consistency="stale")
+                    c.read(bad, limit=1, consistency="stale")
                 except RaftlogError as exc:
                     assert f"corrupt log entry at index {bad}" in str(exc), exc
                     return True
                 return False
             wait_for(f"node {victim} to refuse to serve index {bad}", refused)
-            assert [e.index for e in c.read(bad + 1, 5, consistency="stale")] == list(range(bad + 1, bad + 6))
+            assert [e.index for e in c.read(bad + 1, limit=5, consistency="stale")] == list(range(bad + 1, bad + 6))
         st = wait_for("the index in the status", lambda: cluster.statuses([victim])[victim])
         assert st["corrupt_index"] == bad
         log_text = open(os.path.join(str(tmp_path), f"node{victim}.log"), errors="replace").read()
@@ -88,7 +88,7 @@ def test_corrupt_entry_is_detected_not_served_and_repaired_from_the_cluster(tmp_
         cluster.start(victim)
         with cluster.client([victim], read_from="any") as c:
             wait_for(f"node {victim} to serve index {bad} again",
-                     lambda: c.read(bad, 1, consistency="stale")[0].data == b"corrupt-me-0150-payload")
+                     lambda: c.read(bad, limit=1, consistency="stale")[0].data == b"corrupt-me-0150-payload")
         assert_logs_agree(cluster, [1, 2, 3], acked)
     finally:
         cluster.close()
@@ -122,7 +122,7 @@ def test_a_leader_with_a_corrupt_entry_neither_serves_nor_replicates_it(tmp_path
         assert_logs_agree(cluster, [lagger, third], acked)            # the lagging follower has the intact entry
         with cluster.client([lid], read_from="any") as c:
             with pytest.raises(RaftlogError, match=f"corrupt log entry at index {bad}"):
-                c.read(bad, 1, consistency="stale")
+                c.read(bad, limit=1, consistency="stale")
         assert cluster.statuses([lid])[lid]["corrupt_index"] == bad
         assert cluster.procs[lid].poll() is None
     finally:
