@@ -759,7 +759,8 @@ class Raft:
         """Leader: once its last configuration entry is committed, finish the change.
 
         C_old,new committed -> append C_new (diss. 4.3); ex-members get one last append (with
-        the commit index, so they learn they are out) and are forgotten; a leader that is no
+        the commit index, so they learn they are out; sent past their flow-control window,
+        not while a snapshot is on its way) and are forgotten; a leader that is no
         longer a voter steps down (diss. 4.2.2), handing leadership to the most up-to-date voter.
         """
         lg = self.log
@@ -768,6 +769,11 @@ class Raft:
         everyone = confchange.members(self.conf)
         gone = [p for p in self.progress if p not in everyone and p != self.id]
         for p in gone:
+            pr = self.progress[p]
+            if pr.state is not ProgressState.SNAPSHOT:
+                # Its last word goes out even with its window full: probing from its match
+                # resends what may be in flight (harmless: §5.3, the log already holds it).
+                pr.become_probe()
             self.send_append(p, True)
             del self.progress[p]
         if confchange.is_joint(self.conf):

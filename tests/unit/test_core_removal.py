@@ -117,3 +117,61 @@ def test_a_node_holding_everything_the_leader_committed_knows_its_removal() -> N
     removal, _ = _conf_entries(ConfState(voters=(1, 2, 3)), [confchange.change(confchange.REMOVE, 3)])
     node.step(_append(0, removal, commit=2))
     assert node.removed
+
+
+class _HoldingCluster(Cluster):
+    """Messages to and from `slow` are held, not lost, until `release()`: a slow but connected follower."""
+
+    def __init__(self, n: int, slow: int, **cfg) -> None:
+        super().__init__(n, **cfg)
+        self.slow, self.hold, self.held = slow, False, []
+
+    def stabilize(self, rounds: int = 200) -> None:
+        for _ in range(rounds):
+            inbox, moved = [], False
+            for i, node in self.nodes.items():
+                if not node.has_ready():
+                    continue
+                moved = True
+                rd = node.ready()
+                inbox += rd.messages
+                self.storage[i].save(hard_state=rd.hard_state, truncate_from=rd.truncate_from,
+                                     first_index=rd.entries_index, records=rd.entries)
+                inbox += rd.persisted_messages
+                node.advance(rd)
+            for m in inbox:
+                if self.hold and self.slow in (m.to, m.frm):
+                    self.held.append(m)
+                    continue
+                self.nodes[m.to].step(m)
+                moved = True
+            if not moved:
+                return
+
+    def release(self) -> None:
+        self.hold, held, self.held = False, self.held, []
+        for m in held:
+            self.nodes[m.to].step(m)
+        self.stabilize()
+
+
+def test_a_removed_follower_with_a_full_window_still_gets_its_last_append() -> None:
+    """Dissertation 4.2.2: the leader's last AppendEntries to an ex-member carries the commit of C_new.
+
+    With its in-flight window full when C_new commits, that last message must still go out
+    (it was dropped as paused, and the ex-member never learned it was out)."""
+    from raftlog.hot import KIND_DATA
+    c = _HoldingCluster(3, slow=3, max_inflight_msgs=2)
+    c.nodes[1].campaign()
+    c.stabilize()
+    c.hold = True
+    leader = c.nodes[1]
+    for k in range(4):                               # AppendEntries to node 3 in flight: its window is full
+        leader.propose(RecordBatch.encode(0, KIND_DATA, [b"x%d" % k]))
+        c.stabilize()
+    leader.propose_conf_change([confchange.change(confchange.REMOVE, 3)])
+    c.stabilize()
+    assert 3 not in leader.raft.progress and 3 not in confchange.members(leader.conf_state)
+    c.release()
+    n3 = c.nodes[3]
+    assert n3.removed, f"node 3: last {n3.last_index} commit {n3.commit_index}, leader commit {leader.commit_index}"
