@@ -132,6 +132,11 @@ class _Group:
         return RecordBatch.encode(0, KIND_DATA, self.payloads)
 
     @property
+    def requests(self) -> int:
+        """The append() and append_many() calls it answers."""
+        return sum(fut is not None for fut in self.futures) + len(self.many)
+
+    @property
     def gone(self) -> bool:
         """True once nobody awaits any member's future (timed out, cancelled)."""
         for fut in self.futures:

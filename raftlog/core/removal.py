@@ -5,8 +5,8 @@ configuration that leaves a node out does not yet mean the node is out: the entr
 truncated by the next leader and the old configuration restored. During a joint change the
 node is still an outgoing voter of C_old,new (dissertation 4.3) and must keep voting. The
 node is out only once a configuration without it is committed: the leader then forgets it
-(Raft.maybe_finish_conf sends it one last AppendEntries carrying the commit index, so that it
-learns it), and a removed leader steps down (dissertation 4.2.2).
+(Raft.maybe_finish_conf sends it one last AppendEntries carrying the commit index, past its
+flow-control window, so that it learns it), and a removed leader steps down (dissertation 4.2.2).
 
 One more condition keeps a node that is catching up from misreading its own history. A
 node that was removed and later added again under the same id, replaying the log from an

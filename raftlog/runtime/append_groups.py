@@ -73,6 +73,11 @@ class AppendGroup:
         """True once the client's connection closed (nobody reads the answers)."""
         return self.conn.closed
 
+    @property
+    def requests(self) -> int:
+        """The Appends it answers."""
+        return len(self.request_ids)
+
     def proposed(self, first: int, term: int) -> None:
         """Remember where the group went (nothing to tell the client before its entries commit)."""
         self.first = first

@@ -36,6 +36,10 @@ class Waiter(Protocol):
     def gone(self) -> bool:
         """True when nobody listens any more (a closed connection): the request is dropped silently."""
 
+    @property
+    def requests(self) -> int:
+        """How many client requests this answers (1; a group of appends: its members), for the metrics."""
+
     def proposed(self, first: int, term: int) -> None:
         """The request's records are in the engine's log from `first`, in `term` (not yet committed)."""
 
@@ -88,7 +92,7 @@ class Proposals:
     def _fail(self, waiter: Waiter, code: int, message: str) -> None:
         """Answer `waiter` with error `code` (and count it for the metrics)."""
         if self.stats is not None:
-            self.stats.request_failed(code)
+            self.stats.request_failed(code, waiter.requests)
         waiter.failed(code, message)
 
     # -- entering -------------------------------------------------------------------------
@@ -301,7 +305,7 @@ class Proposals:
         elif batch.term(req.last - first) == req.term:
             req.waiter.appended(req.first, req.count)
             if self.stats is not None:
-                self.stats.request_appended(req.deadline, req.count)
+                self.stats.request_appended(req.deadline, req.count, req.waiter.requests)
         else:
             self._fail(req.waiter, ERR_NOT_LEADER, "the entries were replaced by another leader; retry")
 

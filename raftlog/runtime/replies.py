@@ -43,6 +43,8 @@ class ClientWaiter:
         """True once the client's connection closed."""
         return self.conn.closed
 
+    requests = 1            # one client request
+
     def proposed(self, first: int, term: int) -> None:
         """Nothing to tell the client before its entries commit."""
 

@@ -43,10 +43,10 @@ class Histogram:
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
 
-    def observe(self, value: float) -> None:
-        """Count one observation of `value`."""
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
+    def observe(self, value: float, times: int = 1) -> None:
+        """Count `times` observations of `value`."""
+        self.counts[bisect_left(self.bounds, value)] += times
+        self.sum += value * times
 
     def cumulative(self) -> list[tuple[str, int]]:
         """Prometheus buckets: (upper bound as text, observations at or below it), ending with +Inf."""
@@ -130,19 +130,24 @@ class NodeStats:
             self.snapshot_receive_seconds.observe(now - self._receiving_since)
             self._receiving_since = 0.0
 
-    def request_appended(self, deadline: float, entries: int) -> None:
-        """An append request of `entries` entries with this deadline was answered appended, now.
+    def request_appended(self, deadline: float, entries: int, requests: int = 1) -> None:
+        """`requests` append requests (a group proposed together) of `entries` entries in all, with this
+        deadline (the group's first member's), were answered appended, now.
 
         Every append request's deadline is its arrival plus request_timeout (runtime/server.py,
         embed.py and runtime/sessions.py set it so), so no arrival time is kept per request.
         """
-        self.requests_committed += 1
+        self.requests_committed += requests
         self.entries_committed += entries
-        self.request_seconds.observe(max(0.0, time.monotonic() + self.request_timeout - deadline))
+        self.request_seconds.observe(max(0.0, time.monotonic() + self.request_timeout - deadline), requests)
 
-    def request_failed(self, code: int) -> None:
-        """An append request was answered with error `code` (an ERR_* of raftlog.hot)."""
-        self.requests_failed[error_name(code)] += 1
+    def request_failed(self, code: int, requests: int = 1) -> None:
+        """`requests` append requests were answered with error `code` (an ERR_* of raftlog.hot).
+
+        A group whose last index another leader replaced is counted under that code as a whole,
+        although members before that point may be answered appended (AppendGroup._settle_each).
+        """
+        self.requests_failed[error_name(code)] += requests
 
 
 def error_name(code: int) -> str:

@@ -350,3 +350,34 @@ def test_snapshot_sent_and_received_are_counted(tmp_path: Path) -> None:
             for log in logs:
                 await log.close()
     asyncio.run(main())
+
+
+def test_appends_grouped_per_connection_or_per_turn_count_as_the_requests_they_are(tmp_path: Path) -> None:
+    """200 pipelined Appends on one connection become a few proposals (runtime/append_groups.py), and
+    50 embedded append() calls of one turn one: the metrics still count every request answered."""
+    import raftlog
+    parser = _prometheus_parser()
+
+    async def samples(address: str) -> dict[str, float]:
+        _, text = await http_get(address, "/metrics")
+        return {s.name: s.value for f in parser.text_string_to_metric_families(text) for s in f.samples}
+
+    async def main() -> None:
+        port = free_port()
+        log = raftlog.open(str(tmp_path / "n1"), node_id=1, peers={1: f"127.0.0.1:{port}"}, metrics="127.0.0.1:0")
+        await log.start()
+        try:
+            await log.wait_for_leader(30)
+            client = AsyncClient([f"127.0.0.1:{port}"], sessions=False)
+            try:
+                await asyncio.gather(*(client.append(b"x%d" % i) for i in range(200)))
+            finally:
+                await client.close()
+            await asyncio.gather(*(log.append(b"y%d" % i) for i in range(50)))
+            got = await samples(log.metrics_address)
+            assert got["raftlog_proposal_entries_committed_total"] == 250
+            assert got["raftlog_proposals_committed_total"] == 250
+            assert got["raftlog_append_request_seconds_count"] == 250
+        finally:
+            await log.close()
+    asyncio.run(main())
