@@ -592,9 +592,11 @@ class RaftLog:
         await self._admin(lambda c: c.transfer_leadership(to_id))
 
     async def snapshot(self) -> Optional[dict]:
-        """Take a snapshot now (with a state machine that supports it); its {index, size, seconds, compacted_to}."""
+        """Take a snapshot now (with a state machine that supports it, or retention's); its {index, size,
+        seconds, compacted_to}. With retain_* set, the log is compacted only as far as the limits allow."""
         node = self._live()
-        fut = node.snapshots.take_now()
+        retention = node.retention
+        fut = node.snapshots.take_now(compact_to=None if retention is None else retention.due())
         if fut is None:
             return None
         return await fut

@@ -347,3 +347,19 @@ def test_a_node_without_a_state_machine_compacts_only_by_its_limits(tmp_path) ->
             await node.stop()
 
     asyncio.run(main())
+
+
+def test_an_explicit_snapshot_of_a_retained_log_keeps_what_the_limits_keep(tmp_path) -> None:
+    """log.snapshot() on a log with retain_entries compacted to its snapshot_tail, far inside the limit."""
+    import asyncio
+
+    import raftlog
+
+    async def main() -> None:
+        async with raftlog.open(str(tmp_path / "log"), retain_entries=1000, snapshot_tail=10) as log:
+            await log.wait_for_leader(30)
+            await log.append_many([b"x"] * 500)
+            await log.snapshot()
+            assert log.first_index == 1, f"compacted to {log.first_index - 1} under a limit of 1000 entries"
+            assert len(await log.read(1)) == 500
+    asyncio.run(main())
