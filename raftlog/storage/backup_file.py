@@ -91,13 +91,17 @@ class BackupHeader:
         return cls(**{**fields_sent, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                       "raftlog": _raftlog_version()})
 
-    def to_bytes(self) -> bytes:
-        """The 4096 header bytes: magic, version, JSON, padding, crc32."""
+    def to_dict(self) -> dict:
+        """The header's fields as the file's JSON holds them (a version 1 header: without the snapshot fields)."""
         d = asdict(self)
         if self.snapshot_file is None:
             for name in _SNAPSHOT_FIELDS:
                 del d[name]
-        body = json.dumps(d, sort_keys=True).encode()
+        return d
+
+    def to_bytes(self) -> bytes:
+        """The 4096 header bytes: magic, version, JSON, padding, crc32."""
+        body = json.dumps(self.to_dict(), sort_keys=True).encode()
         if _PREFIX.size + len(body) > _CRC_AT:
             raise ValueError(f"backup header of {len(body)} bytes does not fit")
         head = (_PREFIX.pack(MAGIC, self.version, len(body)) + body).ljust(_CRC_AT, b"\0")
