@@ -413,3 +413,92 @@ def test_an_embedded_retained_log_restored_serves_from_its_first_index_and_takes
             assert (await log.read(index))[0].data == b"after the restore"
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("snapshot_at, compact_to", [(18, 16), (20, 20)])
+def test_restore_behind_a_snapshot_past_the_durable_commit_keeps_what_the_snapshot_covers(tmp_path, snapshot_at,
+                                                                                          compact_to):
+    """(20, 20): the whole log compacted, as after installing a leader's snapshot: no entry left beside the file."""
+    make_snapshotted_source(str(tmp_path / "src"), snapshot_at=snapshot_at, compact_to=compact_to, commit=15)
+    path = str(tmp_path / "log.backup")
+    header = make_backup(str(tmp_path / "src"), path)
+    assert (header.index, header.term) == (snapshot_at, 4)
+    done = restore(path, str(tmp_path / "r1"), 1, NEW_PEERS)
+    with LmdbStorage.open(done.path, node_id=1, cluster_id=done.cluster_id) as s:
+        assert (s.first_index(), s.last_index()) == (compact_to + 1, snapshot_at + 1)
+        assert s.hard_state() == HardState(4, 0, snapshot_at + 1)
+        assert s.records(snapshot_at + 1, snapshot_at + 2).kind(0) == KIND_CONF
+    assert check_data_dir(done.path).ok
+
+
+def test_the_copy_begins_a_new_transaction_when_its_snapshot_file_was_pruned(tmp_path, monkeypatch):
+    src = str(tmp_path / "src")
+    make_snapshotted_source(src)
+    import raftlog.storage.backup_copy as copy_module
+    real_open = copy_module._open_snapshot
+    opened: list[bool] = []
+
+    def pruned_once(path, state):
+        f = real_open(path, state) if opened else None      # the first transaction's file: gone
+        opened.append(f is not None)
+        return f
+    monkeypatch.setattr(copy_module, "_open_snapshot", pruned_once)
+    header = make_backup(src, str(tmp_path / "log.backup"))
+    assert opened == [False, True] and header.snapshot_size == len(SNAPSHOT_BYTES)
+
+
+def test_the_copy_is_refused_when_its_snapshot_file_stays_missing(tmp_path):
+    src = str(tmp_path / "src")
+    make_snapshotted_source(src)
+    os.remove(os.path.join(src, "snapshots", SnapshotFiles.name_for(12, 4)))
+    with pytest.raises(RaftlogError, match="snapshot files were replaced 5 times") as refused, \
+            open(os.devnull, "wb") as sink:
+        copy_to(src, sink.fileno())
+    assert "\n" not in str(refused.value)
+
+
+class Counter:
+    """A state machine that snapshots: the sum and count of the numbers appended."""
+
+    def __init__(self) -> None:
+        self.total, self.count, self.restored = 0, 0, False
+
+    def apply(self, entry) -> None:
+        self.total += int(entry.data)
+        self.count += 1
+
+    def snapshot(self) -> bytes:
+        return json.dumps([self.total, self.count]).encode()
+
+    def restore(self, f) -> None:
+        self.total, self.count = json.loads(f.read())
+        self.restored = True
+
+
+def test_an_embedded_state_machine_restored_from_a_backup_resumes_from_its_snapshot(tmp_path):
+    import asyncio
+
+    import raftlog
+
+    opts = dict(snapshot_every=100, snapshot_tail=20, sync=False)
+
+    async def main() -> None:
+        machine = Counter()
+        async with raftlog.open(str(tmp_path / "old"), state_machine=machine, **opts) as log:
+            for r in range(6):
+                await log.append_many([b"%d" % (r * 100 + k) for k in range(60)])
+            await until(lambda: log.status()["snapshot"]["taken"] >= 2 and not log._node.snapshots.busy,
+                        "two snapshots", seen=lambda: log.status()["snapshot"])
+            state, first = (machine.total, machine.count), log.first_index
+        header = make_backup(str(tmp_path / "old"), str(tmp_path / "log.backup"))
+        assert header.snapshot_file is not None and header.first_index == first > 1
+        done = restore(str(tmp_path / "log.backup"), str(tmp_path / "new"), 1, {1: "127.0.0.1:0"})
+        machine = Counter()
+        async with raftlog.open(done.path, state_machine=machine, cluster_id=done.cluster_id, **opts) as log:
+            await until(lambda: log.applied_index >= done.conf_index, "the restored log applied",
+                        seen=lambda: log.applied_index)
+            assert machine.restored and (machine.total, machine.count) == state
+            await log.append(b"1000000")
+            assert machine.total == state[0] + 1000000
+
+    asyncio.run(main())
