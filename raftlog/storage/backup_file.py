@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from typing import BinaryIO, Iterator, Optional
 
-from raftlog.errors import BackupFileError
+from raftlog.errors import BackupFileError, RaftlogError
 from raftlog.storage.datadir import fsync_dir
 
 __all__ = ["BackupFileError", "BackupHeader", "BackupWriter", "read_backup", "copy_body", "snapshot_pieces",
@@ -87,9 +87,21 @@ class BackupHeader:
 
     @classmethod
     def received(cls, fields_sent: dict) -> "BackupHeader":
-        """The header of a backup whose member sent `fields_sent` (every field but created_at and raftlog), made now."""
-        return cls(**{**fields_sent, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      "raftlog": _raftlog_version()})
+        """The header of a backup whose member sent `fields_sent` (every field but created_at and raftlog), made now.
+
+        RaftlogError (one line) when the member sent fields this raftlog does not know (a newer
+        member: its backup may hold parts this client cannot write) or lacks one it needs.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(fields_sent) - known)
+        if unknown:
+            raise RaftlogError(f"the member sent a backup with {', '.join(unknown)}, which this raftlog does not "
+                               "know; use a raftlog client as new as the member")
+        try:
+            return cls(**{**fields_sent, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                          "raftlog": _raftlog_version()})
+        except TypeError as exc:
+            raise RaftlogError(f"the member sent an incomplete backup header ({exc})") from None
 
     def to_dict(self) -> dict:
         """The header's fields as the file's JSON holds them (a version 1 header: without the snapshot fields)."""

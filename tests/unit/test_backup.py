@@ -502,3 +502,13 @@ def test_an_embedded_state_machine_restored_from_a_backup_resumes_from_its_snaps
             assert machine.total == state[0] + 1000000
 
     asyncio.run(main())
+
+
+def test_a_header_with_fields_this_raftlog_does_not_know_is_refused_in_one_line(backup):
+    _, header = backup
+    sent = {k: v for k, v in header.to_dict().items() if k not in ("created_at", "raftlog")}
+    with pytest.raises(RaftlogError, match="sent a backup with wal_file, which this raftlog does not know"):
+        BackupHeader.received({**sent, "wal_file": "x"})
+    del sent["data_crc32"]
+    with pytest.raises(RaftlogError, match="incomplete backup header"):
+        BackupHeader.received(sent)
