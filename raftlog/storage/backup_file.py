@@ -14,7 +14,7 @@ Layout (all integers big-endian):
 The JSON header (BackupHeader): `index` (the last entry of the copy known committed: the
 member's durable commit index in that transaction), `term` (that entry's term, 0 at index
 0), `hard_term` (the member's term then), `cluster_id` and `node_id` of the member, its
-`first_index` and `last_index` then, `data_size` and `data_crc32` (of the body),
+`first_index` and `last_index` then, `data_size` and `data_crc32` (of the data),
 `created_at` (UTC, ISO 8601) and `raftlog` (the version that wrote it). Version 2 adds
 `snapshot_file` (the name of the member's current snapshot file, which that transaction
 recorded), `snapshot_size` and `snapshot_crc32`. A copy without a snapshot file is written
@@ -22,8 +22,9 @@ as version 1, byte for byte as before version 2 existed, so older raftlogs read 
 refuse version 2 by its number.
 
 A file whose size is not 4096 + snapshot_size + data_size, whose header fails its crc32, or
-whose snapshot or data fails its crc32 is refused with BackupFileError (one line). A file is written to `FILE.tmp`,
-fsynced, and renamed to FILE (the directory fsynced): FILE is complete or absent.
+whose snapshot or data fails its crc32 is refused with BackupFileError (one line). A file is
+written to `FILE.tmp`, fsynced, and renamed to FILE (the directory fsynced): FILE is
+complete or absent.
 
 This module uses neither LMDB nor the network: the client writes backups with it, and
 raftlog.storage.restore reads them.
