@@ -896,7 +896,6 @@ def backup(peers: str, from_id: int | None, cluster_id: str, timeout: float, as_
         raftlog backup --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 log.backup
     """
     import json
-    from dataclasses import asdict
 
     from raftlog.errors import RaftlogError
     members = _members(peers, require_ids=from_id is not None)
@@ -909,10 +908,12 @@ def backup(peers: str, from_id: int | None, cluster_id: str, timeout: float, as_
     except (RaftlogError, OSError) as exc:
         raise click.ClickException(f"backup: {exc}") from None
     if as_json:
-        click.echo(json.dumps(asdict(header)))
+        click.echo(json.dumps(header.to_dict()))
     else:
         click.echo(f"backup of node {header.node_id} at index {header.index} term {header.term}: {file} "
-                   f"({header.data_size} bytes, crc32 {header.data_crc32:08x})")
+                   f"({header.data_size} bytes, crc32 {header.data_crc32:08x})"
+                   + (f", entries from {header.first_index} behind the snapshot file {header.snapshot_file} "
+                      f"({header.snapshot_size} bytes)" if header.snapshot_file else ""))
 
 
 @main.command()
@@ -946,8 +947,10 @@ def restore(file: str, data_dir: str, node_id: int, peers: str, cluster_id: str 
         done = restore_backup(file, data_dir, node_id, members, cluster_id)
     except (RaftlogError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    behind = f" (from {done.backup.first_index}, behind its snapshot file)" if done.backup.snapshot_file else ""
     click.echo(f"restored node {node_id} of cluster {done.cluster_id} in {data_dir}: entries up to "
-               f"{done.index} from the backup of node {done.backup.node_id}, the configuration at {done.conf_index}")
+               f"{done.index}{behind} from the backup of node {done.backup.node_id}, the configuration at "
+               f"{done.conf_index}")
     click.echo(f"start it with: raftlog node --id {node_id} --data {data_dir} --peers {peers} "
                f"--cluster-id {done.cluster_id}")
 

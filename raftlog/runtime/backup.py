@@ -5,7 +5,10 @@ LMDB read transaction: the node's writes go on meanwhile (LMDB keeps the pages t
 transaction reads), and neither its storage locks nor its GIL are held by the copy. The
 child's output is sent on the request's id as wire/requests.py describes (Entries frames of
 BACKUP_PIECE_BYTES, then one StatusReply with the header fields, or an Error), paced by the
-client's socket: while the client does not read, no more of the copy is read either.
+client's socket: while the client does not read, no more of the copy is read either. A log
+compacted behind a snapshot file (retention, an embedded state machine) sends that file
+first, the one the copy's transaction records, then the copy; the header then names it
+with its size and crc32 (a version 2 backup file, raftlog.storage.backup_file).
 
 The backup's index is the copy's durable commit index: every entry up to it is committed in
 the cluster and is the committed entry at its index (Log Matching); entries the copy holds
@@ -77,12 +80,19 @@ class BackupService:
         assert stdout is not None and stderr is not None
         try:
             state = await loop.run_in_executor(None, _read_state, stdout)
-            size, crc = 0, 0
+            # The body: the snapshot file's `snapshot_size` bytes (none without one), then the copy
+            # to EOF; no piece spans both, so each part's crc32 is counted apart.
+            size, snapshot_crc, crc = 0, 0, 0
             while state is not None and not conn.closed:
-                piece = await loop.run_in_executor(None, stdout.read, BACKUP_PIECE_BYTES)
+                left = state.snapshot_size - size
+                piece = await loop.run_in_executor(None, stdout.read,
+                                                   min(BACKUP_PIECE_BYTES, left) if left > 0 else BACKUP_PIECE_BYTES)
                 if not piece:
                     break
-                crc = zlib.crc32(piece, crc)
+                if left > 0:
+                    snapshot_crc = zlib.crc32(piece, snapshot_crc)
+                else:
+                    crc = zlib.crc32(piece, crc)
                 self.port.reply(conn, encode_entries(request_id, size + len(piece), [size],
                                                      RecordBatch.encode(0, KIND_DATA, [piece])))
                 size += len(piece)
@@ -96,7 +106,11 @@ class BackupService:
                 log.warning("node %d: backup refused: %s", self.port.node_id, message)
                 self.port.error(conn, request_id, ERR_INTERNAL, message)
                 return
-            header = {**asdict(state), "data_size": size, "data_crc32": crc}
+            header = {**asdict(state), "data_size": size - state.snapshot_size, "data_crc32": crc}
+            if state.snapshot_file is None:
+                del header["snapshot_file"], header["snapshot_size"]     # a version 1 backup's fields
+            else:
+                header["snapshot_crc32"] = snapshot_crc
             self.port.reply(conn, encode_status_reply(request_id, json.dumps(header).encode()))
             log.info("node %d sent a backup at index %d term %d (%d bytes) in %.1f s", self.port.node_id,
                      state.index, state.term, size, time.monotonic() - started)

@@ -34,8 +34,9 @@ truncated file is SIGBUS, not an error):
 
 Creating a dir is atomic (`_create`): `DIR/creating.tmp/` is made first, then the writer
 lock; the environment is built in `creating.tmp/` with its format and identity committed
-and fsynced, and only then is its `data.mdb` renamed into the dir. A process killed on the
-way leaves `creating.tmp/` (with or without `raftlog.lock` beside it) and no `data.mdb`:
+and fsynced, and only then is its `data.mdb` renamed into the dir (a restore's `snapshots/`
+just before it). A process killed on the way leaves `creating.tmp/` (with or without
+`raftlog.lock` and a restore's `snapshots/` beside it) and no `data.mdb`:
 nothing was stored yet, so the next writable open starts the creation again. `data.mdb`
 is never seen without raftlog's identity, and `raftlog.lock` alone still means damaged.
 
@@ -50,6 +51,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import struct
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from datetime import datetime, timezone
@@ -389,8 +391,12 @@ def validate_data_dir(path: str, *, node_id: Optional[int] = None, walk: bool = 
 
 
 def _creation_interrupted(names: list[str]) -> bool:
-    """True when the listing is what a creation killed before its data.mdb was renamed in leaves."""
-    return CREATING_DIR in names and set(names) <= {CREATING_DIR, LOCK_FILE}
+    """True when the listing is what a creation killed before its data.mdb was renamed in leaves.
+
+    (`snapshots/` too: a restore renames it in just before data.mdb; creating.tmp/ goes only
+    once data.mdb is in place.)
+    """
+    return CREATING_DIR in names and set(names) <= {CREATING_DIR, LOCK_FILE, SNAPSHOT_DIR}
 
 
 # ---------------------------------------------------------------- the writer lock
@@ -619,9 +625,10 @@ def create_with(path: str, build: Callable[[str], None], what: str) -> int:
     """Create the data dir at `path` atomically from `build(creating_dir)`; returns the writer lock's fd.
 
     `build` makes `creating_dir/data.mdb` with raftlog's format and identity committed and
-    fsynced; only then is it renamed into the dir (see the module docstring). When another
-    process finished creating the dir meanwhile, `build` is not called and its dir is left
-    as it is. RaftlogError when another process holds the lock.
+    fsynced (and may make `creating_dir/snapshots/` with the snapshot files it names, written
+    durably: a restore); the snapshots dir is renamed into the dir, then data.mdb, last (see
+    the module docstring). When another process finished creating the dir meanwhile, `build`
+    is not called and its dir is left as it is. RaftlogError when another process holds the lock.
     """
     creating = os.path.join(path, CREATING_DIR)
     os.makedirs(creating, exist_ok=True)
@@ -630,7 +637,11 @@ def create_with(path: str, build: Callable[[str], None], what: str) -> int:
     try:
         if not os.path.exists(os.path.join(path, DATA_FILE)):
             _empty(creating)
+            shutil.rmtree(os.path.join(path, SNAPSHOT_DIR), ignore_errors=True)   # an interrupted creation's
             build(creating)
+            if os.path.isdir(os.path.join(creating, SNAPSHOT_DIR)):
+                os.rename(os.path.join(creating, SNAPSHOT_DIR), os.path.join(path, SNAPSHOT_DIR))
+                fsync_dir(path)
             os.rename(os.path.join(creating, DATA_FILE), os.path.join(path, DATA_FILE))
             fsync_dir(path)
             log.info("created data dir %s for %s", path, what)
@@ -642,9 +653,13 @@ def create_with(path: str, build: Callable[[str], None], what: str) -> int:
 
 
 def _empty(directory: str) -> None:
-    """Remove the files in `directory` (what an interrupted creation left in creating.tmp/)."""
+    """Remove the files and dirs in `directory` (what an interrupted creation left in creating.tmp/)."""
     for name in os.listdir(directory):
-        os.unlink(os.path.join(directory, name))
+        full = os.path.join(directory, name)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full)
+        else:
+            os.unlink(full)
 
 
 def _remove_creating(path: str) -> None:

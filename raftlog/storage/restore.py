@@ -16,7 +16,13 @@ with the same peers):
 - a new identity: the given node id, a new random incarnation, and the cluster id given, or
   else one derived from the backup's crc32, its index and the peers (`restored-<12 hex>`),
   so that members restored from different files or with different peers refuse each other;
-- no incarnations of peers (the new members have new ones, learned at first contact).
+- no incarnations of peers (the new members have new ones, learned at first contact);
+- a log compacted behind a snapshot file: that file, byte for byte (checked against the
+  size and crc32 its record says), written durably into `snapshots/` (SnapshotFiles.write,
+  renamed into the dir before data.mdb), and the snapshot record with the new peers'
+  configuration. The file itself holds no configuration (the session table and an
+  application's image, runtime/sessions.py); the table is kept: a client retrying a request
+  in the new cluster gets its original index (exactly-once carries over, as the log does).
 
 Raft safety. Every member of the new cluster starts with the same log (the same file cut at
 the same index, the same configuration entry), so Log Matching holds between them, and
@@ -37,20 +43,20 @@ import json
 import os
 import struct
 from dataclasses import dataclass, replace
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import lmdb
 
 from raftlog.core import confchange
-from raftlog.core.messages import ConfState, HardState
-from raftlog.errors import DataDirError
+from raftlog.core.messages import ConfState, HardState, SnapshotMeta
+from raftlog.errors import BackupFileError, DataDirError
 from raftlog.hot import KIND_CONF, encode_record
-from raftlog.storage.backup_file import BackupHeader, copy_body, read_backup
+from raftlog.storage.backup_file import BackupHeader, copy_body, read_backup, snapshot_pieces
 from raftlog.storage.datadir import (DATA_FILE, FORMAT_KEY, FORMAT_VERSION, IDENTITY_KEY, LOG_DB, MAX_DBS, META_DB,
-                                     NOT_RAFTLOG_REMEDY, Identity, create_with, release_writer_lock,
+                                     NOT_RAFTLOG_REMEDY, SNAPSHOT_DIR, Identity, create_with, release_writer_lock,
                                      validate_data_dir)
 from raftlog.storage.lmdb import CONF_STATE_KEY, HARD_STATE_KEY, SNAPSHOT_KEY, decode_meta_record
-from raftlog.storage.snapshot_files import decode_snapshot_record, encode_snapshot_record
+from raftlog.storage.snapshot_files import SnapshotFiles, decode_snapshot_record, encode_snapshot_record
 
 __all__ = ["Restored", "restore", "derived_cluster_id"]
 
@@ -103,7 +109,8 @@ def restore(backup_path: str, data_dir: str, node_id: int, peers: Mapping[int, s
             copy_body(backup_path, f)
             f.flush()
             os.fsync(f.fileno())
-        _rewrite(creating, data_dir, header, Identity.new(cluster, node_id), conf, term)
+        _rewrite(creating, data_dir, header, Identity.new(cluster, node_id), conf, term,
+                 lambda meta, file: _write_snapshot(backup_path, header, meta, file, creating))
 
     lock_fd = create_with(data_dir, build, f"node {node_id} of cluster {cluster} (restored from {backup_path})")
     release_writer_lock(lock_fd)
@@ -123,9 +130,35 @@ def _is_new(path: str) -> bool:
         raise
 
 
+def _write_snapshot(backup_path: str, header: BackupHeader, meta: SnapshotMeta, file: Optional[str],
+                    creating: str) -> Optional[str]:
+    """Write the backup's snapshot file durably into `creating/snapshots/`; its name (None: the data records none).
+
+    BackupFileError when the backup's snapshot part is not the file the data's snapshot
+    record (`meta`, `file`) names (missing, extra, or another size or crc32): the data and
+    its snapshot file must come from one copy.
+    """
+    if file is None:
+        if header.snapshot_file is not None:
+            raise BackupFileError(backup_path, "carries a snapshot file its data does not record")
+        return None
+    if header.snapshot_file is None:
+        raise BackupFileError(backup_path, f"records the snapshot file of snapshot {meta.index} but carries none")
+    name, size, crc = SnapshotFiles(os.path.join(creating, SNAPSHOT_DIR)).write(
+        meta.index, meta.term, snapshot_pieces(backup_path))
+    if (size, crc) != (meta.size, meta.crc32):
+        raise BackupFileError(backup_path, f"carries a snapshot file of {size} bytes with crc32 {crc:#010x}; its data "
+                                           f"records {meta.size} bytes with crc32 {meta.crc32:#010x}")
+    return name
+
+
 def _rewrite(creating: str, data_dir: str, header: BackupHeader, identity: Identity, conf: ConfState,
-             term: int) -> None:
-    """In one durable transaction: the new identity, the log cut at the backup's index, the configuration entry."""
+             term: int, place_snapshot: Callable[[SnapshotMeta, Optional[str]], Optional[str]]) -> None:
+    """In one durable transaction: the new identity, the log cut at the backup's index, the configuration entry.
+
+    A snapshot recorded with a file gets its file from `place_snapshot` (durable before the
+    transaction records it) and the new configuration in its record.
+    """
     env = lmdb.open(creating, subdir=True, max_dbs=MAX_DBS, map_size=max(64 << 20, 2 * header.data_size),
                     sync=True, metasync=True, lock=False, create=False)
     try:
@@ -151,9 +184,10 @@ def _rewrite(creating: str, data_dir: str, header: BackupHeader, identity: Ident
             txn.put(IDENTITY_KEY, identity.to_json(), db=meta_db)
             txn.delete(_INCARNATIONS, db=meta_db)
             snapshot, file = decode_snapshot_record(txn.get(SNAPSHOT_KEY, db=meta_db))
+            file = place_snapshot(snapshot, file)
             if snapshot.index:
-                # A compaction point without a file (the backup refuses snapshot files): it
-                # too says which configuration rules, and it must be the new one.
+                # The compaction point (with or without a file) says which configuration rules
+                # when the log is loaded or the snapshot sent: it must be the new one.
                 txn.put(SNAPSHOT_KEY, encode_snapshot_record(replace(snapshot, conf_state=conf), file), db=meta_db)
     finally:
         env.close()

@@ -37,7 +37,8 @@ def admin_request(body: dict) -> RecordBatch:
 # Entries frames whose one KIND_DATA record each is the next piece of the copy (`next_index`
 # is the count of bytes sent with it, `indexes` holds the piece's offset), then one
 # StatusReply whose JSON is the backup header's fields without `created_at` and `raftlog`
-# (raftlog.storage.backup_file.BackupHeader), or an Error frame instead at any point.
+# (raftlog.storage.backup_file.BackupHeader), or an Error frame instead at any point. With a
+# snapshot file the pieces are that file's `snapshot_size` bytes, then the copy's.
 BACKUP_OP = "backup"
 BACKUP_PIECE_BYTES = 1 << 20      # bytes per Entries frame: far below the frame limit (DEFAULT_MAX_FRAME)
 

@@ -1,7 +1,9 @@
 """`raftlog backup` of a live 3-node cluster under load, `raftlog restore` into three new dirs, the new cluster
-started from them: every entry acknowledged up to the backup's index is there, and the new cluster takes appends."""
+started from them: every entry acknowledged up to the backup's index is there, and the new cluster takes appends;
+the same for a cluster whose logs retention compacted behind a snapshot file."""
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -9,8 +11,11 @@ import threading
 
 import pytest
 
+from raftlog import Compacted
 from raftlog.runtime.launcher import free_ports
+from raftlog.runtime.sessions import unwrap_snapshot
 from raftlog.storage.backup_file import read_backup
+from raftlog.storage.lmdb import LmdbStorage
 from raftlog.storage.restore import derived_cluster_id
 from support.cluster import ProcCluster, assert_logs_agree, clusters, read_all
 from support.polling import NotYet, wait_for
@@ -115,5 +120,67 @@ def test_backup_under_load_restores_into_a_new_cluster_with_every_acknowledged_e
             after = client.append(b"after the restore")
             assert after > backup.index + 1
         assert_logs_agree(new, [1, 2, 3], {**before, after: b"after the restore"})
+    finally:
+        new.close()
+
+
+def test_a_retention_cluster_compacted_under_load_is_backed_up_and_restored(tmp_path):
+    """`raftlog node --retain-entries`: its log is compacted behind a snapshot file; the backup carries that file."""
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old = ProcCluster(3, str(tmp_path / "old"), extra=["--retain-entries", "300"])
+    try:
+        old.start_all()
+        wait_for("a leader", lambda: old.leader())
+        load = Load(old)
+
+        def compacted() -> dict:
+            firsts = {i: (s or {}).get("first_index", 0) for i, s in old.statuses().items()}
+            if min(firsts.values()) <= 1:
+                raise NotYet(f"first index per member {firsts}")
+            return firsts
+        wait_for("every member to compact under load", compacted)
+        path = str(tmp_path / "retained.backup")
+        out = raftlog_cli("backup", "--peers", old.peers, "--cluster-id", old.cluster_id, "--json", path)
+        assert out.returncode == 0, out.stderr
+        backup = read_backup(path)
+        assert backup.snapshot_file is not None and backup.first_index > 1, backup
+        assert json.loads(out.stdout)["snapshot_file"] == backup.snapshot_file
+        target = len(load.acked) + 500
+        wait_for("appends acknowledged after the backup", lambda: load.at_least(target))
+        acked = load.stop()
+    finally:
+        old.close()
+
+    ports = free_ports(3)
+    addresses = {i: f"127.0.0.1:{ports[i - 1]}" for i in (1, 2, 3)}
+    peers = ",".join(f"{i}={a}" for i, a in addresses.items())
+    new = ProcCluster(3, str(tmp_path / "new"), addresses=addresses, cluster_id=derived_cluster_id(backup, addresses))
+    try:
+        for i in addresses:
+            out = raftlog_cli("restore", path, "--data", new.data_dir(i), "--id", str(i), "--peers", peers)
+            assert out.returncode == 0, out.stderr
+            checked = raftlog_cli("check", new.data_dir(i))
+            assert checked.returncode == 0, checked.stdout + checked.stderr
+            with LmdbStorage.open(new.data_dir(i), node_id=i, cluster_id=new.cluster_id, readonly=True) as s:
+                assert s.snapshot_file() == backup.snapshot_file
+                assert s.snapshot_meta().conf_state.addresses == tuple(sorted(addresses.items()))
+                assert unwrap_snapshot(io.BytesIO(s.snapshot_data()))[1] is not None   # the session table
+        new.start_all()
+        wait_for("a leader of the restored cluster", lambda: new.leader())
+        kept = {i: p for i, p in acked.items() if backup.first_index <= i <= backup.index}
+        assert kept, f"no acknowledged entry in [{backup.first_index}, {backup.index}]"
+        with new.client() as client:
+            served = {e.index: e.data for e in client.read(backup.first_index)}
+            assert holds_acked(served, kept, "the restored cluster"), (
+                f"acknowledged entries in [{backup.first_index}, {backup.index}] missing: "
+                f"{sorted(set(kept) - set(served))[:5]}")
+            assert max(served) <= backup.index, "entries past the backup's index came back"
+            with pytest.raises(Compacted):
+                client.read(backup.first_index - 1)
+            after = client.append(b"after the restore")
+            assert after > backup.index + 1
+        assert_logs_agree(new, [1, 2, 3], {**kept, after: b"after the restore"})
+        assert "client sessions restored from a snapshot" in open(new.log_path(1)).read()
     finally:
         new.close()
