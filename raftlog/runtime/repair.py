@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from raftlog.errors import Compacted
 from raftlog.hot import KIND_DATA, encode_record
 
 
@@ -50,7 +51,12 @@ def repair(data_dir: str, client: Optional[Any], *, dry_run: bool = False) -> Re
             rep.unrepairable = {i: "not repaired (scan only)" for i in rep.corrupt}
             return rep
         for index in rep.corrupt:
-            got = client.read(index, limit=1)
+            try:
+                got = client.read(index, limit=1)
+            except Compacted as exc:
+                rep.unrepairable[index] = (f"the cluster compacted it (its log starts at {exc.first_index}): "
+                                           "replace this member instead")
+                continue
             if not got or got[0].index != index:
                 rep.unrepairable[index] = ("not a committed data entry in the cluster's log (a no-op, a configuration "
                                            "change, or not yet committed): replace this member instead")
