@@ -753,10 +753,19 @@ class SyncRaftLog:
 
         The callback runs on the log's background thread, between Ready passes: keep it short
         (hand the event to your own thread or queue), and do not call this log's blocking
-        methods from it (they wait for that thread). An exception it raises is logged.
+        methods from it (they wait for that thread). An exception it raises is logged. The
+        function returned may be called from any thread, the callback included; once it has
+        returned, the callback is not called again.
         """
         self._check()
-        return self._get(lambda: self._log._live().leadership.subscribe(callback, now=True))
+        unsubscribe = self._get(lambda: self._log._live().leadership.subscribe(callback, now=True))
+
+        def unsubscribe_on_the_log_thread() -> None:
+            if threading.current_thread() is self._thread:
+                unsubscribe()                  # from the callback itself
+            elif not self._closed:
+                self._get(unsubscribe)
+        return unsubscribe_on_the_log_thread
 
     @property
     def state_machine(self) -> Any:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import shutil
+import threading
 import time
 
 import pytest
@@ -147,6 +148,26 @@ def test_sync_on_leader_change_calls_back_with_the_current_leader(tmp_path) -> N
         unsubscribe = log.on_leader_change(lambda term, leader: got.append((term, leader)))
         assert got and got[-1][1] == 1 and got[-1][0] == log.term
         unsubscribe()
+        listeners = log._get(lambda: list(log._log._live().leadership.listeners))
+        assert listeners == [], "unsubscribed from another thread, the callback is still registered"
+
+
+def test_sync_on_leader_change_can_unsubscribe_from_its_own_callback(tmp_path) -> None:
+    """The callback runs on the log's thread: unsubscribing there must not wait for that thread."""
+    box: dict = {}
+
+    def once(term: int, leader: int | None) -> None:
+        box["calls"] = box.get("calls", 0) + 1
+        box["unsubscribe"]()
+
+    with raftlog.open_sync(str(tmp_path / "one")) as log:
+        box["unsubscribe"] = lambda: None                 # the first call comes before the function is returned
+        box["unsubscribe"] = log.on_leader_change(once)
+        watch = log._get(lambda: log._log._live().leadership)
+        log._get(lambda: watch.observe(watch.term + 1, 1))         # a change, as the node reports one
+        assert log._get(lambda: list(watch.listeners)) == []
+        log._get(lambda: watch.observe(watch.term + 1, 1))
+        assert box["calls"] == 2
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command makes the test certificates")
@@ -209,3 +230,30 @@ def test_a_client_that_knows_no_other_member_raises_removed() -> None:
         with pytest.raises(raftlog.Removed) as caught:
             client._follow_members(_Conn(), 3, spec, "node 3 was removed from the cluster (members 1)")   # type: ignore[arg-type]
         assert caught.value.node_id == 3 and caught.value.members == members
+
+
+def test_sync_on_leader_change_is_not_called_after_unsubscribe_returned(tmp_path) -> None:
+    """Unsubscribing from another thread waits for a notification in progress on the log's thread."""
+    entered, release, returned = threading.Event(), threading.Event(), threading.Event()
+    late: list = []
+
+    def slow(term: int, leader: int | None) -> None:
+        if term > 1:
+            entered.set()
+            release.wait(30)
+
+    def watched(term: int, leader: int | None) -> None:
+        if returned.is_set():
+            late.append((term, leader))
+
+    with raftlog.open_sync(str(tmp_path / "one")) as log:
+        log.on_leader_change(slow)
+        unsubscribe = log.on_leader_change(watched)
+        watch = log._get(lambda: log._log._live().leadership)
+        log._loop.call_soon_threadsafe(watch.observe, watch.term + 1, 1)      # the notification starts ...
+        assert entered.wait(30)                                               # ... and is inside `slow`
+        threading.Timer(0.2, release.set).start()     # (any delay: the new code waits for it, the old did not)
+        unsubscribe()
+        returned.set()
+        log._get(lambda: None)                        # the notification is over
+    assert late == [], "the callback ran after unsubscribe() had returned"
