@@ -2,7 +2,8 @@
 
 Exit statuses (2 stays click's usage error):
 - OK (0): a member answers as leader in the highest term any member answers with, and a quorum
-  of the configuration's voters answers (the leader's configuration; the members asked when it
+  of the configuration's voters answers (the leader's configuration: during a joint change a
+  majority of the old voters and one of the new, dissertation 4.3; the members asked when it
   names none).
 - UNHEALTHY (1): some member answers, but there is no such leader or no such quorum.
 - NO_ANSWER (3): no member answers.
@@ -33,4 +34,13 @@ def verdict(answers: Mapping[str, Optional[dict]]) -> tuple[int, str]:
     if len(up) * 2 <= total:
         return UNHEALTHY, (f"leader {leader.get('id')} in term {term}, but only {len(up)} of {total} voters "
                            f"answer (a quorum is {total // 2 + 1})")
+    outgoing = set(leader.get("voters_outgoing") or ())
+    if outgoing:
+        incoming = set(leader.get("voters") or ())
+        ids = {st.get("id") for st in answered.values()}
+        for half, name in ((incoming, "new"), (outgoing, "old")):
+            if len(ids & half) * 2 <= len(half):
+                return UNHEALTHY, (f"leader {leader.get('id')} in term {term} is changing the membership, but only "
+                                   f"{len(ids & half)} of the {len(half)} {name} voters answer (a joint quorum "
+                                   "needs a majority of both)")
     return OK, f"ok: leader {leader.get('id')} in term {term}; {len(up)} of {total} voters answer"

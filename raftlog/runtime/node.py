@@ -763,6 +763,9 @@ class Node:
             "members": {str(p): self.address_of(p) for p in sorted(confchange.members(raw.conf_state))},
             "member_table": raw.members(),
             "configuration": confchange.describe(raw.conf_state),
+            # the voter sets a quorum is counted in: both during a joint change (dissertation 4.3)
+            "voters": sorted(raw.conf_state.voters),
+            "voters_outgoing": sorted(raw.conf_state.voters_outgoing),
             "connected": sorted(p for p in self.cfg.peers if peers is not None and peers.connected(p)),
             "dropped_messages": {str(p): n for p, n in sorted(peers.dropped.items())} if peers is not None else {},
             # peer -> why it refuses this node (its data dir was replaced: remove and re-join it)

@@ -257,6 +257,16 @@ def test_status_check_verdicts() -> None:
     assert verdict({"a": _st(1, "follower", 4), "b": None})[0] == UNHEALTHY
 
 
+def test_status_check_needs_both_majorities_of_a_joint_configuration() -> None:
+    """Dissertation 4.3: while C_old,new rules, a quorum is a majority of the old voters and one of the new."""
+    joint = _st(1, "leader", 2, (1, 2, 3, 4, 5)) | {"voters": [1, 4, 5], "voters_outgoing": [1, 2, 3]}
+    answers = {"a": joint, "b": _st(4, "follower", 2), "c": _st(5, "follower", 2), "d": None, "e": None}
+    code, line = verdict(answers)                      # 3 of the 5 answer: a plain majority, not of the old 1, 2, 3
+    assert code == UNHEALTHY and "only 1 of the 3 old voters answer" in line
+    answers["d"] = _st(2, "follower", 2)
+    assert verdict(answers)[0] == OK
+
+
 def test_health_of_a_follower_follows_when_it_last_heard_its_leader() -> None:
     from types import SimpleNamespace
 
