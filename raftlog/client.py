@@ -24,6 +24,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, AsyncGenerator, Callable, Coroutine, Iterable, Iterator, Optional, Sequence, \
     TypeVar, Union
 
+from raftlog.blocking_iter import blocking_iter
 from raftlog.entry import Entry
 from raftlog.errors import Closed, Compacted, NoLeader, RaftlogError, Removed, SessionExpired, Timeout, Unreachable
 from raftlog.hot import (
@@ -794,19 +795,8 @@ class Client:
 
     def entries(self, start: int = 1, follow: bool = True, *, poll: float = 0.2) -> Iterator[Entry]:
         """Like AsyncClient.entries, as a blocking generator."""
-        it = self._client.entries(start, follow, poll=poll)
-
-        async def step() -> Entry:
-            return await it.__anext__()
-        try:
-            while True:
-                try:
-                    yield self._run(step())
-                except StopAsyncIteration:
-                    return
-        finally:
-            if not self._loop.is_closed():
-                self._run(it.aclose())
+        yield from blocking_iter(self._run, self._client.entries(start, follow, poll=poll),
+                                 lambda: not self._loop.is_closed())
 
     def wait_for_leader(self, timeout: float = 10.0) -> int:
         """The leader's id once the cluster has one; NoLeader after `timeout` seconds (see AsyncClient)."""

@@ -38,6 +38,7 @@ from collections import deque
 from typing import Any, AsyncGenerator, BinaryIO, Callable, Iterable, Iterator, Optional, Union
 
 from raftlog.core.messages import SnapshotMeta
+from raftlog.blocking_iter import blocking_iter
 from raftlog.entry import Entry
 from raftlog.errors import Closed, Compacted, NotLeader, RaftlogError, Timeout
 from raftlog.hot import ERR_BAD_REQUEST, ERR_NOT_LEADER, ERR_SHUTTING_DOWN, ERR_TIMEOUT, KIND_DATA, RecordBatch
@@ -697,16 +698,7 @@ class SyncRaftLog:
     def entries(self, start: int = 1, follow: bool = True) -> Iterator[Entry]:
         """Like RaftLog.entries, as a blocking generator."""
         self._check()
-        it = self._log.entries(start, follow)
-        try:
-            while True:
-                try:
-                    yield self._run(it.__anext__())
-                except StopAsyncIteration:
-                    return
-        finally:
-            if not self._closed:
-                self._run(it.aclose())
+        yield from blocking_iter(self._run, self._log.entries(start, follow), lambda: not self._closed)
 
     def wait_for_leader(self, timeout: float = 10.0) -> int:
         """The leader's id once one is known; Timeout after `timeout` seconds (see RaftLog.wait_for_leader)."""

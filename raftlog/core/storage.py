@@ -9,7 +9,7 @@ nothing. Ranges are half-open `[lo, hi)`.
 from __future__ import annotations
 
 import zlib
-from typing import Optional, Protocol
+from typing import Iterator, Optional, Protocol
 
 from raftlog.core.messages import ConfState, HardState, SnapshotMeta
 from raftlog.errors import CorruptLogError, FrameError
@@ -91,6 +91,14 @@ class Storage(Protocol):
 
     def close(self) -> None:
         """Release resources; the storage is unusable afterwards."""
+
+
+def read_in_chunks(storage: Storage, lo: int, hi: int, chunk_bytes: int = 4 << 20) -> Iterator[tuple[int, RecordBatch]]:
+    """Entries `[lo, hi]` as `(first index, batch)` pairs of about `chunk_bytes` each (start-up scans)."""
+    while lo <= hi:
+        batch = storage.records(lo, hi + 1, chunk_bytes)
+        yield lo, batch
+        lo += len(batch)
 
 
 def check_save_range(last_index: int, truncate_from: int, first_index: int,

@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Optional, Union
 
+from raftlog.core.storage import read_in_chunks
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import KIND_NOOP, RecordBatch
 from raftlog.runtime.port import NodePort
@@ -44,9 +45,6 @@ MIN_MARK_INTERVAL_MS = 100         # the node looks at the clock every 100 ms
 MAX_MARK_INTERVAL_MS = 3_600_000
 BYTE_CHECKPOINTS = 64          # byte positions remembered per `bytes` limit: its granularity is 1/64 of it
 COMPACT_FRACTION = 16          # compact once the prefix to drop is 1/16 of the log held
-REBUILD_CHUNK_BYTES = 4 << 20
-
-
 @dataclass(frozen=True)
 class RetentionPolicy:
     """How much of the log to keep; 0 = no limit of that kind. All zero (the default): keep everything."""
@@ -200,10 +198,8 @@ class Retention:
         hi = port.applied_index
         self.log = RetainedLog(self.policy, lo - 1)
         if self.policy.bytes or self.policy.age_ms:
-            while lo <= hi:
-                batch = storage.records(lo, hi + 1, REBUILD_CHUNK_BYTES)
-                self.log.add(lo, batch)
-                lo += len(batch)
+            for first, batch in read_in_chunks(storage, lo, hi):
+                self.log.add(first, batch)
         log.info("node %d retains %s of its log", port.node_id, self.policy.describe())
 
     def on_committed(self, first: int, batch: RecordBatch) -> None:

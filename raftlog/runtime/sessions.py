@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, NamedTuple, Optional
 
 from raftlog.core.sessions import DEFAULT_TIMEOUT_MS, SessionFront, SessionTable, decode_header, restamp
+from raftlog.core.storage import read_in_chunks
 from raftlog.errors import NotLeader, ProposalDropped
 from raftlog.hot import ERR_BAD_REQUEST, ERR_NOT_LEADER, ERR_SESSION_EXPIRED, ERR_TIMEOUT, RecordBatch, \
     encode_appended
@@ -33,9 +34,6 @@ if TYPE_CHECKING:
     from raftlog.runtime.connection import Connection
 
 log = logging.getLogger("raftlog.sessions")
-
-REBUILD_CHUNK_BYTES = 4 << 20
-
 
 class _Op(NamedTuple):
     conn: "Connection"
@@ -77,10 +75,8 @@ class SessionService:
         lo = max(storage.first_index(), self.table.position + 1)
         hi = self.port.applied_index
         n = 0
-        while lo <= hi:
-            batch = storage.records(lo, hi + 1, REBUILD_CHUNK_BYTES)
-            self.table.apply_batch(lo, batch)
-            lo += len(batch)
+        for first, batch in read_in_chunks(storage, lo, hi):
+            self.table.apply_batch(first, batch)
             n += len(batch)
         if self.table.sessions:
             log.info("node %d: %d client sessions rebuilt from %d log entries", self.port.node_id,
