@@ -48,12 +48,17 @@ class Cluster:
                 node.advance(rd)
             self.sent += inbox
             for m in inbox:
-                if m.to not in self.down and m.frm not in self.down:
-                    self.nodes[m.to].step(m)
-                    moved = True
+                moved = self.deliver(m) or moved
             if not moved:
                 return
         raise AssertionError("cluster did not stabilize")
+
+    def deliver(self, m: Message) -> bool:
+        """Hand `m` to its recipient unless either end is down; True when delivered."""
+        if m.to in self.down or m.frm in self.down:
+            return False
+        self.nodes[m.to].step(m)
+        return True
 
     def leader(self) -> RawNode:
         leaders = [n for i, n in self.nodes.items() if n.role is Role.LEADER and i not in self.down]

@@ -126,27 +126,11 @@ class _HoldingCluster(Cluster):
         super().__init__(n, **cfg)
         self.slow, self.hold, self.held = slow, False, []
 
-    def stabilize(self, rounds: int = 200) -> None:
-        for _ in range(rounds):
-            inbox, moved = [], False
-            for i, node in self.nodes.items():
-                if not node.has_ready():
-                    continue
-                moved = True
-                rd = node.ready()
-                inbox += rd.messages
-                self.storage[i].save(hard_state=rd.hard_state, truncate_from=rd.truncate_from,
-                                     first_index=rd.entries_index, records=rd.entries)
-                inbox += rd.persisted_messages
-                node.advance(rd)
-            for m in inbox:
-                if self.hold and self.slow in (m.to, m.frm):
-                    self.held.append(m)
-                    continue
-                self.nodes[m.to].step(m)
-                moved = True
-            if not moved:
-                return
+    def deliver(self, m: Message) -> bool:
+        if self.hold and self.slow in (m.to, m.frm):
+            self.held.append(m)
+            return False
+        return super().deliver(m)
 
     def release(self) -> None:
         self.hold, held, self.held = False, self.held, []
