@@ -42,7 +42,6 @@ import random
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Optional
+
+from raftlog.runtime.launcher import ports_free
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 README = os.path.join(os.path.dirname(HERE), "README.md")
@@ -222,18 +223,8 @@ def consecutive_free_ports(n: int) -> int:
     rng = random.Random()
     for _ in range(500):
         base = rng.choice([b for b in range(2000, 9990 - n) if not 7000 <= b < 7100 + n])
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
+        if ports_free(base, n):
             return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
     raise TranscriptError(f"found no {n} consecutive free loopback ports")
 
 

@@ -41,6 +41,22 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def ports_free(base: int, n: int) -> bool:
+    """True when loopback ports `base` .. `base + n - 1` can all be bound now (`raftlog cluster --base-port`)."""
+    socks = []
+    try:
+        for port in range(base, base + n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in socks:
+            s.close()
+
+
 def die_with_parent() -> None:
     """preexec_fn: ask Linux to SIGTERM this child when the thread that started it exits."""
     try:

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from raftlog.client import Client
-from raftlog.runtime.launcher import free_ports
+from raftlog.runtime.launcher import free_ports, ports_free
 from support.cluster import ProcCluster, read_all
 from support.polling import wait_for
 from support.safety import holds_acked
@@ -96,21 +96,10 @@ def test_sigterm_stops_a_node_cleanly_under_load_and_it_restarts(tmp_path):
 
 def consecutive_free_ports(n: int) -> int:
     """A base port such that base .. base + n - 1 are all free on 127.0.0.1 right now."""
-    import socket
     for _ in range(100):
         base = free_ports(1)[0]
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
+        if ports_free(base, n):
             return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
     raise RuntimeError("no run of free ports")
 
 
