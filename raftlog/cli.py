@@ -453,7 +453,7 @@ def read(peers: str, cluster_id: str, start: int, stop: int | None, limit: int |
 
 
 STATUS_FIELDS = ("id", "address", "role", "term", "last_index", "commit", "applied", "leader")
-STATUS_JSON_EXTRA = ("first_index", "data_dir_bytes")    # in --json only (keys added by issue 15)
+STATUS_EXTRA = ("first_index", "data_dir_bytes")    # added by issue 15: FIRST and DISK in the table
 
 
 @main.command()
@@ -502,10 +502,10 @@ def status(peers: str, cluster_id: str, as_json: bool, timeout: float, check: bo
     rows = []
     for (ident, address), st in zip(members.items(), answers):
         if st is None:
-            row = dict.fromkeys(STATUS_FIELDS + STATUS_JSON_EXTRA)
+            row = dict.fromkeys(STATUS_FIELDS + STATUS_EXTRA)
             row.update(id=ident if ident > 0 else None, address=address, role="unreachable")
         else:
-            row = {k: st.get(k) for k in STATUS_FIELDS + STATUS_JSON_EXTRA}
+            row = {k: st.get(k) for k in STATUS_FIELDS + STATUS_EXTRA}
             row["address"] = address
         rows.append(row)
     if as_json:
